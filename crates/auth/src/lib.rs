@@ -1,0 +1,2 @@
+//! correio-auth
+#![forbid(unsafe_code)]

@@ -1,0 +1,7 @@
+//! One module per subcommand.
+pub mod cert;
+pub mod check;
+pub mod deliver;
+pub mod fetch;
+pub mod serve;
+pub mod user;

@@ -1,0 +1,53 @@
+//! `correio`: one binary for the whole mail system. Each subcommand lives in its own
+//! file under `cmd/` with its `Args` and a `run()` that calls library code; `main`
+//! only parses the command line and maps errors to exit codes.
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod cmd;
+
+/// Correio: a POP3 mail system. Server, delivery and fetcher in one binary.
+#[derive(Debug, Parser)]
+#[command(name = "correio", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the POP3 server (and optionally the LMTP listener).
+    Serve(cmd::serve::Args),
+    /// Manage users in the users file.
+    User(cmd::user::Args),
+    /// Deliver one message from standard input into a user's mailbox (an LDA).
+    Deliver(cmd::deliver::Args),
+    /// Fetch mail from POP3 servers into Maildir, mbox, EML files or a command.
+    Fetch(cmd::fetch::Args),
+    /// Create a self-signed TLS certificate and key for first runs.
+    Cert(cmd::cert::Args),
+    /// Validate a configuration file.
+    Check(cmd::check::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(a) => cmd::serve::run(a),
+        Command::User(a) => cmd::user::run(a),
+        Command::Deliver(a) => cmd::deliver::run(a),
+        Command::Fetch(a) => cmd::fetch::run(a),
+        Command::Cert(a) => cmd::cert::run(a),
+        Command::Check(a) => cmd::check::run(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("correio: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,2 @@
+//! correio-client
+#![forbid(unsafe_code)]

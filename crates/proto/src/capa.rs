@@ -1,0 +1,1 @@
+//! The capability model (RFC 2449 CAPA).

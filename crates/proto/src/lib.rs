@@ -1,0 +1,35 @@
+//! `correio-proto`: the POP3 protocol core, with no I/O.
+//!
+//! Everything here is deterministic: bytes and results go in, bytes, responses and
+//! actions come out. There is no tokio, no socket, no file and no clock in this crate,
+//! so every behaviour can be tested at the wire level without I/O and fuzzed.
+//!
+//! - [`framer`]: a bounded line framer (CRLF or bare LF), never grows without bound.
+//! - [`command`]: the POP3 command grammar (RFC 1939, 2449, 2595, 5034, 6856).
+//! - [`response`]: status lines, RFC 2449/3206 response codes, multi-line bodies.
+//! - [`stuff`]: the streaming byte-stuffer (server) and unstuffer (client), and the
+//!   exact size rule both sides share.
+//! - [`capa`]: the capability model.
+//! - [`server`]: the server session state machine.
+//! - [`client`]: the client session state machine.
+#![forbid(unsafe_code)]
+
+pub mod capa;
+pub mod client;
+pub mod command;
+pub mod framer;
+pub mod response;
+pub mod server;
+pub mod stuff;
+
+pub use command::{Command, CommandError};
+pub use framer::{Line, LineFramer};
+pub use response::{RespCode, Status, StatusLine};
+
+/// The longest command line a server accepts, CRLF included (RFC 2449 §4).
+pub const MAX_COMMAND_LINE: usize = 255;
+/// The longest status line a server sends, CRLF included (RFC 2449 §4).
+pub const MAX_STATUS_LINE: usize = 512;
+/// The longest argument a command may carry (RFC 2449 §4: 40 octets), except where a
+/// command takes the rest of the line (PASS) or a SASL response.
+pub const MAX_ARGUMENT: usize = 40;

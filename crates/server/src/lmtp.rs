@@ -1,0 +1,1 @@
+//! The LMTP listener (RFC 2033).

@@ -1,0 +1,2 @@
+//! correio-store
+#![forbid(unsafe_code)]

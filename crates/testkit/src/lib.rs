@@ -1,0 +1,2 @@
+//! Test support: third-party daemons started on loopback for integration tests.
+#![forbid(unsafe_code)]
