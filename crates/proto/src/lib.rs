@@ -9,7 +9,8 @@
 //! - [`response`]: status lines, RFC 2449/3206 response codes, multi-line bodies.
 //! - [`stuff`]: the streaming byte-stuffer (server) and unstuffer (client), and the
 //!   exact size rule both sides share.
-//! - [`capa`]: the capability model.
+//! - [`capa`]: the capability model (CAPA body, both sides).
+//! - [`sasl`]: SASL line framing for AUTH (RFC 5034), both sides.
 //! - [`server`]: the server session state machine.
 //! - [`client`]: the client session state machine.
 #![forbid(unsafe_code)]
@@ -19,10 +20,12 @@ pub mod client;
 pub mod command;
 pub mod framer;
 pub mod response;
+pub mod sasl;
 pub mod server;
 pub mod stuff;
 
-pub use command::{Command, CommandError};
+pub use capa::Capabilities;
+pub use command::{Command, CommandError, MsgNum};
 pub use framer::{Line, LineFramer};
 pub use response::{RespCode, Status, StatusLine};
 

@@ -242,7 +242,9 @@ impl ServerLine {
                 {
                     return Err(ResponseError::BadCode);
                 }
-                let text = after[end + 1..].strip_prefix(' ').unwrap_or(&after[end + 1..]);
+                let text = after[end + 1..]
+                    .strip_prefix(' ')
+                    .unwrap_or(&after[end + 1..]);
                 (Some(RespCode::from_text(code)), text)
             }
             None => (None, rest),
@@ -290,10 +292,7 @@ mod tests {
             ServerLine::parse(b"+ PDEyMz4="),
             Ok(ServerLine::Continuation("PDEyMz4=".into()))
         );
-        assert_eq!(
-            ServerLine::parse(b"+OKAY"),
-            Err(ResponseError::BadStatus)
-        );
+        assert_eq!(ServerLine::parse(b"+OKAY"), Err(ResponseError::BadStatus));
         assert_eq!(
             ServerLine::parse(b"-ERR [IN-USE"),
             Err(ResponseError::BadCode)
