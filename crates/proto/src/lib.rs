@@ -28,6 +28,7 @@ pub use capa::Capabilities;
 pub use command::{Command, CommandError, MsgNum};
 pub use framer::{Line, LineFramer};
 pub use response::{RespCode, Status, StatusLine};
+pub use stuff::{DotStuffer, DotUnstuffer, LineEnding, MissingTerminator, WireSizer, wire_size};
 
 /// The longest command line a server accepts, CRLF included (RFC 2449 §4).
 pub const MAX_COMMAND_LINE: usize = 255;
