@@ -39,7 +39,7 @@ use crate::capa::Capabilities;
 use crate::command::{Command, MsgNum};
 use crate::framer::{Line, LineFramer};
 use crate::response::{ServerLine, Status, StatusLine};
-use shim::{DotUnstuffer, LineEnding};
+use crate::stuff::{DotUnstuffer, LineEnding};
 
 /// The longest response line (status or listing line) the client accepts, line end
 /// included. Far above RFC 2449's 512 so that sloppy servers still work, and bounded.
@@ -856,77 +856,6 @@ fn parse_uid(rest: &[u8], line: &[u8]) -> Result<String, ClientError> {
         )));
     }
     Ok(String::from_utf8_lossy(uid).into_owned())
-}
-
-// TEMPORARY until stuff.rs lands with the agreed DotUnstuffer API.
-mod shim {
-    pub enum LineEnding {
-        Crlf,
-    }
-    pub struct DotUnstuffer {
-        at_line_start: bool,
-        dot: bool,
-        cr: bool,
-        done: bool,
-    }
-    impl DotUnstuffer {
-        pub fn new(_e: LineEnding) -> Self {
-            DotUnstuffer {
-                at_line_start: true,
-                dot: false,
-                cr: false,
-                done: false,
-            }
-        }
-        pub fn is_done(&self) -> bool {
-            self.done
-        }
-        pub fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> usize {
-            for (i, &b) in input.iter().enumerate() {
-                if self.done {
-                    return i;
-                }
-                if self.cr {
-                    self.cr = false;
-                    if b == b'\n' {
-                        if self.dot {
-                            self.done = true;
-                            return i + 1;
-                        }
-                        out.extend_from_slice(b"\r\n");
-                        self.at_line_start = true;
-                        continue;
-                    }
-                    out.push(b'\r');
-                }
-                if self.at_line_start && !self.dot && b == b'.' {
-                    self.dot = true;
-                    continue;
-                }
-                if b == b'\r' {
-                    self.cr = true;
-                    continue;
-                }
-                if b == b'\n' {
-                    if self.dot && self.at_line_start {
-                        self.done = true;
-                        return i + 1;
-                    }
-                    out.extend_from_slice(b"\r\n");
-                    self.at_line_start = true;
-                    self.dot = false;
-                    continue;
-                }
-                if self.dot && self.at_line_start && b != b'.' {
-                    // A lone dot followed by text: keep the text.
-                }
-                self.at_line_start = false;
-                self.dot = false;
-                out.push(b);
-            }
-            input.len()
-        }
-    }
 }
 
 #[cfg(test)]
