@@ -30,12 +30,11 @@
 
 use std::fmt;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as BASE64;
-
+use crate::capa::{self, Capabilities, ExpirePolicy, LoginDelay, Utf8Capa};
 use crate::command::{Command, MsgNum};
 use crate::framer::Line;
 use crate::response::{RespCode, StatusLine, write_multiline};
+use crate::sasl::{self, SaslResponse};
 
 /// Policy for one server, shared by all its sessions.
 #[derive(Debug, Clone)]
@@ -50,9 +49,10 @@ pub struct ServerConfig {
     /// The `LOGIN-DELAY` announcement in seconds (RFC 2449 §6.8); the driver enforces
     /// it and answers [`AuthOutcome::LoginDelay`].
     pub login_delay: Option<u32>,
-    /// The `EXPIRE` announcement (RFC 2449 §6.7). `Some(Expire::Days(0))` is enforced
-    /// here: messages retrieved in a session are deleted at its `QUIT`.
-    pub expire: Option<Expire>,
+    /// The `EXPIRE` announcement (RFC 2449 §6.7). `Some(ExpirePolicy::Days(0))` is enforced
+    /// here: messages retrieved in a session are deleted at its `QUIT`. Longer
+    /// periods are an announcement only (the store keeps no retrieval dates).
+    pub expire: Option<ExpirePolicy>,
     /// Offer `UTF8` and `LANG` (RFC 6856).
     pub utf8: bool,
     /// Bad commands (unknown, malformed, overlong, wrong state) before the session is
@@ -78,18 +78,9 @@ impl Default for ServerConfig {
             max_bad_commands: 10,
             max_auth_failures: 3,
             max_sasl_steps: 8,
-            max_sasl_line: 8192,
+            max_sasl_line: sasl::MAX_SASL_LINE + 2,
         }
     }
-}
-
-/// The `EXPIRE` policy (RFC 2449 §6.7).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Expire {
-    /// `EXPIRE NEVER`: messages stay until the client deletes them.
-    Never,
-    /// `EXPIRE n`: messages may be removed n days after retrieval.
-    Days(u32),
 }
 
 /// What the driver knows about this connection.
@@ -555,7 +546,7 @@ impl ServerSession {
             State::Transaction => {
                 self.state = State::Update;
                 self.pending = Pending::Commit;
-                let expire_now = self.config.expire == Some(Expire::Days(0));
+                let expire_now = self.config.expire == Some(ExpirePolicy::Days(0));
                 Some(Action::Commit {
                     deletions: self.maildrop.deletions(expire_now),
                 })
@@ -568,47 +559,37 @@ impl ServerSession {
     }
 
     fn capa(&mut self) {
-        let mut lines: Vec<String> = vec!["CAPA".into(), "TOP".into(), "UIDL".into()];
-        lines.push("RESP-CODES".into());
-        lines.push("AUTH-RESP-CODE".into());
-        lines.push("PIPELINING".into());
         let login_ok = self.login_allowed();
-        if login_ok {
-            lines.push("USER".into());
-        }
-        let mechs: Vec<&str> = self
-            .config
-            .sasl_mechanisms
-            .iter()
-            .map(String::as_str)
-            .filter(|m| login_ok || !sends_cleartext(m))
-            .collect();
-        if !mechs.is_empty() {
-            lines.push(format!("SASL {}", mechs.join(" ")));
-        }
-        if self.state == State::Authorization && !self.conn.tls && self.conn.stls_available {
-            lines.push("STLS".into());
-        }
-        if let Some(d) = self.config.login_delay {
-            lines.push(format!("LOGIN-DELAY {d}"));
-        }
-        match self.config.expire {
-            Some(Expire::Never) => lines.push("EXPIRE NEVER".into()),
-            Some(Expire::Days(n)) => lines.push(format!("EXPIRE {n}")),
-            None => {}
-        }
-        if self.config.utf8 {
-            lines.push("UTF8".into());
-            lines.push("LANG".into());
-        }
-        if let Some(i) = &self.config.implementation {
-            lines.push(format!("IMPLEMENTATION {i}"));
-        }
-        write_multiline(
-            &StatusLine::ok("Capability list follows"),
-            lines.iter().map(|l| l.as_bytes()),
-            &mut self.out,
-        );
+        let caps = Capabilities {
+            top: true,
+            user: login_ok,
+            sasl: self
+                .config
+                .sasl_mechanisms
+                .iter()
+                .filter(|m| login_ok || !sends_cleartext(m))
+                .cloned()
+                .collect(),
+            resp_codes: true,
+            login_delay: self.config.login_delay.map(|seconds| LoginDelay {
+                seconds,
+                per_user: false,
+            }),
+            pipelining: true,
+            expire: self.config.expire.map(|policy| capa::Expire {
+                policy,
+                per_user: false,
+            }),
+            uidl: true,
+            implementation: self.config.implementation.clone(),
+            // RFC 2595: only before login and only while the connection is cleartext.
+            stls: self.state == State::Authorization && !self.conn.tls && self.conn.stls_available,
+            auth_resp_code: true,
+            utf8: self.config.utf8.then_some(Utf8Capa { user: false }),
+            lang: self.config.utf8,
+            other: Vec::new(),
+        };
+        caps.write_response(&mut self.out);
     }
 
     fn lang(&mut self, tag: Option<String>) {
@@ -702,14 +683,14 @@ impl ServerSession {
                 }
                 let initial_response = match initial_response {
                     None => None,
-                    Some(ir) => match decode_sasl(ir.as_bytes()) {
-                        Ok(SaslResponse::Data(d)) => Some(d),
-                        Ok(SaslResponse::Cancel) => {
+                    Some(ir) => match sasl::decode_initial_response(&ir) {
+                        Ok(d) => Some(d),
+                        Err(_) if ir == "*" => {
                             self.reply(StatusLine::err("Authentication cancelled"));
                             return None;
                         }
-                        Err(()) => {
-                            self.reply(StatusLine::err("Invalid base64 in initial response"));
+                        Err(e) => {
+                            self.reply(StatusLine::err(e.wire_text()));
                             return self.bad_command();
                         }
                     },
@@ -755,7 +736,7 @@ impl ServerSession {
                 self.auth_failed_count();
                 return Some(self.abort_or_close());
             }
-            Line::Complete(b) => decode_sasl(b),
+            Line::Complete(b) => sasl::decode_response(b),
         };
         match decoded {
             Ok(SaslResponse::Cancel) => {
@@ -763,12 +744,9 @@ impl ServerSession {
                 self.reply(StatusLine::err("Authentication cancelled"));
                 Some(Action::SaslAbort)
             }
-            Err(()) => {
+            Err(e) => {
                 self.login = Login::Start;
-                self.reply(StatusLine::err_code(
-                    RespCode::Auth,
-                    "Invalid base64 in authentication response",
-                ));
+                self.reply(StatusLine::err_code(RespCode::Auth, e.wire_text()));
                 self.auth_failed_count();
                 Some(self.abort_or_close())
             }
@@ -923,10 +901,7 @@ impl ServerSession {
             }
             (Pending::Sasl, Event::SaslChallenge(challenge)) => {
                 self.pending = Pending::None;
-                self.out.extend_from_slice(b"+ ");
-                self.out
-                    .extend_from_slice(BASE64.encode(challenge).as_bytes());
-                self.out.extend_from_slice(b"\r\n");
+                sasl::encode_challenge(&challenge, &mut self.out);
                 None
             }
             (Pending::Open, Event::MaildropOpened(result)) => {
@@ -1069,19 +1044,4 @@ impl ServerSession {
 /// Mechanisms that carry the password itself (refused where cleartext login is).
 fn sends_cleartext(mechanism: &str) -> bool {
     matches!(mechanism, "PLAIN" | "LOGIN")
-}
-
-enum SaslResponse {
-    Data(Vec<u8>),
-    Cancel,
-}
-
-/// A client SASL response line (RFC 5034 §4): base64, `=` for an empty initial
-/// response, `*` to cancel. An empty line is an empty response.
-fn decode_sasl(line: &[u8]) -> Result<SaslResponse, ()> {
-    match line {
-        b"*" => Ok(SaslResponse::Cancel),
-        b"=" | b"" => Ok(SaslResponse::Data(Vec::new())),
-        _ => BASE64.decode(line).map(SaslResponse::Data).map_err(|_| ()),
-    }
 }

@@ -7,8 +7,9 @@
 #![allow(clippy::field_reassign_with_default)]
 
 use correio_proto::LineFramer;
+use correio_proto::capa::ExpirePolicy;
 use correio_proto::server::{
-    Action, AuthOutcome, ConnectionInfo, Event, Expire, MessageInfo, OpenError, ServerConfig,
+    Action, AuthOutcome, ConnectionInfo, Event, MessageInfo, OpenError, ServerConfig,
     ServerSession, StreamKind,
 };
 
@@ -257,8 +258,8 @@ fn greeting_carries_apop_timestamp() {
 #[test]
 fn capa_on_cleartext_remote_hides_user_and_plain() {
     let expected = format!(
-        "{GREETING}+OK Capability list follows\r\nCAPA\r\nTOP\r\nUIDL\r\nRESP-CODES\r\n\
-         AUTH-RESP-CODE\r\nPIPELINING\r\nSTLS\r\nUTF8\r\nLANG\r\n{}.\r\n",
+        "{GREETING}+OK Capability list follows\r\nSTLS\r\nTOP\r\nUIDL\r\nRESP-CODES\r\n\
+         AUTH-RESP-CODE\r\nPIPELINING\r\nUTF8\r\nLANG\r\n{}.\r\n",
         implementation()
     );
     script(cleartext_remote(), "CAPA\r\n", &expected);
@@ -267,8 +268,8 @@ fn capa_on_cleartext_remote_hides_user_and_plain() {
 #[test]
 fn capa_on_loopback_and_after_tls() {
     let expected = format!(
-        "{GREETING}+OK Capability list follows\r\nCAPA\r\nTOP\r\nUIDL\r\nRESP-CODES\r\n\
-         AUTH-RESP-CODE\r\nPIPELINING\r\nUSER\r\nSASL PLAIN LOGIN\r\nSTLS\r\nUTF8\r\nLANG\r\n{}.\r\n",
+        "{GREETING}+OK Capability list follows\r\nSTLS\r\nUSER\r\nSASL PLAIN LOGIN\r\nTOP\r\n\
+         UIDL\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\nUTF8\r\nLANG\r\n{}.\r\n",
         implementation()
     );
     script(loopback(), "capa\r\n", &expected);
@@ -280,15 +281,14 @@ fn capa_on_loopback_and_after_tls() {
 fn capa_in_transaction_keeps_authorization_caps_but_not_stls() {
     let mut cfg = ServerConfig::default();
     cfg.login_delay = Some(900);
-    cfg.expire = Some(Expire::Never);
+    cfg.expire = Some(ExpirePolicy::Never);
     cfg.implementation = None;
     cfg.utf8 = false;
-    let caps = "CAPA\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\n\
-                USER\r\nSASL PLAIN LOGIN\r\n";
-    let delay = "LOGIN-DELAY 900\r\nEXPIRE NEVER\r\n";
+    let caps = "USER\r\nSASL PLAIN LOGIN\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\n\
+                PIPELINING\r\nLOGIN-DELAY 900\r\nEXPIRE NEVER\r\n";
     let expected = format!(
-        "{GREETING}+OK Capability list follows\r\n{caps}STLS\r\n{delay}.\r\n\
-         {LOGGED_IN}+OK Capability list follows\r\n{caps}{delay}.\r\n"
+        "{GREETING}+OK Capability list follows\r\nSTLS\r\n{caps}.\r\n\
+         {LOGGED_IN}+OK Capability list follows\r\n{caps}.\r\n"
     );
     script_cfg(
         cfg,
@@ -419,7 +419,7 @@ fn login_delay_and_expire() {
 
     // EXPIRE 0: what was retrieved is removed at QUIT, besides what was deleted.
     let mut cfg = ServerConfig::default();
-    cfg.expire = Some(Expire::Days(0));
+    cfg.expire = Some(ExpirePolicy::Days(0));
     let (_, f) = run_with(
         cfg,
         loopback(),
@@ -477,10 +477,10 @@ fn sasl_cancel_bad_base64_and_unknown_mechanism() {
                  AUTH X-FOO\r\nAUTH PLAIN %%%\r\nCAPA\r\n";
     let expected = format!(
         "{GREETING}+ \r\n-ERR Authentication cancelled\r\n\
-         + \r\n-ERR [AUTH] Invalid base64 in authentication response\r\n\
+         + \r\n-ERR [AUTH] Invalid base64 data in SASL response\r\n\
          -ERR Authentication cancelled\r\n\
          -ERR Unsupported authentication mechanism\r\n\
-         -ERR Invalid base64 in initial response\r\n\
+         -ERR Invalid base64 data in SASL response\r\n\
          +OK Capability list follows\r\n"
     );
     let (got, f) = run_with(
