@@ -1,0 +1,580 @@
+//! The async POP3 client: a thin tokio driver around
+//! [`correio_proto::client::ClientSession`].
+//!
+//! [`Client`] works over any `AsyncRead + AsyncWrite` (a `TcpStream`, a TLS stream, an
+//! in-memory duplex in tests). Each method sends its command(s), then reads until the
+//! machine has answered them. Every read has a timeout, so a server that stops talking
+//! (or that advertises PIPELINING and then drops pipelined commands) becomes an error
+//! rather than a hang. Message bodies are streamed: [`Client::retr`] writes into an
+//! `AsyncWrite`, and [`Client::retr_many`] into a [`BodySink`], chunk by chunk.
+
+use std::collections::VecDeque;
+use std::io;
+use std::time::Duration;
+
+use correio_proto::client::{ClientError, ClientSession, CommandKind, Event, SaslMechanism};
+use correio_proto::{Capabilities, Command, MsgNum, StatusLine};
+use md5::{Digest, Md5};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+use crate::tls::{self, TlsSetupError};
+
+/// Errors of the client.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Reading or writing the connection failed.
+    #[error("connection: {0}")]
+    Io(#[from] io::Error),
+    /// The server broke the protocol (the session is unusable).
+    #[error("{0}")]
+    Protocol(#[from] ClientError),
+    /// The server answered `-ERR`.
+    #[error("server refused {command}: {}", line_text(.line))]
+    Refused {
+        /// The command's keyword.
+        command: &'static str,
+        /// The `-ERR` line.
+        line: StatusLine,
+    },
+    /// No answer within the timeout.
+    #[error("server did not answer within {0:?}")]
+    Timeout(Duration),
+    /// TLS setup or handshake failed.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// Something the server lacks (APOP without timestamp, STLS not offered...).
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+fn line_text(l: &StatusLine) -> String {
+    match &l.code {
+        Some(c) => format!("-ERR [{c}] {}", l.text),
+        None => format!("-ERR {}", l.text),
+    }
+}
+
+impl From<TlsSetupError> for Error {
+    fn from(e: TlsSetupError) -> Self {
+        Error::Tls(e.to_string())
+    }
+}
+
+impl Error {
+    /// The `-ERR` line, if the server refused a command.
+    pub fn refused_line(&self) -> Option<&StatusLine> {
+        match self {
+            Error::Refused { line, .. } => Some(line),
+            _ => None,
+        }
+    }
+
+    /// Whether the session can still be used after this error (only a `-ERR`).
+    pub fn session_usable(&self) -> bool {
+        matches!(self, Error::Refused { .. })
+    }
+}
+
+/// How much may be in flight when pipelining (like mpop: a count and a byte bound).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    /// Most commands sent and not yet answered.
+    pub max_commands: usize,
+    /// Most expected response bytes (by LIST sizes) in flight; at least one command is
+    /// always allowed.
+    pub max_bytes: u64,
+}
+
+impl Window {
+    /// One command at a time.
+    pub const SERIAL: Window = Window {
+        max_commands: 1,
+        max_bytes: 0,
+    };
+}
+
+impl Default for Window {
+    fn default() -> Self {
+        Window {
+            max_commands: 32,
+            max_bytes: 1 << 20,
+        }
+    }
+}
+
+/// One message to download in [`Client::retr_many`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Request {
+    /// The message.
+    pub msg: MsgNum,
+    /// `None` for RETR; `Some(n)` for `TOP msg n`.
+    pub top_lines: Option<u32>,
+    /// The size from LIST (used for the window's byte bound).
+    pub size: u64,
+}
+
+/// Receives message bodies from [`Client::retr_many`], in request order.
+pub trait BodySink {
+    /// A body begins.
+    fn start(&mut self, msg: MsgNum) -> io::Result<()>;
+    /// Message bytes (CRLF line ends, unstuffed).
+    fn data(&mut self, msg: MsgNum, bytes: &[u8]) -> io::Result<()>;
+    /// The body ended with its terminator: complete.
+    fn end(&mut self, msg: MsgNum) -> io::Result<()>;
+    /// The server answered `-ERR` for this message.
+    fn refused(&mut self, msg: MsgNum, line: &StatusLine) -> io::Result<()>;
+}
+
+/// The default read timeout.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// An async POP3 client over `S`.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), correio_client::Error> {
+/// use correio_client::Client;
+/// let tcp = tokio::net::TcpStream::connect("127.0.0.1:110").await?;
+/// let mut client = Client::connect(tcp).await?;
+/// client.login("alice", b"secret").await?;
+/// let (count, octets) = client.stat().await?;
+/// println!("{count} messages, {octets} octets");
+/// let mut out = Vec::new();
+/// if count > 0 {
+///     let first = correio_proto::MsgNum::new(1).unwrap();
+///     client.retr(first, &mut out).await?;
+/// }
+/// client.quit().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Client<S> {
+    io: S,
+    session: ClientSession,
+    rbuf: Vec<u8>,
+    greeting: StatusLine,
+    apop_timestamp: Option<String>,
+    caps: Option<Capabilities>,
+    timeout: Duration,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
+    /// Reads the greeting from a fresh connection (after the TLS handshake for
+    /// implicit TLS). A `-ERR` greeting is an error.
+    pub async fn connect(io: S) -> Result<Self, Error> {
+        Self::connect_with_timeout(io, DEFAULT_TIMEOUT).await
+    }
+
+    /// [`Client::connect`] with a read timeout other than [`DEFAULT_TIMEOUT`].
+    pub async fn connect_with_timeout(io: S, timeout: Duration) -> Result<Self, Error> {
+        let mut c = Client {
+            io,
+            session: ClientSession::new(),
+            rbuf: vec![0; 64 * 1024],
+            greeting: StatusLine::ok(""),
+            apop_timestamp: None,
+            caps: None,
+            timeout,
+        };
+        match c.next_event().await? {
+            Event::Greeting {
+                line,
+                apop_timestamp,
+            } => {
+                if !line.is_ok() {
+                    return Err(Error::Refused {
+                        command: "greeting",
+                        line,
+                    });
+                }
+                c.greeting = line;
+                c.apop_timestamp = apop_timestamp;
+            }
+            other => {
+                return Err(
+                    ClientError::BadResponse(format!("expected greeting, got {other:?}")).into(),
+                );
+            }
+        }
+        Ok(c)
+    }
+
+    /// The greeting line.
+    pub fn greeting(&self) -> &StatusLine {
+        &self.greeting
+    }
+
+    /// The APOP timestamp from the greeting, if any.
+    pub fn apop_timestamp(&self) -> Option<&str> {
+        self.apop_timestamp.as_deref()
+    }
+
+    /// The capabilities from the last CAPA (None before CAPA or after STLS).
+    pub fn capabilities(&self) -> Option<&Capabilities> {
+        self.caps.as_ref()
+    }
+
+    /// Changes the read timeout.
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+    }
+
+    /// The underlying stream.
+    pub fn get_ref(&self) -> &S {
+        &self.io
+    }
+
+    async fn flush(&mut self) -> Result<(), Error> {
+        let tx = self.session.take_transmit();
+        if !tx.is_empty() {
+            let write = async {
+                self.io.write_all(&tx).await?;
+                self.io.flush().await
+            };
+            tokio::time::timeout(self.timeout, write)
+                .await
+                .map_err(|_| Error::Timeout(self.timeout))??;
+        }
+        Ok(())
+    }
+
+    /// The next event: sends what is queued, reads as needed.
+    async fn next_event(&mut self) -> Result<Event, Error> {
+        loop {
+            if let Some(ev) = self.session.poll_event() {
+                return Ok(ev?);
+            }
+            self.flush().await?;
+            let n = tokio::time::timeout(self.timeout, self.io.read(&mut self.rbuf))
+                .await
+                .map_err(|_| Error::Timeout(self.timeout))??;
+            if n == 0 {
+                self.session.receive_eof();
+                if let Some(ev) = self.session.poll_event() {
+                    return Ok(ev?);
+                }
+                return Err(ClientError::UnexpectedEof.into());
+            }
+            self.session.receive(&self.rbuf[..n]);
+        }
+    }
+
+    async fn simple(&mut self, cmd: Command) -> Result<StatusLine, Error> {
+        let kw = cmd.keyword();
+        self.session.send(cmd)?;
+        match self.next_event().await? {
+            Event::Status { line, .. } if line.is_ok() => Ok(line),
+            Event::Status { line, .. } => Err(Error::Refused { command: kw, line }),
+            other => Err(unexpected(kw, other)),
+        }
+    }
+
+    /// CAPA. Servers without CAPA answer `-ERR`; that is `Ok` with no capabilities.
+    pub async fn capa(&mut self) -> Result<&Capabilities, Error> {
+        self.session.send(Command::Capa)?;
+        let caps = match self.next_event().await? {
+            Event::Capa(c) => c,
+            Event::Status { line, .. } if !line.is_ok() => Capabilities::new(),
+            other => return Err(unexpected("CAPA", other)),
+        };
+        Ok(self.caps.insert(caps))
+    }
+
+    /// USER then PASS.
+    pub async fn login(&mut self, user: &str, password: &[u8]) -> Result<(), Error> {
+        self.simple(Command::User(user.to_owned())).await?;
+        self.simple(Command::Pass(password.to_vec())).await?;
+        self.caps = None;
+        Ok(())
+    }
+
+    /// APOP with the greeting's timestamp and the shared secret.
+    pub async fn apop(&mut self, user: &str, secret: &[u8]) -> Result<(), Error> {
+        let ts = self
+            .apop_timestamp
+            .clone()
+            .ok_or_else(|| Error::Unsupported("server greeting has no APOP timestamp".into()))?;
+        let mut h = Md5::new();
+        h.update(ts.as_bytes());
+        h.update(secret);
+        let digest: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        self.simple(Command::Apop {
+            name: user.to_owned(),
+            digest,
+        })
+        .await?;
+        self.caps = None;
+        Ok(())
+    }
+
+    /// AUTH with a SASL mechanism (see `correio_auth` for the implementations).
+    pub async fn auth(&mut self, mechanism: Box<dyn SaslMechanism>) -> Result<(), Error> {
+        self.session.auth(mechanism)?;
+        match self.next_event().await? {
+            Event::Status { line, .. } if line.is_ok() => {
+                self.caps = None;
+                Ok(())
+            }
+            Event::Status { line, .. } => Err(Error::Refused {
+                command: "AUTH",
+                line,
+            }),
+            other => Err(unexpected("AUTH", other)),
+        }
+    }
+
+    /// STAT: message count and total size.
+    pub async fn stat(&mut self) -> Result<(u32, u64), Error> {
+        self.session.send(Command::Stat)?;
+        match self.next_event().await? {
+            Event::Stat { count, octets } => Ok((count, octets)),
+            Event::Status { line, .. } => Err(Error::Refused {
+                command: "STAT",
+                line,
+            }),
+            other => Err(unexpected("STAT", other)),
+        }
+    }
+
+    /// LIST: every message's size.
+    pub async fn list(&mut self) -> Result<Vec<(MsgNum, u64)>, Error> {
+        self.session.send(Command::List(None))?;
+        match self.next_event().await? {
+            Event::List(v) => Ok(v),
+            Event::Status { line, .. } => Err(Error::Refused {
+                command: "LIST",
+                line,
+            }),
+            other => Err(unexpected("LIST", other)),
+        }
+    }
+
+    /// UIDL: every message's unique id. `-ERR` means the server has no UIDL.
+    pub async fn uidl(&mut self) -> Result<Vec<(MsgNum, String)>, Error> {
+        self.session.send(Command::Uidl(None))?;
+        match self.next_event().await? {
+            Event::Uidl(v) => Ok(v),
+            Event::Status { line, .. } => Err(Error::Refused {
+                command: "UIDL",
+                line,
+            }),
+            other => Err(unexpected("UIDL", other)),
+        }
+    }
+
+    /// RETR into `out`; returns the number of message bytes written.
+    pub async fn retr<W: AsyncWrite + Unpin>(
+        &mut self,
+        msg: MsgNum,
+        out: &mut W,
+    ) -> Result<u64, Error> {
+        self.body(Command::Retr(msg), out).await
+    }
+
+    /// TOP msg lines into `out` (header, blank line, first `lines` body lines).
+    pub async fn top<W: AsyncWrite + Unpin>(
+        &mut self,
+        msg: MsgNum,
+        lines: u32,
+        out: &mut W,
+    ) -> Result<u64, Error> {
+        self.body(Command::Top { msg, lines }, out).await
+    }
+
+    async fn body<W: AsyncWrite + Unpin>(
+        &mut self,
+        cmd: Command,
+        out: &mut W,
+    ) -> Result<u64, Error> {
+        let kw = cmd.keyword();
+        self.session.send(cmd)?;
+        let mut written = 0u64;
+        loop {
+            match self.next_event().await? {
+                Event::BodyStart { .. } => {}
+                Event::Body(b) => {
+                    out.write_all(&b).await?;
+                    written += b.len() as u64;
+                }
+                Event::BodyEnd { .. } => {
+                    out.flush().await?;
+                    return Ok(written);
+                }
+                Event::Status { line, .. } => return Err(Error::Refused { command: kw, line }),
+                other => return Err(unexpected(kw, other)),
+            }
+        }
+    }
+
+    /// Downloads many messages, pipelined within `window` (use [`Window::SERIAL`] when
+    /// the server does not offer PIPELINING). Bodies go to `sink` in request order;
+    /// a `-ERR` for one message is reported to the sink and the others go on.
+    pub async fn retr_many(
+        &mut self,
+        requests: &[Request],
+        window: Window,
+        sink: &mut dyn BodySink,
+    ) -> Result<(), Error> {
+        let mut next = 0;
+        let mut in_flight: VecDeque<u64> = VecDeque::new();
+        let mut bytes = 0u64;
+        let mut done = 0;
+        while done < requests.len() {
+            while next < requests.len()
+                && in_flight.len() < window.max_commands.max(1)
+                && (in_flight.is_empty() || bytes + requests[next].size <= window.max_bytes)
+            {
+                let r = requests[next];
+                self.session.send(match r.top_lines {
+                    None => Command::Retr(r.msg),
+                    Some(lines) => Command::Top { msg: r.msg, lines },
+                })?;
+                in_flight.push_back(r.size);
+                bytes += r.size;
+                next += 1;
+            }
+            let expect = requests[done].msg;
+            match self.next_event().await? {
+                Event::BodyStart { msg, .. } if msg == expect => sink.start(msg)?,
+                Event::Body(b) => sink.data(expect, &b)?,
+                Event::BodyEnd { msg } if msg == expect => {
+                    sink.end(msg)?;
+                    bytes -= in_flight.pop_front().unwrap_or(0);
+                    done += 1;
+                }
+                Event::Status {
+                    command: CommandKind::Retr(msg) | CommandKind::Top(msg),
+                    line,
+                } if msg == expect => {
+                    sink.refused(msg, &line)?;
+                    bytes -= in_flight.pop_front().unwrap_or(0);
+                    done += 1;
+                }
+                other => return Err(unexpected("RETR", other)),
+            }
+        }
+        Ok(())
+    }
+
+    /// DELE for each message, pipelined within `window.max_commands`. Returns the
+    /// messages the server refused (with its line); a broken connection is an error.
+    pub async fn dele_many(
+        &mut self,
+        msgs: &[MsgNum],
+        window: Window,
+    ) -> Result<Vec<(MsgNum, StatusLine)>, Error> {
+        let mut refused = Vec::new();
+        let mut next = 0;
+        let mut done = 0;
+        while done < msgs.len() {
+            while next < msgs.len() && next - done < window.max_commands.max(1) {
+                self.session.send(Command::Dele(msgs[next]))?;
+                next += 1;
+            }
+            match self.next_event().await? {
+                Event::Status {
+                    command: CommandKind::Dele(m),
+                    line,
+                } if m == msgs[done] => {
+                    if !line.is_ok() {
+                        refused.push((m, line));
+                    }
+                    done += 1;
+                }
+                other => return Err(unexpected("DELE", other)),
+            }
+        }
+        Ok(refused)
+    }
+
+    /// DELE one message.
+    pub async fn dele(&mut self, msg: MsgNum) -> Result<(), Error> {
+        self.simple(Command::Dele(msg)).await.map(|_| ())
+    }
+
+    /// RSET.
+    pub async fn rset(&mut self) -> Result<(), Error> {
+        self.simple(Command::Rset).await.map(|_| ())
+    }
+
+    /// NOOP.
+    pub async fn noop(&mut self) -> Result<(), Error> {
+        self.simple(Command::Noop).await.map(|_| ())
+    }
+
+    /// QUIT: in TRANSACTION the server now removes the messages marked deleted; `Ok`
+    /// means it says it did.
+    pub async fn quit(mut self) -> Result<(), Error> {
+        self.simple(Command::Quit).await?;
+        let _ = self.io.shutdown().await;
+        Ok(())
+    }
+
+    /// STLS (RFC 2595): upgrades the connection to TLS and forgets the capabilities.
+    pub async fn stls(
+        mut self,
+        connector: &TlsConnector,
+        host: &str,
+    ) -> Result<Client<TlsStream<S>>, Error> {
+        self.simple(Command::Stls).await?;
+        match self.next_event().await? {
+            Event::StartTls => {}
+            other => return Err(unexpected("STLS", other)),
+        }
+        self.session.tls_started()?;
+        let name = tls::server_name(host)?;
+        let tls = tokio::time::timeout(self.timeout, connector.connect(name, self.io))
+            .await
+            .map_err(|_| Error::Timeout(self.timeout))?
+            .map_err(|e| Error::Tls(e.to_string()))?;
+        Ok(Client {
+            io: tls,
+            session: self.session,
+            rbuf: self.rbuf,
+            greeting: self.greeting,
+            apop_timestamp: self.apop_timestamp,
+            caps: None,
+            timeout: self.timeout,
+        })
+    }
+
+    /// Changes the stream type (for example to box it).
+    pub fn map_io<T>(self, f: impl FnOnce(S) -> T) -> Client<T> {
+        Client {
+            io: f(self.io),
+            session: self.session,
+            rbuf: self.rbuf,
+            greeting: self.greeting,
+            apop_timestamp: self.apop_timestamp,
+            caps: self.caps,
+            timeout: self.timeout,
+        }
+    }
+}
+
+fn unexpected(kw: &str, ev: Event) -> Error {
+    let what = match ev {
+        Event::Body(_) => "message data".to_owned(),
+        other => format!("{other:?}"),
+    };
+    Error::Protocol(ClientError::BadResponse(format!(
+        "unexpected answer to {kw}: {what}"
+    )))
+}
+
+/// Connects with implicit TLS (port 995) and reads the greeting.
+pub async fn connect_tls<S: AsyncRead + AsyncWrite + Unpin>(
+    io: S,
+    connector: &TlsConnector,
+    host: &str,
+    timeout: Duration,
+) -> Result<Client<TlsStream<S>>, Error> {
+    let name = tls::server_name(host)?;
+    let tls = tokio::time::timeout(timeout, connector.connect(name, io))
+        .await
+        .map_err(|_| Error::Timeout(timeout))?
+        .map_err(|e| Error::Tls(e.to_string()))?;
+    Client::connect_with_timeout(tls, timeout).await
+}
