@@ -1,2 +1,41 @@
-//! correio-store
+//! `correio-store`: the maildrop behind a POP3 session, and atomic delivery into it.
+//!
+//! The job of this crate is to keep mail safe on disk and to hand it to the protocol
+//! side through one small trait, [`Maildrop`], so that a later database backend needs no
+//! change in the server or protocol crates.
+//!
+//! - [`Maildrop`] / [`open_maildrop`]: one POP3 session's view of a mailbox: an exclusive
+//!   cross-process lock (fails fast with [`StoreError::InUse`]), a snapshot of the
+//!   messages with their exact CRLF sizes and stable UIDLs, streaming reads, and the
+//!   UPDATE step ([`Maildrop::commit`]).
+//! - [`MailLocation`]: `maildir:/path` or `mbox:/path/file`, with Dovecot's
+//!   `mail_location` templates (`%u`, `%n`, `%d`, `%h`, `~`).
+//! - [`deliver()`]: atomic, durable delivery of one message (Maildir tmp → fsync →
+//!   rename into new/ → fsync dir; mbox append under the local mail locks with fsync,
+//!   truncated back on failure), with quota and size limits and errors classified as
+//!   temporary or permanent ([`DeliverError`]).
+//! - [`maildir::MaildirWriter`] and [`mbox::MboxWriter`]: the low-level durable writers,
+//!   also for fetch targets, each with a batched (group-commit) variant.
+//!
+//! Contract for every backend (see ../shared/DESIGN.md invariants 1, 2, 3, 5):
+//! nothing is deleted except by [`Maildrop::commit`]; a crash at any instant leaves each
+//! message fully present or fully absent; a delivered message becomes visible only when
+//! complete and durable; a UIDL never changes and is never reused for a different
+//! message; one session per maildrop at a time, across processes.
 #![forbid(unsafe_code)]
+
+pub mod deliver;
+mod error;
+pub mod fuzzing;
+mod location;
+pub mod lock;
+pub mod maildir;
+mod maildrop;
+pub mod mbox;
+mod transform;
+mod wire;
+
+pub use deliver::{DeliverError, DeliverErrorKind, DeliverOptions, Delivered, deliver};
+pub use error::StoreError;
+pub use location::{LocationError, MailLocation, TemplateVars};
+pub use maildrop::{CommitReport, Maildrop, MessageInfo, MessageReader, open_maildrop};

@@ -1,0 +1,334 @@
+//! Delivery of one message into a mailbox, shared by `correio deliver` and LMTP.
+//!
+//! Contract (DESIGN.md invariant 2): when [`deliver()`] returns `Ok`, the message is
+//! complete and durable (file and directory entry fsynced); until then it is invisible
+//! to readers (Maildir: it lives in `tmp/`; mbox: it is appended under the local mail
+//! locks and truncated away again on any failure). Errors say whether the sender should
+//! retry ([`DeliverError::is_temporary`]) and map to LMTP replies and sendmail exit
+//! codes.
+//!
+//! Stored form: line ends are normalized to LF (CRLF from LMTP becomes LF, as Dovecot
+//! stores it), and a message that does not end with a line end gets one, so the
+//! `,W=` size in a Maildir name is exactly what RETR sends.
+
+use std::fmt;
+use std::io::{self, Read};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::error::StoreError;
+use crate::location::{LocationError, MailLocation};
+use crate::lock::DEFAULT_LOCK_TIMEOUT;
+
+/// Options of one delivery.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct DeliverOptions {
+    /// Refuse messages larger than this many octets (as received). Permanent failure.
+    pub max_message_size: Option<u64>,
+    /// Per-mailbox quota in stored octets (existing messages plus this one).
+    pub quota_bytes: Option<u64>,
+    /// Per-mailbox quota in messages (existing messages plus this one).
+    pub quota_messages: Option<u64>,
+    /// Whether a quota overrun is permanent (5.2.2, bounce) rather than temporary
+    /// (4.2.2, the MTA retries later). Default: temporary, as Dovecot.
+    pub quota_permanent: bool,
+    /// The envelope sender for the mbox `From ` line (`MAILER-DAEMON` when unset).
+    pub envelope_sender: Option<String>,
+    /// How long to wait for the mbox locks.
+    pub lock_timeout: Duration,
+}
+
+impl Default for DeliverOptions {
+    fn default() -> Self {
+        DeliverOptions {
+            max_message_size: None,
+            quota_bytes: None,
+            quota_messages: None,
+            quota_permanent: false,
+            envelope_sender: None,
+            lock_timeout: DEFAULT_LOCK_TIMEOUT,
+        }
+    }
+}
+
+impl DeliverOptions {
+    /// Sets [`DeliverOptions::max_message_size`].
+    pub fn max_message_size(mut self, v: Option<u64>) -> Self {
+        self.max_message_size = v;
+        self
+    }
+    /// Sets the quota (octets, messages).
+    pub fn quota(mut self, bytes: Option<u64>, messages: Option<u64>) -> Self {
+        self.quota_bytes = bytes;
+        self.quota_messages = messages;
+        self
+    }
+    /// Sets [`DeliverOptions::quota_permanent`].
+    pub fn quota_permanent(mut self, v: bool) -> Self {
+        self.quota_permanent = v;
+        self
+    }
+    /// Sets the envelope sender used for the mbox `From ` line.
+    pub fn envelope_sender(mut self, v: Option<String>) -> Self {
+        self.envelope_sender = v;
+        self
+    }
+    /// Sets the mbox lock timeout.
+    pub fn lock_timeout(mut self, v: Duration) -> Self {
+        self.lock_timeout = v;
+        self
+    }
+}
+
+/// A durable delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Delivered {
+    /// The Maildir file in `new/`, or the mbox file.
+    pub path: PathBuf,
+    /// Octets stored (without the mbox `From ` line and quoting).
+    pub size: u64,
+    /// The POP3 wire size (CRLF line ends) of the stored message.
+    pub wire_size: u64,
+}
+
+/// The class of a delivery failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DeliverErrorKind {
+    /// Larger than [`DeliverOptions::max_message_size`].
+    TooLarge,
+    /// Over the mailbox quota.
+    QuotaExceeded,
+    /// The file system is full (ENOSPC/EDQUOT).
+    DiskFull,
+    /// The mailbox path cannot be used (a file where a directory belongs, a bad
+    /// template, permission denied).
+    MailboxUnusable,
+    /// The mbox locks could not be taken in time.
+    LockTimeout,
+    /// Reading the message failed (the sender went away).
+    Input,
+    /// Another I/O error.
+    Io,
+}
+
+/// Why a delivery failed; see [`DeliverError::is_temporary`].
+#[derive(Debug)]
+pub struct DeliverError {
+    kind: DeliverErrorKind,
+    permanent: bool,
+    message: String,
+    source: Option<io::Error>,
+}
+
+impl DeliverError {
+    /// A new error of `kind`; `permanent` says the sender must not retry.
+    pub fn new(kind: DeliverErrorKind, permanent: bool, message: impl Into<String>) -> Self {
+        DeliverError {
+            kind,
+            permanent,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    pub(crate) fn with_source(mut self, e: io::Error) -> Self {
+        self.source = Some(e);
+        self
+    }
+
+    /// Classifies an I/O error hit while writing to `what`.
+    pub(crate) fn from_io(what: &str, e: io::Error) -> Self {
+        let kind = match e.raw_os_error() {
+            Some(libc::ENOSPC) | Some(libc::EDQUOT) => DeliverErrorKind::DiskFull,
+            Some(libc::EACCES) | Some(libc::EPERM) | Some(libc::ENOTDIR) | Some(libc::EISDIR)
+            | Some(libc::EROFS) => DeliverErrorKind::MailboxUnusable,
+            _ => DeliverErrorKind::Io,
+        };
+        // Configuration and disk problems are temporary: the admin can fix them and the
+        // MTA keeps the mail queued meanwhile, instead of bouncing it.
+        DeliverError::new(kind, false, format!("{what}: {e}")).with_source(e)
+    }
+
+    /// The class of failure.
+    pub fn kind(&self) -> DeliverErrorKind {
+        self.kind
+    }
+
+    /// Whether the sender should try again later (LMTP 4xx, exit 75).
+    pub fn is_temporary(&self) -> bool {
+        !self.permanent
+    }
+
+    /// The RFC 3463 enhanced status code.
+    pub fn enhanced_status(&self) -> &'static str {
+        match (self.kind, self.permanent) {
+            (DeliverErrorKind::TooLarge, _) => "5.3.4",
+            (DeliverErrorKind::QuotaExceeded, true) => "5.2.2",
+            (DeliverErrorKind::QuotaExceeded, false) => "4.2.2",
+            (DeliverErrorKind::DiskFull, _) => "4.3.1",
+            (DeliverErrorKind::MailboxUnusable, true) => "5.2.0",
+            (DeliverErrorKind::MailboxUnusable, false) => "4.2.0",
+            (DeliverErrorKind::LockTimeout, _) => "4.2.0",
+            (DeliverErrorKind::Input, _) => "4.4.2",
+            (DeliverErrorKind::Io, true) => "5.3.0",
+            (DeliverErrorKind::Io, false) => "4.3.0",
+        }
+    }
+
+    /// The basic LMTP/SMTP reply code: 552 for size and permanent quota, 452 for a
+    /// temporary quota or full disk, 451 for other temporary failures, 550 otherwise.
+    pub fn reply_code(&self) -> u16 {
+        match (self.kind, self.permanent) {
+            (DeliverErrorKind::TooLarge, _) | (DeliverErrorKind::QuotaExceeded, true) => 552,
+            (DeliverErrorKind::QuotaExceeded, false) | (DeliverErrorKind::DiskFull, _) => 452,
+            (_, false) => 451,
+            (_, true) => 550,
+        }
+    }
+
+    /// The sendmail exit code (sysexits.h): 75 EX_TEMPFAIL for temporary failures,
+    /// 73 EX_CANTCREAT for a permanently unusable mailbox, 69 EX_UNAVAILABLE otherwise
+    /// (size, permanent quota).
+    pub fn exit_code(&self) -> u8 {
+        if !self.permanent {
+            return 75;
+        }
+        match self.kind {
+            DeliverErrorKind::MailboxUnusable => 73,
+            _ => 69,
+        }
+    }
+}
+
+impl fmt::Display for DeliverError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for DeliverError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_ref().map(|e| e as _)
+    }
+}
+
+impl From<StoreError> for DeliverError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::LockTimeout(p) => DeliverError::new(
+                DeliverErrorKind::LockTimeout,
+                false,
+                format!("timed out waiting for the lock on {}", p.display()),
+            ),
+            StoreError::Io { context, source } => DeliverError::from_io(&context, source),
+            StoreError::Location(l) => DeliverError::from(l),
+            other => DeliverError::new(
+                DeliverErrorKind::Io,
+                !other.is_temporary(),
+                other.to_string(),
+            ),
+        }
+    }
+}
+
+impl From<LocationError> for DeliverError {
+    fn from(e: LocationError) -> Self {
+        // A bad location is a configuration problem: temporary, so mail waits for the fix.
+        DeliverError::new(DeliverErrorKind::MailboxUnusable, false, e.to_string())
+    }
+}
+
+/// Delivers one message from `reader` into `location`, durably (see the module docs).
+pub fn deliver(
+    location: &MailLocation,
+    reader: impl Read,
+    opts: &DeliverOptions,
+) -> Result<Delivered, DeliverError> {
+    match location {
+        MailLocation::Maildir(root) => {
+            let w = crate::maildir::MaildirWriter::open(root)?;
+            w.deliver_with(reader, opts)
+        }
+        MailLocation::Mbox(path) => {
+            let w = crate::mbox::MboxWriter::new(path, opts.clone());
+            w.append(reader)
+        }
+    }
+}
+
+/// Reads `reader` to the end, normalizing line ends, and passes the stored bytes to
+/// `sink` in chunks. Enforces the size limit on the octets received and `budget` on the
+/// octets stored. Returns (stored octets, wire size).
+pub(crate) fn pump(
+    mut reader: impl Read,
+    max_size: Option<u64>,
+    budget: Option<u64>,
+    quota_permanent: bool,
+    mut sink: impl FnMut(&[u8]) -> Result<(), DeliverError>,
+) -> Result<(u64, u64), DeliverError> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut out = Vec::with_capacity(64 * 1024 + 16);
+    let mut norm = crate::transform::CrlfToLf::default();
+    let mut wire = crate::wire::WireCounter::new();
+    let mut received = 0u64;
+    let mut stored = 0u64;
+    let mut last = None;
+    let mut emit =
+        |out: &mut Vec<u8>, stored: &mut u64, last: &mut Option<u8>| -> Result<(), DeliverError> {
+            if out.is_empty() {
+                return Ok(());
+            }
+            *stored += out.len() as u64;
+            if let Some(b) = budget
+                && *stored > b
+            {
+                return Err(DeliverError::new(
+                    DeliverErrorKind::QuotaExceeded,
+                    quota_permanent,
+                    "mailbox is over quota",
+                ));
+            }
+            wire.feed(out);
+            *last = out.last().copied();
+            sink(out)?;
+            out.clear();
+            Ok(())
+        };
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                return Err(DeliverError::new(
+                    DeliverErrorKind::Input,
+                    false,
+                    format!("reading the message: {e}"),
+                )
+                .with_source(e));
+            }
+        };
+        received += n as u64;
+        if let Some(max) = max_size
+            && received > max
+        {
+            return Err(DeliverError::new(
+                DeliverErrorKind::TooLarge,
+                true,
+                format!("message exceeds the size limit of {max} octets"),
+            ));
+        }
+        norm.feed(&buf[..n], &mut out);
+        emit(&mut out, &mut stored, &mut last)?;
+    }
+    norm.finish(&mut out);
+    emit(&mut out, &mut stored, &mut last)?;
+    if last.is_some() && last != Some(b'\n') {
+        out.push(b'\n');
+        emit(&mut out, &mut stored, &mut last)?;
+    }
+    Ok((stored, wire.finish()))
+}

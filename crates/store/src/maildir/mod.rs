@@ -1,0 +1,643 @@
+//! The Maildir backend (the default): sessions ([`MaildirDrop`]) and durable writes
+//! ([`MaildirWriter`], [`MaildirBatch`]).
+//!
+//! Reading: messages are the files in `new/` and `cur/` (names starting with `.` are
+//! skipped; `tmp/` is never read). The wire size comes from `,W=` in the name when
+//! present (trusted as Dovecot does), else from the index `correio-index`, else by
+//! reading the file once (then cached in the index with the file's size and mtime).
+//! The UIDL of a message is, in order: the one recorded in the index; the one Dovecot
+//! showed (`dovecot-uidlist`, see [`dovecot`]); one derived from the base name (see
+//! [`names`]). It is recorded in the index on first sight, keyed by base name, so a
+//! flag rename by another tool keeps it.
+//!
+//! Deleting is `unlink` (a message renamed since the snapshot is found again by its
+//! base name; one already gone counts as deleted), then an fsync of `new/` and `cur/`.
+//!
+//! Writing: `tmp/<unique>` → write → fsync → rename to `new/<unique>,S=<n>,W=<n>` →
+//! fsync `new/`. The message becomes visible at the rename, after its bytes are durable;
+//! success is reported only after the directory fsync.
+//!
+//! Files: `correio-session.lock` (the POP3 session lock) and `correio-index` live in
+//! the Maildir root, where Dovecot and other tools ignore unknown files.
+
+mod dovecot;
+mod index;
+mod names;
+
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::deliver::{DeliverError, DeliverErrorKind, DeliverOptions, Delivered, pump};
+use crate::error::StoreError;
+use crate::location::LocationError;
+use crate::lock::SessionLock;
+use crate::maildrop::{CommitReport, Maildrop, MessageInfo, MessageReader, checked_deletions};
+
+pub use index::INDEX_FILE;
+
+/// The session lock file inside the Maildir.
+pub const SESSION_LOCK_FILE: &str = "correio-session.lock";
+
+const SUBDIRS: [&str; 3] = ["tmp", "new", "cur"];
+
+/// Creates the Maildir (root, `tmp/`, `new/`, `cur/`, mode 0700) where missing, and
+/// checks that each is a directory.
+pub fn ensure_maildir(root: &Path) -> Result<(), StoreError> {
+    for p in std::iter::once(root.to_path_buf()).chain(SUBDIRS.iter().map(|s| root.join(s))) {
+        match fs::metadata(&p) {
+            Ok(m) if m.is_dir() => continue,
+            Ok(_) => {
+                return Err(LocationError::Unusable {
+                    path: p,
+                    reason: "exists and is not a directory".into(),
+                }
+                .into());
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                match fs::DirBuilder::new().recursive(true).mode(0o700).create(&p) {
+                    Ok(()) => {}
+                    Err(e)
+                        if e.raw_os_error() == Some(libc::ENOTDIR)
+                            || e.kind() == io::ErrorKind::AlreadyExists =>
+                    {
+                        return Err(LocationError::Unusable {
+                            path: p,
+                            reason: "a parent is not a directory".into(),
+                        }
+                        .into());
+                    }
+                    Err(e) => return Err(StoreError::io("cannot create Maildir", &p, e)),
+                }
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => {
+                return Err(LocationError::Unusable {
+                    path: p,
+                    reason: "a parent is not a directory".into(),
+                }
+                .into());
+            }
+            Err(e) => return Err(StoreError::io("cannot access Maildir", &p, e)),
+        }
+    }
+    Ok(())
+}
+
+fn fsync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sub {
+    New,
+    Cur,
+}
+
+impl Sub {
+    fn name(self) -> &'static str {
+        match self {
+            Sub::New => "new",
+            Sub::Cur => "cur",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    sub: Sub,
+    name: OsString,
+    base: Vec<u8>,
+}
+
+/// One POP3 session on a Maildir. See the module docs.
+#[derive(Debug)]
+pub struct MaildirDrop {
+    root: PathBuf,
+    entries: Vec<Entry>,
+    messages: Vec<MessageInfo>,
+    index: index::Index,
+    _lock: SessionLock,
+}
+
+fn list_dir(root: &Path, sub: Sub, out: &mut Vec<Entry>) -> Result<(), StoreError> {
+    let dir = root.join(sub.name());
+    let rd = fs::read_dir(&dir).map_err(|e| StoreError::io("cannot list", &dir, e))?;
+    for ent in rd {
+        let ent = ent.map_err(|e| StoreError::io("cannot list", &dir, e))?;
+        let name = ent.file_name();
+        let bytes = name.as_bytes();
+        if bytes.first() == Some(&b'.') {
+            continue;
+        }
+        // Subdirectories are not messages; d_type is free on most file systems.
+        if let Ok(t) = ent.file_type()
+            && t.is_dir()
+        {
+            continue;
+        }
+        let base = names::base_of(bytes).to_vec();
+        if base.is_empty() {
+            continue;
+        }
+        out.push(Entry { sub, name, base });
+    }
+    Ok(())
+}
+
+fn wire_size_of_file(path: &Path) -> io::Result<u64> {
+    let mut f = File::open(path)?;
+    let mut c = crate::wire::WireCounter::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match f.read(&mut buf) {
+            Ok(0) => return Ok(c.finish()),
+            Ok(n) => c.feed(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn mtime_ns(m: &fs::Metadata) -> i128 {
+    i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec())
+}
+
+impl MaildirDrop {
+    /// Opens a session on the Maildir at `root` (created if missing): takes the session
+    /// lock (or [`StoreError::InUse`]) and the snapshot.
+    pub fn open(root: &Path) -> Result<MaildirDrop, StoreError> {
+        ensure_maildir(root)?;
+        let lock = SessionLock::acquire(&root.join(SESSION_LOCK_FILE))?;
+        let mut entries = Vec::new();
+        // cur/ first: if a tool left one message under both names, we keep the cur/ one.
+        list_dir(root, Sub::Cur, &mut entries)?;
+        list_dir(root, Sub::New, &mut entries)?;
+        let mut seen = std::collections::HashSet::new();
+        entries.retain(|e| seen.insert(e.base.clone()));
+        entries.sort_by(|a, b| {
+            (names::time_of(&a.base), &a.base).cmp(&(names::time_of(&b.base), &b.base))
+        });
+
+        let old_index = index::load(root);
+        let mut new_index = index::Index::with_capacity(entries.len());
+        let mut dovecot: Option<HashMap<Vec<u8>, String>> = None;
+        let mut used_uidls = std::collections::HashSet::with_capacity(entries.len());
+        let mut messages = Vec::with_capacity(entries.len());
+        let mut kept = Vec::with_capacity(entries.len());
+        for e in entries {
+            let path = root.join(e.sub.name()).join(&e.name);
+            let (s_size, w_size) = names::sizes_of(e.name.as_bytes());
+            let old = old_index.get(&e.base);
+            let mut rec = index::IndexEntry {
+                uidl: String::new(),
+                wire: None,
+                file_size: None,
+                mtime_ns: None,
+            };
+            let wire = match w_size {
+                Some(w) => w,
+                None => {
+                    let meta = match fs::metadata(&path) {
+                        Ok(m) => m,
+                        // Removed by another program while we listed: not in the snapshot.
+                        Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
+                        Err(err) => return Err(StoreError::io("cannot stat", &path, err)),
+                    };
+                    let (fsize, mt) = (meta.len(), mtime_ns(&meta));
+                    let cached = old.and_then(|o| {
+                        (o.file_size == Some(fsize)
+                            && o.mtime_ns == Some(mt)
+                            && s_size.is_none_or(|s| s == fsize))
+                        .then_some(o.wire)
+                        .flatten()
+                    });
+                    let w = match cached {
+                        Some(w) => w,
+                        None => match wire_size_of_file(&path) {
+                            Ok(w) => w,
+                            Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
+                            Err(err) => return Err(StoreError::io("cannot read", &path, err)),
+                        },
+                    };
+                    rec.wire = Some(w);
+                    rec.file_size = Some(fsize);
+                    rec.mtime_ns = Some(mt);
+                    w
+                }
+            };
+            let mut uidl = match old {
+                Some(o) => o.uidl.clone(),
+                None => {
+                    let d = dovecot.get_or_insert_with(|| dovecot::load(root));
+                    d.get(&e.base)
+                        .cloned()
+                        .unwrap_or_else(|| names::uidl_from_base(&e.base))
+                }
+            };
+            // Uniqueness inside the maildrop is a hard rule; a clash can only come from
+            // foreign data (e.g. a hand-edited uidlist): fall back to the base name.
+            if !used_uidls.insert(uidl.clone()) {
+                uidl = names::uidl_from_base(&e.base);
+                if !used_uidls.insert(uidl.clone()) {
+                    uidl = format!(
+                        "h:{}",
+                        &names::uidl_from_base(&[&e.base[..], b"#dup"].concat())[2..]
+                    );
+                    used_uidls.insert(uidl.clone());
+                }
+            }
+            rec.uidl = uidl.clone();
+            new_index.insert(e.base.clone(), rec);
+            messages.push(MessageInfo::new(wire, uidl));
+            kept.push(e);
+        }
+        // Keep records of messages that vanished during listing out; keep the index
+        // small. Write only on change: sessions on an unchanged Maildir cost no write.
+        if new_index != old_index
+            && let Err(err) = index::store(root, &new_index)
+        {
+            // The index is a cache of derivable facts; serving without it is safe.
+            tracing::warn!(path = %root.display(), error = %err, "cannot write Maildir index");
+        }
+        Ok(MaildirDrop {
+            root: root.to_path_buf(),
+            entries: kept,
+            messages,
+            index: new_index,
+            _lock: lock,
+        })
+    }
+
+    /// Finds the current file of a message by its base name (after a rename by
+    /// another tool).
+    fn find_by_base(&self, base: &[u8]) -> Option<PathBuf> {
+        for sub in [Sub::Cur, Sub::New] {
+            let dir = self.root.join(sub.name());
+            let Ok(rd) = fs::read_dir(&dir) else { continue };
+            for ent in rd.flatten() {
+                let name = ent.file_name();
+                if names::base_of(name.as_bytes()) == base {
+                    return Some(dir.join(name));
+                }
+            }
+        }
+        None
+    }
+
+    fn path_of(&self, e: &Entry) -> PathBuf {
+        self.root.join(e.sub.name()).join(&e.name)
+    }
+}
+
+impl Maildrop for MaildirDrop {
+    fn messages(&self) -> &[MessageInfo] {
+        &self.messages
+    }
+
+    fn open_message(&self, index: usize) -> Result<MessageReader, StoreError> {
+        let e = self
+            .entries
+            .get(index)
+            .ok_or(StoreError::NoSuchMessage(index))?;
+        let path = self.path_of(e);
+        match File::open(&path) {
+            Ok(f) => Ok(Box::new(f)),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                let moved = self
+                    .find_by_base(&e.base)
+                    .ok_or(StoreError::Vanished(index))?;
+                let f = File::open(&moved).map_err(|err| match err.kind() {
+                    io::ErrorKind::NotFound => StoreError::Vanished(index),
+                    _ => StoreError::io("cannot open", &moved, err),
+                })?;
+                Ok(Box::new(f))
+            }
+            Err(err) => Err(StoreError::io("cannot open", &path, err)),
+        }
+    }
+
+    fn commit(mut self: Box<Self>, deletions: &[usize]) -> Result<CommitReport, StoreError> {
+        let deletions = checked_deletions(deletions, self.entries.len())?;
+        let mut report = CommitReport::default();
+        let mut first_error = None;
+        for &i in &deletions {
+            let e = &self.entries[i];
+            let path = self.path_of(e);
+            let result = match fs::remove_file(&path) {
+                Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                    match self.find_by_base(&e.base) {
+                        Some(moved) => fs::remove_file(&moved).map(|()| true),
+                        None => Ok(false),
+                    }
+                }
+                other => other.map(|()| true),
+            };
+            match result {
+                Ok(true) => report.removed += 1,
+                Ok(false) => report.already_gone += 1,
+                Err(err) if err.kind() == io::ErrorKind::NotFound => report.already_gone += 1,
+                Err(err) => {
+                    // Keep going: every other message still gets removed or stays intact.
+                    if first_error.is_none() {
+                        first_error = Some(StoreError::io("cannot delete", &path, err));
+                    }
+                    continue;
+                }
+            }
+            self.index.remove(&e.base);
+        }
+        for sub in [Sub::New, Sub::Cur] {
+            let dir = self.root.join(sub.name());
+            if let Err(err) = fsync_dir(&dir) {
+                first_error.get_or_insert(StoreError::io("cannot sync", &dir, err));
+            }
+        }
+        if report.removed + report.already_gone > 0
+            && let Err(err) = index::store(&self.root, &self.index)
+        {
+            tracing::warn!(path = %self.root.display(), error = %err, "cannot write Maildir index");
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(report),
+        }
+    }
+}
+
+/// Sums the stored octets and counts the messages of a Maildir (for quotas), using
+/// `,S=` from names and `stat` otherwise.
+pub fn usage(root: &Path) -> Result<(u64, u64), StoreError> {
+    let mut entries = Vec::new();
+    list_dir(root, Sub::New, &mut entries)?;
+    list_dir(root, Sub::Cur, &mut entries)?;
+    let mut bytes = 0u64;
+    let mut count = 0u64;
+    for e in &entries {
+        let size = match names::sizes_of(e.name.as_bytes()).0 {
+            Some(s) => s,
+            None => match fs::metadata(root.join(e.sub.name()).join(&e.name)) {
+                Ok(m) => m.len(),
+                Err(_) => continue,
+            },
+        };
+        bytes += size;
+        count += 1;
+    }
+    Ok((bytes, count))
+}
+
+/// A durable Maildir writer (delivery, and `correio fetch` targets).
+#[derive(Debug, Clone)]
+pub struct MaildirWriter {
+    root: PathBuf,
+    host: String,
+}
+
+/// A message written to `tmp/` and fsynced, waiting for [`MaildirBatch::commit`].
+#[derive(Debug)]
+struct Pending {
+    tmp: PathBuf,
+    final_name: String,
+    size: u64,
+    wire: u64,
+}
+
+/// Several messages written with one directory fsync (group commit). Each
+/// [`MaildirBatch::add`] writes and fsyncs one file in `tmp/`; [`MaildirBatch::commit`]
+/// renames them all into `new/` and fsyncs `new/` once. Only after `commit` returns
+/// `Ok` are the messages durable; dropping an uncommitted batch removes its temporary
+/// files, so none of its messages appear.
+#[derive(Debug)]
+pub struct MaildirBatch<'a> {
+    writer: &'a MaildirWriter,
+    pending: Vec<Pending>,
+}
+
+impl MaildirWriter {
+    /// A writer for the Maildir at `root`, created (mode 0700) if missing.
+    pub fn open(root: &Path) -> Result<MaildirWriter, StoreError> {
+        ensure_maildir(root)?;
+        Ok(MaildirWriter {
+            root: root.to_path_buf(),
+            host: names::host_part(),
+        })
+    }
+
+    /// The Maildir root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Writes one message durably into `new/` (no limits). See [`MaildirWriter::deliver_with`].
+    pub fn deliver(&self, reader: impl Read) -> Result<Delivered, DeliverError> {
+        self.deliver_with(reader, &DeliverOptions::default())
+    }
+
+    /// Writes one message durably into `new/`, applying the size limit and quota of
+    /// `opts`. On any failure nothing is left behind.
+    pub fn deliver_with(
+        &self,
+        reader: impl Read,
+        opts: &DeliverOptions,
+    ) -> Result<Delivered, DeliverError> {
+        let mut batch = self.batch();
+        batch.add_with(reader, opts)?;
+        let mut v = batch.commit()?;
+        v.pop()
+            .ok_or_else(|| DeliverError::new(DeliverErrorKind::Io, false, "batch lost its message"))
+    }
+
+    /// Starts a group commit (see [`MaildirBatch`]).
+    pub fn batch(&self) -> MaildirBatch<'_> {
+        MaildirBatch {
+            writer: self,
+            pending: Vec::new(),
+        }
+    }
+
+    fn write_tmp(
+        &self,
+        reader: impl Read,
+        opts: &DeliverOptions,
+        extra: (u64, u64),
+    ) -> Result<Pending, DeliverError> {
+        let budget = match (opts.quota_bytes, opts.quota_messages) {
+            (None, None) => None,
+            (qb, qm) => {
+                let (used, count) = usage(&self.root)?;
+                let (used, count) = (used + extra.0, count + extra.1);
+                if qm.is_some_and(|m| count >= m) {
+                    return Err(DeliverError::new(
+                        DeliverErrorKind::QuotaExceeded,
+                        opts.quota_permanent,
+                        "mailbox is full (message quota)",
+                    ));
+                }
+                match qb {
+                    Some(b) if used >= b => {
+                        return Err(DeliverError::new(
+                            DeliverErrorKind::QuotaExceeded,
+                            opts.quota_permanent,
+                            "mailbox is over quota",
+                        ));
+                    }
+                    Some(b) => Some(b - used),
+                    None => None,
+                }
+            }
+        };
+        let base = names::new_base(&self.host);
+        let tmp = self.root.join("tmp").join(&base);
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| DeliverError::from_io(&format!("cannot create {}", tmp.display()), e))?;
+        let result = (|| {
+            let mut w = BufWriter::with_capacity(64 * 1024, file);
+            let (size, wire) = pump(
+                reader,
+                opts.max_message_size,
+                budget,
+                opts.quota_permanent,
+                |chunk| {
+                    w.write_all(chunk).map_err(|e| {
+                        DeliverError::from_io(&format!("writing {}", tmp.display()), e)
+                    })
+                },
+            )?;
+            let file = w.into_inner().map_err(|e| {
+                DeliverError::from_io(&format!("writing {}", tmp.display()), e.into_error())
+            })?;
+            file.sync_all()
+                .map_err(|e| DeliverError::from_io(&format!("syncing {}", tmp.display()), e))?;
+            Ok((size, wire))
+        })();
+        match result {
+            Ok((size, wire)) => Ok(Pending {
+                tmp,
+                final_name: format!("{base},S={size},W={wire}"),
+                size,
+                wire,
+            }),
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                Err(e)
+            }
+        }
+    }
+}
+
+impl MaildirBatch<'_> {
+    /// Writes one message to `tmp/` and fsyncs it (no limits).
+    pub fn add(&mut self, reader: impl Read) -> Result<(), DeliverError> {
+        self.add_with(reader, &DeliverOptions::default())
+    }
+
+    /// Writes one message to `tmp/` and fsyncs it, applying `opts` (the quota counts
+    /// the messages already added to this batch).
+    pub fn add_with(
+        &mut self,
+        reader: impl Read,
+        opts: &DeliverOptions,
+    ) -> Result<(), DeliverError> {
+        let extra = (
+            self.pending.iter().map(|p| p.size).sum(),
+            self.pending.len() as u64,
+        );
+        let p = self.writer.write_tmp(reader, opts, extra)?;
+        self.pending.push(p);
+        Ok(())
+    }
+
+    /// How many messages wait for [`MaildirBatch::commit`].
+    pub fn len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Whether nothing was added.
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// Moves every added message into `new/` and fsyncs `new/` once. On error, the
+    /// messages not yet moved are removed from `tmp/`; those already moved may or may
+    /// not survive a crash, and the caller must treat the whole batch as not stored.
+    pub fn commit(mut self) -> Result<Vec<Delivered>, DeliverError> {
+        let new_dir = self.writer.root.join("new");
+        let mut done = Vec::with_capacity(self.pending.len());
+        let pending = std::mem::take(&mut self.pending);
+        let mut iter = pending.into_iter();
+        for p in iter.by_ref() {
+            let dest = new_dir.join(&p.final_name);
+            if let Err(e) = rename_noreplace(&p.tmp, &dest) {
+                let _ = fs::remove_file(&p.tmp);
+                for rest in iter {
+                    let _ = fs::remove_file(&rest.tmp);
+                }
+                return Err(DeliverError::from_io(
+                    &format!("cannot move into {}", new_dir.display()),
+                    e,
+                ));
+            }
+            done.push(Delivered {
+                path: dest,
+                size: p.size,
+                wire_size: p.wire,
+            });
+        }
+        if !done.is_empty() {
+            fsync_dir(&new_dir)
+                .map_err(|e| DeliverError::from_io(&format!("syncing {}", new_dir.display()), e))?;
+        }
+        Ok(done)
+    }
+}
+
+impl Drop for MaildirBatch<'_> {
+    fn drop(&mut self) {
+        for p in &self.pending {
+            let _ = fs::remove_file(&p.tmp);
+        }
+    }
+}
+
+/// Renames without ever replacing an existing file (names are unique, but a clash
+/// must never destroy a message): `renameat2(RENAME_NOREPLACE)`, or `link` + `unlink`
+/// where the file system does not support it.
+fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    use rustix::fs::{CWD, RenameFlags, renameat_with};
+    match renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE) {
+        Ok(()) => Ok(()),
+        Err(e) if e == rustix::io::Errno::INVAL || e == rustix::io::Errno::NOSYS => {
+            fs::hard_link(from, to)?;
+            fs::remove_file(from)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// File name helpers exposed for tests and tools.
+#[doc(hidden)]
+pub fn uidl_for_name(name: &OsStr) -> String {
+    names::uidl_from_base(names::base_of(name.as_bytes()))
+}
+
+#[doc(hidden)]
+pub(crate) fn fuzz_index(data: &[u8]) {
+    if let Some(i) = index::parse(data) {
+        assert_eq!(index::parse(&index::render(&i)), Some(i));
+    }
+}
+
+#[doc(hidden)]
+pub(crate) fn fuzz_uidlist(data: &[u8]) {
+    for u in dovecot::parse(data).values() {
+        assert!(!u.is_empty() && u.len() <= 70 && u.bytes().all(|b| (0x21..=0x7e).contains(&b)));
+    }
+}

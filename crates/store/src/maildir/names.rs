@@ -1,0 +1,160 @@
+//! Maildir file names: our unique names, the base name, the `,S=`/`,W=` fields, and the
+//! mapping from base name to UIDL.
+//!
+//! A name is `<base>[,KEY=VALUE...][:2,FLAGS]`. The base (before the first `,` or `:`)
+//! is the unique part: writers never change it, and tools that change flags only
+//! rewrite what follows `:`. Dovecot puts sizes in `,S=<octets on disk>` and
+//! `,W=<octets with CRLF>`; we do the same.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sha2::{Digest, Sha256};
+
+/// The unique base of a Maildir file name (before the first `,` or `:`).
+pub(crate) fn base_of(name: &[u8]) -> &[u8] {
+    let end = name
+        .iter()
+        .position(|&b| b == b',' || b == b':')
+        .unwrap_or(name.len());
+    &name[..end]
+}
+
+/// The `,S=` and `,W=` values of a file name, if present and well-formed.
+pub(crate) fn sizes_of(name: &[u8]) -> (Option<u64>, Option<u64>) {
+    let end = name.iter().position(|&b| b == b':').unwrap_or(name.len());
+    let mut s = None;
+    let mut w = None;
+    for field in name[..end].split(|&b| b == b',').skip(1) {
+        let parse = |v: &[u8]| {
+            std::str::from_utf8(v)
+                .ok()
+                .and_then(|t| t.parse::<u64>().ok())
+        };
+        if let Some(v) = field.strip_prefix(b"S=") {
+            s = parse(v);
+        } else if let Some(v) = field.strip_prefix(b"W=") {
+            w = parse(v);
+        }
+    }
+    (s, w)
+}
+
+/// The UIDL of a message from its base name: the base itself when it already is a
+/// valid RFC 1939 unique-id (1–70 octets in 0x21–0x7E) containing a `.` (every
+/// standard Maildir name does), otherwise `h:` and 40 hex digits of its SHA-256. The
+/// two forms cannot collide: bases never contain `:`. Base names are unique forever,
+/// so the UIDL is never reused.
+pub(crate) fn uidl_from_base(base: &[u8]) -> String {
+    let direct = !base.is_empty()
+        && base.len() <= 70
+        && base.contains(&b'.')
+        && base.iter().all(|&b| (0x21..=0x7e).contains(&b));
+    if direct {
+        // All bytes are ASCII here.
+        return String::from_utf8_lossy(base).into_owned();
+    }
+    let digest = Sha256::digest(base);
+    let mut s = String::with_capacity(42);
+    s.push_str("h:");
+    for b in &digest[..20] {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+/// The seconds of the leading timestamp of a base name, for ordering (oldest first).
+pub(crate) fn time_of(base: &[u8]) -> u64 {
+    let digits = base.iter().take_while(|b| b.is_ascii_digit()).count();
+    std::str::from_utf8(&base[..digits])
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+static SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// A new unique base name: `<secs>.M<usecs>P<pid>Q<seq>R<nanos-hex>.<host>`, as Dovecot
+/// builds them, plus a per-process counter, so names are unique across processes
+/// (pid), within a process (counter), across hosts (host) and across pid reuse (time).
+pub(crate) fn new_base(host: &str) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+    format!(
+        "{}.M{}P{}Q{}R{:x}.{}",
+        now.as_secs(),
+        now.subsec_micros(),
+        std::process::id(),
+        seq,
+        now.subsec_nanos(),
+        host
+    )
+}
+
+/// The host part of names: `/` and `:` are escaped as the Maildir spec says (`\057`,
+/// `\072`), `,` too (`\054`) since it starts our fields; other unusual bytes become `_`.
+pub(crate) fn host_part() -> String {
+    let raw = hostname::get()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_default();
+    let raw = if raw.is_empty() {
+        "localhost".to_string()
+    } else {
+        raw
+    };
+    let mut out = String::with_capacity(raw.len());
+    for c in raw.chars() {
+        match c {
+            '/' => out.push_str("\\057"),
+            ':' => out.push_str("\\072"),
+            ',' => out.push_str("\\054"),
+            c if c.is_ascii_graphic() => out.push(c),
+            _ => out.push('_'),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_and_sizes() {
+        let n = b"1700000000.M1P2.host,S=120,W=124:2,RS";
+        assert_eq!(base_of(n), b"1700000000.M1P2.host");
+        assert_eq!(sizes_of(n), (Some(120), Some(124)));
+        assert_eq!(sizes_of(b"1.2.host:2,S"), (None, None));
+        assert_eq!(sizes_of(b"1.2.host,S=x,W=5"), (None, Some(5)));
+        assert_eq!(base_of(b"1.2.host"), b"1.2.host");
+    }
+
+    #[test]
+    fn uidl_mapping_is_valid_and_stable() {
+        assert_eq!(
+            uidl_from_base(b"1700000000.M1P2.host"),
+            "1700000000.M1P2.host"
+        );
+        let long = [b'a'; 80];
+        let u = uidl_from_base(&long);
+        assert!(u.starts_with("h:") && u.len() == 42);
+        assert_eq!(u, uidl_from_base(&long));
+        let odd = uidl_from_base("1.2.hé st".as_bytes());
+        assert!(odd.bytes().all(|b| (0x21..=0x7e).contains(&b)) && odd.len() <= 70);
+        assert_ne!(uidl_from_base(b"nodot"), "nodot");
+    }
+
+    #[test]
+    fn new_names_are_unique_and_clean() {
+        let h = host_part();
+        let a = new_base(&h);
+        let b = new_base(&h);
+        assert_ne!(a, b);
+        assert!(!a.contains(',') && !a.contains(':') && !a.contains('/'));
+        assert_eq!(uidl_from_base(a.as_bytes()), a);
+        assert!(time_of(a.as_bytes()) > 1_600_000_000);
+    }
+}

@@ -1,0 +1,101 @@
+//! The [`Maildrop`] trait: one POP3 session's view of a mailbox.
+
+use std::fmt;
+use std::io::Read;
+
+use crate::error::StoreError;
+use crate::location::MailLocation;
+
+/// A message body being read: a plain byte stream in the stored form (normally LF line
+/// ends; the server's dot-stuffer turns it into wire form). Owned and `Send + 'static`,
+/// so a tokio server can read it in chunks inside `spawn_blocking`.
+pub type MessageReader = Box<dyn Read + Send>;
+
+/// One message of the snapshot taken when the maildrop was opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MessageInfo {
+    /// The exact size on the wire: octets with CRLF line ends, before byte-stuffing,
+    /// without the final "." line (RFC 1939 STAT/LIST; `correio_proto::wire_size`).
+    pub size: u64,
+    /// The unique id (RFC 1939 UIDL): 1–70 octets in 0x21–0x7E, stable forever, never
+    /// reused for a different message.
+    pub uidl: String,
+}
+
+impl MessageInfo {
+    /// A message with this wire size and UIDL (for other backends and tests).
+    pub fn new(size: u64, uidl: String) -> Self {
+        MessageInfo { size, uidl }
+    }
+}
+
+/// What [`Maildrop::commit`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CommitReport {
+    /// Messages removed by this commit.
+    pub removed: usize,
+    /// Messages asked for deletion that were already gone (removed by another
+    /// program); deletion is idempotent, so this is not an error.
+    pub already_gone: usize,
+}
+
+/// One POP3 session's maildrop: locked while this value lives.
+///
+/// Driving contract:
+/// 1. [`open_maildrop`] takes the exclusive session lock (across processes) or fails
+///    fast with [`StoreError::InUse`], and takes the snapshot.
+/// 2. [`Maildrop::messages`] is that snapshot; message `n` of POP3 is
+///    `messages()[n - 1]`. It never changes during the session: messages delivered
+///    meanwhile appear in the next session.
+/// 3. [`Maildrop::open_message`] streams one message (never whole into memory).
+/// 4. [`Maildrop::commit`] is the UPDATE state: it removes the given messages and
+///    releases the lock. Dropping the maildrop without commit (connection lost, timeout,
+///    panic) releases the lock and deletes nothing.
+///
+/// All methods block (file I/O): call them from `tokio::task::spawn_blocking`. The
+/// trait is object-safe; a database backend implements the same four steps.
+pub trait Maildrop: Send + fmt::Debug {
+    /// The snapshot: every message present when the maildrop was opened, in a stable
+    /// order (oldest first).
+    fn messages(&self) -> &[MessageInfo];
+
+    /// Opens message `index` (0-based into [`Maildrop::messages`]) for reading.
+    /// The stream yields the stored bytes whose wire form has exactly
+    /// `messages()[index].size` octets.
+    fn open_message(&self, index: usize) -> Result<MessageReader, StoreError>;
+
+    /// UPDATE: removes the messages at `deletions` (0-based indexes into the snapshot;
+    /// duplicates are ignored), makes the removal durable, then releases the lock.
+    /// Each message ends up either fully removed or fully intact, even on a crash.
+    /// An index outside the snapshot is refused before anything is removed.
+    fn commit(self: Box<Self>, deletions: &[usize]) -> Result<CommitReport, StoreError>;
+
+    /// The total wire size of the snapshot (STAT).
+    fn total_size(&self) -> u64 {
+        self.messages().iter().map(|m| m.size).sum()
+    }
+}
+
+/// Opens the maildrop at `location` for one session: takes the session lock (failing
+/// fast with [`StoreError::InUse`]) and the snapshot. A Maildir that does not exist yet
+/// is created empty; a missing mbox file is an empty mailbox.
+pub fn open_maildrop(location: &MailLocation) -> Result<Box<dyn Maildrop>, StoreError> {
+    match location {
+        MailLocation::Maildir(path) => Ok(Box::new(crate::maildir::MaildirDrop::open(path)?)),
+        MailLocation::Mbox(path) => Ok(Box::new(crate::mbox::MboxDrop::open(path)?)),
+    }
+}
+
+/// Checks deletion indexes against the snapshot length and returns them sorted and
+/// deduplicated.
+pub(crate) fn checked_deletions(deletions: &[usize], len: usize) -> Result<Vec<usize>, StoreError> {
+    let mut v = deletions.to_vec();
+    v.sort_unstable();
+    v.dedup();
+    if let Some(&bad) = v.iter().find(|&&i| i >= len) {
+        return Err(StoreError::NoSuchMessage(bad));
+    }
+    Ok(v)
+}

@@ -1,0 +1,641 @@
+//! The mbox backend: one file per user ([`MboxDrop`] for sessions, [`MboxWriter`] and
+//! [`MboxBatch`] for appending).
+//!
+//! Format: written as mboxrd (a `From <sender> <asctime>` line, the message with LF
+//! line ends and `>*From ` lines quoted with one more `>`, then a blank line); read as
+//! mboxrd/mboxo and mboxcl2 (see [`scan`] for the exact rules).
+//!
+//! Locks: a session holds `flock` on `<mbox>.correio-session` (fails fast: POP3
+//! `[IN-USE]`); reading the snapshot, appending and UPDATE take the local mail locks
+//! ([`crate::lock::MboxLock`]: dotlock, `fcntl`, `flock`) only for as long as they
+//! need, so the MTA can keep delivering during a session.
+//!
+//! UIDLs (the method): a message's UIDL is 32 hex digits of the SHA-256 of its From_
+//! line and its stored bytes, leaving out the few header fields that mail programs
+//! rewrite in place (`Status`, `X-Status`, `X-UID`, `Content-Length`, ...). No state is
+//! kept anywhere, so nothing can get out of sync: a rewrite (ours or another tool's)
+//! copies messages unchanged and keeps their UIDLs, and other tools appending add
+//! messages without touching the others. The From_ line carries the delivery time to
+//! the second and the envelope sender, so two different messages do not share a
+//! digest; byte-identical copies (same From_ line, same content) get `-2`, `-3`, ...
+//! in file order. The limits of the method: a UIDL can come back only for a message
+//! that is byte-for-byte the same as the earlier one (so a client that skips it loses
+//! nothing), and if another program deletes one of several identical copies, the
+//! remaining copies may swap suffixes (they are indistinguishable anyway).
+//!
+//! UPDATE rewrites the whole mbox under the local mail locks into a temporary file in
+//! the same directory, fsyncs it, renames it over the mbox and fsyncs the directory, so
+//! a crash at any instant leaves the old or the new mbox, never a mix. The file is
+//! re-read under the lock, so messages appended since the snapshot are kept; the
+//! messages to delete are found by UIDL. Tools that keep the mbox open across our
+//! rename and append to the old file without re-checking it after locking would lose
+//! that message; our own writer re-checks (it opens the file after the dotlock and
+//! verifies the inode after locking).
+
+mod scan;
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Read, Write};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::deliver::{DeliverError, DeliverErrorKind, DeliverOptions, Delivered, pump};
+use crate::error::StoreError;
+use crate::location::LocationError;
+use crate::lock::{DEFAULT_LOCK_TIMEOUT, MboxLock, SessionLock};
+use crate::maildrop::{CommitReport, Maildrop, MessageInfo, MessageReader, checked_deletions};
+use crate::transform::{FromQuoting, QuoteDir};
+
+pub(crate) use scan::{Encoding, ScannedMessage, scan, uidls};
+
+/// The session lock file of an mbox: `<mbox>.correio-session`.
+pub fn session_lock_path(mbox: &Path) -> PathBuf {
+    let mut s = mbox.as_os_str().to_os_string();
+    s.push(".correio-session");
+    PathBuf::from(s)
+}
+
+fn check_not_dir(path: &Path) -> Result<(), StoreError> {
+    match fs::metadata(path) {
+        Ok(m) if m.is_dir() => Err(LocationError::Unusable {
+            path: path.to_path_buf(),
+            reason: "is a directory, expected an mbox file".into(),
+        }
+        .into()),
+        _ => Ok(()),
+    }
+}
+
+/// One POP3 session on an mbox. See the module docs.
+#[derive(Debug)]
+pub struct MboxDrop {
+    path: PathBuf,
+    /// The mbox as it was at snapshot time (None: no file, empty mailbox). Reads go
+    /// through this descriptor, so a rename over the path does not affect them.
+    file: Option<Arc<File>>,
+    scanned: Vec<ScannedMessage>,
+    messages: Vec<MessageInfo>,
+    lock_timeout: Duration,
+    _lock: SessionLock,
+}
+
+impl MboxDrop {
+    /// Opens a session on the mbox at `path`: takes the session lock (or
+    /// [`StoreError::InUse`]), then reads the snapshot under the local mail locks.
+    pub fn open(path: &Path) -> Result<MboxDrop, StoreError> {
+        Self::open_with_timeout(path, DEFAULT_LOCK_TIMEOUT)
+    }
+
+    /// As [`MboxDrop::open`], waiting up to `lock_timeout` for the mail locks.
+    pub fn open_with_timeout(path: &Path, lock_timeout: Duration) -> Result<MboxDrop, StoreError> {
+        check_not_dir(path)?;
+        let lock = SessionLock::acquire(&session_lock_path(path)).map_err(|e| match e {
+            StoreError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound => {
+                StoreError::io("mbox directory missing for", path, source)
+            }
+            e => e,
+        })?;
+        if !path.exists() {
+            return Ok(MboxDrop {
+                path: path.to_path_buf(),
+                file: None,
+                scanned: Vec::new(),
+                messages: Vec::new(),
+                lock_timeout,
+                _lock: lock,
+            });
+        }
+        let mail_lock = MboxLock::acquire(path, false, lock_timeout)?;
+        let file = mail_lock
+            .file()
+            .try_clone()
+            .map_err(|e| StoreError::io("cannot open", path, e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| StoreError::io("cannot stat", path, e))?
+            .len();
+        let s = scan(&file, len).map_err(|e| StoreError::io("cannot read", path, e))?;
+        drop(mail_lock);
+        let ids = uidls(&s.messages);
+        let messages = s
+            .messages
+            .iter()
+            .zip(ids)
+            .map(|(m, u)| MessageInfo::new(m.wire_size, u))
+            .collect();
+        Ok(MboxDrop {
+            path: path.to_path_buf(),
+            file: Some(Arc::new(file)),
+            scanned: s.messages,
+            messages,
+            lock_timeout,
+            _lock: lock,
+        })
+    }
+}
+
+/// Reads a byte range of a shared file with `pread`, so several readers need no
+/// shared file position.
+struct RangeReader {
+    file: Arc<File>,
+    pos: u64,
+    end: u64,
+}
+
+impl Read for RangeReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.end.saturating_sub(self.pos);
+        if left == 0 || buf.is_empty() {
+            return Ok(0);
+        }
+        let n = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let got = self.file.read_at(&mut buf[..n], self.pos)?;
+        if got == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "mbox shrank while reading",
+            ));
+        }
+        self.pos += got as u64;
+        Ok(got)
+    }
+}
+
+/// Unquotes mboxrd `>From ` lines on the fly.
+struct UnquoteReader<R> {
+    inner: R,
+    quoting: FromQuoting,
+    out: Vec<u8>,
+    out_pos: usize,
+    done: bool,
+}
+
+impl<R: Read> Read for UnquoteReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut chunk = [0u8; 16 * 1024];
+        while self.out_pos == self.out.len() {
+            if self.done {
+                return Ok(0);
+            }
+            self.out.clear();
+            self.out_pos = 0;
+            let n = self.inner.read(&mut chunk)?;
+            if n == 0 {
+                self.quoting.finish(&mut self.out);
+                self.done = true;
+            } else {
+                self.quoting.feed(&chunk[..n], &mut self.out);
+            }
+        }
+        let n = buf.len().min(self.out.len() - self.out_pos);
+        buf[..n].copy_from_slice(&self.out[self.out_pos..self.out_pos + n]);
+        self.out_pos += n;
+        Ok(n)
+    }
+}
+
+fn reader_for(file: Arc<File>, m: &ScannedMessage) -> MessageReader {
+    let range = RangeReader {
+        file,
+        pos: m.content_start,
+        end: m.content_end,
+    };
+    match m.encoding {
+        Encoding::Verbatim => Box::new(range),
+        Encoding::Quoted => Box::new(UnquoteReader {
+            inner: range,
+            quoting: FromQuoting::new(QuoteDir::Unquote),
+            out: Vec::with_capacity(16 * 1024),
+            out_pos: 0,
+            done: false,
+        }),
+    }
+}
+
+impl Maildrop for MboxDrop {
+    fn messages(&self) -> &[MessageInfo] {
+        &self.messages
+    }
+
+    fn open_message(&self, index: usize) -> Result<MessageReader, StoreError> {
+        let m = self
+            .scanned
+            .get(index)
+            .ok_or(StoreError::NoSuchMessage(index))?;
+        let file = self.file.clone().ok_or(StoreError::NoSuchMessage(index))?;
+        // Our descriptor still points at the snapshot's file; only an in-place rewrite
+        // by another program could have moved bytes under it. Check the From_ line.
+        let mut head = vec![0u8; m.from_line_head.len()];
+        let n = file
+            .read_at(&mut head, m.from_start)
+            .map_err(|e| StoreError::io("cannot read", &self.path, e))?;
+        if n != head.len() || head != m.from_line_head {
+            return Err(StoreError::Changed {
+                path: self.path.clone(),
+                reason: "rewritten in place by another program during the session".into(),
+            });
+        }
+        Ok(reader_for(file, m))
+    }
+
+    fn commit(self: Box<Self>, deletions: &[usize]) -> Result<CommitReport, StoreError> {
+        let deletions = checked_deletions(deletions, self.scanned.len())?;
+        if deletions.is_empty() {
+            return Ok(CommitReport::default());
+        }
+        let mut doomed: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        for &i in &deletions {
+            *doomed.entry(self.messages[i].uidl.as_str()).or_default() += 1;
+        }
+        let removed = rewrite_without(&self.path, self.lock_timeout, |uidl| {
+            match doomed.get_mut(uidl) {
+                Some(n) if *n > 0 => {
+                    *n -= 1;
+                    true
+                }
+                _ => false,
+            }
+        })?;
+        Ok(CommitReport {
+            removed,
+            already_gone: deletions.len() - removed,
+        })
+    }
+}
+
+/// Rewrites the mbox at `path` without the messages for whose UIDL `drop_it` says
+/// true, atomically (temporary file, fsync, rename, fsync dir), under the mail locks.
+/// Returns how many messages were left out.
+pub(crate) fn rewrite_without(
+    path: &Path,
+    timeout: Duration,
+    mut drop_it: impl FnMut(&str) -> bool,
+) -> Result<usize, StoreError> {
+    let lock = match MboxLock::acquire(path, false, timeout) {
+        Ok(l) => l,
+        Err(StoreError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+            return Ok(0);
+        }
+        Err(e) => return Err(e),
+    };
+    let file = lock.file();
+    let meta = file
+        .metadata()
+        .map_err(|e| StoreError::io("cannot stat", path, e))?;
+    let s = scan(file, meta.len()).map_err(|e| StoreError::io("cannot read", path, e))?;
+    let ids = uidls(&s.messages);
+    let keep: Vec<bool> = ids.iter().map(|u| !drop_it(u)).collect();
+    let removed = keep.iter().filter(|k| !**k).count();
+    if removed == 0 {
+        return Ok(0);
+    }
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.correio-tmp.{}", std::process::id()));
+    let result = (|| -> io::Result<()> {
+        let out = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        // Same owner and mode as the mbox (best effort for the owner: needs root).
+        let _ = std::os::unix::fs::fchown(&out, Some(meta.uid()), Some(meta.gid()));
+        out.set_permissions(fs::Permissions::from_mode(
+            meta.permissions().mode() & 0o7777,
+        ))?;
+        let mut w = BufWriter::with_capacity(256 * 1024, out);
+        copy_range(file, 0, s.preamble_len, &mut w)?;
+        for (m, k) in s.messages.iter().zip(&keep) {
+            if *k {
+                copy_range(file, m.from_start, m.next_start, &mut w)?;
+            }
+        }
+        let out = w.into_inner().map_err(|e| e.into_error())?;
+        out.sync_all()?;
+        fs::rename(&tmp, path)?;
+        File::open(dir)?.sync_all()
+    })();
+    drop(lock);
+    match result {
+        Ok(()) => Ok(removed),
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            Err(StoreError::io("cannot rewrite", path, e))
+        }
+    }
+}
+
+fn copy_range(file: &File, mut from: u64, to: u64, w: &mut impl Write) -> io::Result<()> {
+    let mut buf = vec![0u8; 64 * 1024];
+    while from < to {
+        let n = buf
+            .len()
+            .min(usize::try_from(to - from).unwrap_or(usize::MAX));
+        let got = file.read_at(&mut buf[..n], from)?;
+        if got == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "mbox shrank under the lock",
+            ));
+        }
+        w.write_all(&buf[..got])?;
+        from += got as u64;
+    }
+    Ok(())
+}
+
+/// Appends messages to an mbox, durably, under the local mail locks.
+#[derive(Debug, Clone)]
+pub struct MboxWriter {
+    path: PathBuf,
+    opts: DeliverOptions,
+}
+
+/// Several messages appended under one lock with one fsync (group commit). Nothing is
+/// durable until [`MboxBatch::commit`] returns `Ok`; dropping an uncommitted batch
+/// truncates the mbox back to its length before the batch.
+#[derive(Debug)]
+pub struct MboxBatch {
+    path: PathBuf,
+    opts: DeliverOptions,
+    lock: MboxLock,
+    original_len: u64,
+    len: u64,
+    /// Messages already in the file before the batch (for the message quota; counted
+    /// lazily, only when that quota is set).
+    existing: Option<u64>,
+    done: Vec<Delivered>,
+    committed: bool,
+}
+
+impl MboxWriter {
+    /// A writer for the mbox at `path` (created with mode 0600 on first append), with
+    /// the limits and envelope sender of `opts`.
+    pub fn new(path: &Path, opts: DeliverOptions) -> MboxWriter {
+        MboxWriter {
+            path: path.to_path_buf(),
+            opts,
+        }
+    }
+
+    /// Appends one message durably.
+    pub fn append(&self, reader: impl Read) -> Result<Delivered, DeliverError> {
+        let mut b = self.batch()?;
+        b.add(reader)?;
+        let mut v = b.commit()?;
+        v.pop()
+            .ok_or_else(|| DeliverError::new(DeliverErrorKind::Io, false, "batch lost its message"))
+    }
+
+    /// Takes the mail locks and starts a group commit.
+    pub fn batch(&self) -> Result<MboxBatch, DeliverError> {
+        if let Ok(m) = fs::metadata(&self.path)
+            && m.is_dir()
+        {
+            return Err(DeliverError::new(
+                DeliverErrorKind::MailboxUnusable,
+                false,
+                format!(
+                    "{} is a directory, expected an mbox file",
+                    self.path.display()
+                ),
+            ));
+        }
+        let lock = MboxLock::acquire(&self.path, true, self.opts.lock_timeout)?;
+        let len = lock
+            .file()
+            .metadata()
+            .map_err(|e| DeliverError::from_io("stat mbox", e))?
+            .len();
+        Ok(MboxBatch {
+            path: self.path.clone(),
+            opts: self.opts.clone(),
+            lock,
+            original_len: len,
+            len,
+            existing: None,
+            done: Vec::new(),
+            committed: false,
+        })
+    }
+}
+
+/// `From ` line: envelope sender (no spaces or controls; `MAILER-DAEMON` when empty)
+/// and the time in asctime format, UTC.
+fn from_line(sender: Option<&str>, now: SystemTime) -> String {
+    let s: String = sender
+        .unwrap_or("")
+        .chars()
+        .filter(|c| c.is_ascii_graphic())
+        .collect();
+    let s = if s.is_empty() || s == "<>" {
+        "MAILER-DAEMON".to_string()
+    } else {
+        s.trim_matches(['<', '>']).to_string()
+    };
+    let s = if s.is_empty() {
+        "MAILER-DAEMON".to_string()
+    } else {
+        s
+    };
+    format!("From {s} {}\n", asctime(now))
+}
+
+/// `Thu Nov 24 18:22:48 1986` in UTC.
+pub(crate) fn asctime(t: SystemTime) -> String {
+    let secs = t
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Howard Hinnant's days-to-civil.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    const WD: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MON: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    format!(
+        "{} {} {:2} {:02}:{:02}:{:02} {}",
+        WD[days.rem_euclid(7) as usize],
+        MON[(m - 1) as usize],
+        d,
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60,
+        y
+    )
+}
+
+impl MboxBatch {
+    /// Appends one message (not yet durable: see [`MboxBatch::commit`]). On failure the
+    /// mbox is truncated back to where this message started.
+    pub fn add(&mut self, reader: impl Read) -> Result<(), DeliverError> {
+        let opts = self.opts.clone();
+        if let Some(qm) = opts.quota_messages {
+            let existing = match self.existing {
+                Some(n) => n,
+                None => {
+                    let s = scan(self.lock.file(), self.original_len)
+                        .map_err(|e| DeliverError::from_io("reading mbox", e))?;
+                    let n = s.messages.len() as u64;
+                    self.existing = Some(n);
+                    n
+                }
+            };
+            if existing + self.done.len() as u64 >= qm {
+                return Err(DeliverError::new(
+                    DeliverErrorKind::QuotaExceeded,
+                    opts.quota_permanent,
+                    "mailbox is full (message quota)",
+                ));
+            }
+        }
+        let budget = match opts.quota_bytes {
+            Some(q) if self.len >= q => {
+                return Err(DeliverError::new(
+                    DeliverErrorKind::QuotaExceeded,
+                    opts.quota_permanent,
+                    "mailbox is over quota",
+                ));
+            }
+            Some(q) => Some(q - self.len),
+            None => None,
+        };
+        let start = self.len;
+        let file = self.lock.file();
+        let result = (|| -> Result<(u64, u64, u64), DeliverError> {
+            let io_err = |e| DeliverError::from_io("writing mbox", e);
+            // A From_ line must start a line, after a blank line.
+            let mut lead = Vec::new();
+            if start > 0 {
+                let mut tail = [0u8; 2];
+                let k = if start >= 2 { 2 } else { 1 };
+                file.read_at(&mut tail[2 - k..], start - k as u64)
+                    .map_err(io_err)?;
+                if tail[1] != b'\n' {
+                    lead.extend_from_slice(b"\n\n");
+                } else if start >= 2 && tail[0] != b'\n' {
+                    lead.push(b'\n');
+                }
+            }
+            let mut w = BufWriter::with_capacity(64 * 1024, PositionedWriter { file, pos: start });
+            w.write_all(&lead).map_err(io_err)?;
+            w.write_all(from_line(opts.envelope_sender.as_deref(), SystemTime::now()).as_bytes())
+                .map_err(io_err)?;
+            let mut quoting = FromQuoting::new(QuoteDir::Quote);
+            let mut qbuf = Vec::with_capacity(64 * 1024 + 64);
+            let (size, wire) = pump(
+                reader,
+                opts.max_message_size,
+                budget,
+                opts.quota_permanent,
+                |chunk| {
+                    qbuf.clear();
+                    quoting.feed(chunk, &mut qbuf);
+                    w.write_all(&qbuf).map_err(io_err)
+                },
+            )?;
+            qbuf.clear();
+            quoting.finish(&mut qbuf);
+            qbuf.push(b'\n');
+            w.write_all(&qbuf).map_err(io_err)?;
+            let pw = w.into_inner().map_err(|e| io_err(e.into_error()))?;
+            Ok((pw.pos, size, wire))
+        })();
+        match result {
+            Ok((end, size, wire)) => {
+                self.len = end;
+                self.done.push(Delivered {
+                    path: self.path.clone(),
+                    size,
+                    wire_size: wire,
+                });
+                Ok(())
+            }
+            Err(e) => {
+                // Take back the partial message; the batch stays usable.
+                let _ = file.set_len(start);
+                let _ = file.sync_data();
+                Err(e)
+            }
+        }
+    }
+
+    /// Makes every appended message durable (one fsync) and releases the locks.
+    pub fn commit(mut self) -> Result<Vec<Delivered>, DeliverError> {
+        if let Err(e) = self.lock.file().sync_all() {
+            // Unknown what reached the disk: take it all back.
+            return Err(DeliverError::from_io("syncing mbox", e));
+        }
+        self.committed = true;
+        Ok(std::mem::take(&mut self.done))
+    }
+}
+
+impl Drop for MboxBatch {
+    fn drop(&mut self) {
+        if !self.committed && self.len != self.original_len {
+            let _ = self.lock.file().set_len(self.original_len);
+            let _ = self.lock.file().sync_all();
+        }
+    }
+}
+
+struct PositionedWriter<'a> {
+    file: &'a File,
+    pos: u64,
+}
+
+impl Write for PositionedWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write_at(buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Scans mbox bytes (for the fuzzer and tests): per message the wire size, the UIDL and
+/// the content as POP3 would serve it.
+pub(crate) fn parse_bytes(data: &[u8]) -> io::Result<Vec<(u64, String, Vec<u8>)>> {
+    let s = scan(&data, data.len() as u64)?;
+    let ids = uidls(&s.messages);
+    let mut out = Vec::new();
+    for (m, id) in s.messages.iter().zip(ids) {
+        let raw = &data[usize::try_from(m.content_start).unwrap_or(0)
+            ..usize::try_from(m.content_end).unwrap_or(0)];
+        let content = match m.encoding {
+            Encoding::Verbatim => raw.to_vec(),
+            Encoding::Quoted => {
+                let mut q = FromQuoting::new(QuoteDir::Unquote);
+                let mut v = Vec::new();
+                q.feed(raw, &mut v);
+                q.finish(&mut v);
+                v
+            }
+        };
+        out.push((m.wire_size, id, content));
+    }
+    Ok(out)
+}
