@@ -40,7 +40,7 @@ use crate::userdb::{UserDb, UserRecord};
 use crate::username::validate_username;
 
 /// Where mechanisms find users. Implemented by [`UserDb`] (reloads on change) and by
-/// slices/vectors of records (tests).
+/// `Vec<UserRecord>` (tests, exact names).
 pub trait SecretLookup {
     /// The record for `user`, if it exists. `user` has passed `validate_username`.
     fn lookup_user(&self, user: &str) -> Option<UserRecord>;
@@ -52,15 +52,9 @@ impl SecretLookup for UserDb {
     }
 }
 
-impl SecretLookup for [UserRecord] {
-    fn lookup_user(&self, user: &str) -> Option<UserRecord> {
-        self.iter().find(|r| r.name == user).cloned()
-    }
-}
-
 impl SecretLookup for Vec<UserRecord> {
     fn lookup_user(&self, user: &str) -> Option<UserRecord> {
-        self.as_slice().lookup_user(user)
+        self.iter().find(|r| r.name == user).cloned()
     }
 }
 

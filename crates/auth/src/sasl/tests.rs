@@ -17,7 +17,7 @@ fn run(
     kind: ClientMechanismKind,
     mech: Mechanism,
     creds: ClientCredentials,
-    users: &Vec<UserRecord>,
+    users: &dyn SecretLookup,
     initial: bool,
 ) -> (Result<String, SaslError>, ClientMechanism) {
     let mut client = ClientMechanism::new(kind, creds).unwrap();
