@@ -218,6 +218,7 @@ impl Throttle {
     /// the client tried, if it got that far (and passed `validate_username`).
     pub fn record_failure(&self, ip: IpAddr, user: Option<&str>, now: Instant) -> Duration {
         let mut t = self.lock();
+        t.users.prune(now, self.config.half_life);
         let ip_score = t.ips.add(ip_key(ip), 1.0, now, &self.config);
         let user_score = user.map_or(0.0, |u| t.users.add(user_key(u), 1.0, now, &self.config));
         drop(t);
