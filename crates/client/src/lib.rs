@@ -27,6 +27,7 @@
 #![forbid(unsafe_code)]
 
 mod conn;
+pub mod fetch;
 pub mod tls;
 
 pub use conn::{BodySink, Client, DEFAULT_TIMEOUT, Error, Request, Window, connect_tls};

@@ -1,0 +1,182 @@
+//! The per-account state file: which messages (by UIDL, or by content hash when the
+//! server's UIDLs cannot be trusted) are already stored locally, and since when.
+//!
+//! The file is JSON, replaced atomically: written to `NAME.tmp`, fsynced, renamed over
+//! `NAME`, then the directory is fsynced. So at any instant the file on disk is either
+//! the old state or the new one, never a mix.
+//!
+//! A key in the state means "this message is durably stored". The fetcher records keys
+//! only after [`Target::sync`](super::target::Target::sync), and sends DELE only after
+//! the save. For rename-published targets the save also carries the renames still to
+//! do ([`Pending`]); [`UidState::load`] finishes them, so a crash between the save and
+//! the renames neither loses nor duplicates a message.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::target::{Pending, publish};
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct OnDisk {
+    version: u32,
+    /// key → first seen (Unix seconds).
+    seen: BTreeMap<String, u64>,
+    #[serde(default)]
+    pending: Vec<Pending>,
+}
+
+/// The loaded state of one account.
+#[derive(Debug)]
+pub struct UidState {
+    path: PathBuf,
+    /// key (UIDL or `sha256:...`) → Unix time the message was first stored.
+    pub seen: BTreeMap<String, u64>,
+    _lock: StateLock,
+}
+
+impl UidState {
+    /// Loads the state (empty if the file does not exist), takes the account's lock
+    /// (so two fetchers never work on one account), and finishes renames a crash left.
+    pub fn load(path: &Path) -> io::Result<UidState> {
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            fs::create_dir_all(dir)?;
+        }
+        let lock = StateLock::acquire(path)?;
+        let disk: OnDisk = match fs::read(path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("state file {}: {e}", path.display()),
+                )
+            })?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => OnDisk::default(),
+            Err(e) => return Err(e),
+        };
+        let mut state = UidState {
+            path: path.to_owned(),
+            seen: disk.seen,
+            _lock: lock,
+        };
+        if !disk.pending.is_empty() {
+            publish(&disk.pending)?;
+            state.save(&[])?;
+        }
+        Ok(state)
+    }
+
+    /// Writes the state atomically and durably, with `pending` renames.
+    pub fn save(&mut self, pending: &[Pending]) -> io::Result<()> {
+        let disk = OnDiskRef {
+            version: 1,
+            seen: &self.seen,
+            pending,
+        };
+        let bytes = serde_json::to_vec(&disk).map_err(io::Error::other)?;
+        let mut tmp = self.path.as_os_str().to_owned();
+        tmp.push(".tmp");
+        let tmp = PathBuf::from(tmp);
+        {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_all()?;
+        }
+        fs::rename(&tmp, &self.path)?;
+        let dir = match self.path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+            _ => PathBuf::from("."),
+        };
+        File::open(dir)?.sync_all()
+    }
+
+    /// Whether `key` is stored.
+    pub fn contains(&self, key: &str) -> bool {
+        self.seen.contains_key(key)
+    }
+}
+
+#[derive(Serialize)]
+struct OnDiskRef<'a> {
+    version: u32,
+    seen: &'a BTreeMap<String, u64>,
+    pending: &'a [Pending],
+}
+
+/// An exclusive `flock` on `STATE.lock`, released when dropped (and by the kernel if
+/// the process dies).
+#[derive(Debug)]
+struct StateLock {
+    _file: File,
+}
+
+impl StateLock {
+    fn acquire(state: &Path) -> io::Result<StateLock> {
+        let mut p = state.as_os_str().to_owned();
+        p.push(".lock");
+        let f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(PathBuf::from(p))?;
+        rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
+            |_| {
+                io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    format!(
+                        "another correio fetch is working on this account ({} is locked)",
+                        state.display()
+                    ),
+                )
+            },
+        )?;
+        Ok(StateLock { _file: f })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn save_load_and_recover_pending() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("acct.state");
+        let from = dir.path().join("tmpfile");
+        let to = dir.path().join("final");
+        fs::write(&from, b"x").unwrap();
+        {
+            let mut s = UidState::load(&path).unwrap();
+            assert!(s.seen.is_empty());
+            s.seen.insert("uid1".into(), 5);
+            s.save(&[Pending {
+                from: from.clone(),
+                to: to.clone(),
+            }])
+            .unwrap();
+            // A second loader is refused while the first holds the lock.
+            assert!(UidState::load(&path).is_err());
+        }
+        // "Crash" before the rename: loading finishes it.
+        let s = UidState::load(&path).unwrap();
+        assert!(s.contains("uid1"));
+        assert!(!from.exists());
+        assert_eq!(fs::read(&to).unwrap(), b"x");
+    }
+
+    #[test]
+    fn corrupt_state_is_an_error_not_a_reset() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("acct.state");
+        fs::write(&path, b"{not json").unwrap();
+        assert!(UidState::load(&path).is_err());
+    }
+}
