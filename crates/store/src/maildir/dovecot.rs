@@ -2,7 +2,8 @@
 //! POP3 UIDLs its clients already saw.
 //!
 //! Dovecot's default `pop3_uidl_format` is `%08Xu%08Xv`: the IMAP UID and the
-//! UIDVALIDITY, each as 8 upper-case hex digits. When a record carries a `P<uidl>`
+//! UIDVALIDITY, each as 8 hex digits; Dovecot 2.3 expands `%X` in lower case (checked
+//! against a running Dovecot in `tests/dovecot_interop.rs`). When a record carries a `P<uidl>`
 //! extension (a UIDL Dovecot kept from an earlier migration), that one wins, as in
 //! Dovecot. Only versions 1 and 3 of the file exist; anything else is ignored.
 //!
@@ -76,7 +77,7 @@ pub(crate) fn parse(bytes: &[u8]) -> HashMap<Vec<u8>, String> {
         let Some(uid) = f.next().and_then(|u| u.parse::<u32>().ok()) else {
             continue;
         };
-        let mut uidl = format!("{uid:08X}{validity:08X}");
+        let mut uidl = format!("{uid:08x}{validity:08x}");
         for ext in f {
             if let Some(p) = ext.strip_prefix('P')
                 && valid_uidl(p)
@@ -100,8 +101,8 @@ mod tests {
     fn version3_with_and_without_pop3_uidl() {
         let t = b"3 V1700000000 N4 G0123456789abcdef\n1 :1.M1P1.host,S=10,W=12:2,S\n2 W5 :2.M2P2.host\n3 Pold-uidl-3 :3.M3.host\nbad line\n";
         let m = parse(t);
-        assert_eq!(m[&b"1.M1P1.host"[..]], "000000016553F100");
-        assert_eq!(m[&b"2.M2P2.host"[..]], "000000026553F100");
+        assert_eq!(m[&b"1.M1P1.host"[..]], "000000016553f100");
+        assert_eq!(m[&b"2.M2P2.host"[..]], "000000026553f100");
         assert_eq!(m[&b"3.M3.host"[..]], "old-uidl-3");
         assert_eq!(m.len(), 3);
     }
@@ -109,8 +110,8 @@ mod tests {
     #[test]
     fn version1_and_garbage() {
         let m = parse(b"1 42 3\n1 1.a.host\n2 2.b.host:2,\n");
-        assert_eq!(m[&b"1.a.host"[..]], "000000010000002A");
-        assert_eq!(m[&b"2.b.host"[..]], "000000020000002A");
+        assert_eq!(m[&b"1.a.host"[..]], "000000010000002a");
+        assert_eq!(m[&b"2.b.host"[..]], "000000020000002a");
         assert!(parse(b"").is_empty());
         assert!(parse(b"9 x\n1 :a").is_empty());
     }
