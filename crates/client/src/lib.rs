@@ -28,6 +28,7 @@
 
 mod conn;
 pub mod fetch;
+pub mod sasl;
 pub mod tls;
 
 pub use conn::{BodySink, Client, DEFAULT_TIMEOUT, Error, Request, Window, connect_tls};

@@ -59,6 +59,11 @@ pub trait SaslMechanism: Send {
     fn initial_response(&mut self) -> Option<Vec<u8>>;
     /// Answers one server challenge (already base64-decoded).
     fn step(&mut self, challenge: &[u8]) -> Result<Vec<u8>, String>;
+    /// The server said `+OK`: a mechanism with mutual authentication (SCRAM) checks
+    /// here that the server proved it knows the secret. An error fails the session.
+    fn finish(&mut self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// Where the session is, seen from the commands already queued.
@@ -629,9 +634,11 @@ impl ClientSession {
             self.pending.pop_front();
             match kind {
                 CommandKind::Auth => {
-                    self.sasl = None;
+                    let mech = self.sasl.take();
                     if status.status == Status::Err {
                         self.phase = Phase::Authorization;
+                    } else if let Some(mut mech) = mech {
+                        mech.finish().map_err(ClientError::Sasl)?;
                     }
                 }
                 CommandKind::Pass | CommandKind::Apop if status.status == Status::Err => {
@@ -766,6 +773,9 @@ impl SaslMechanism for Deferred {
     }
     fn initial_response(&mut self) -> Option<Vec<u8>> {
         None
+    }
+    fn finish(&mut self) -> Result<(), String> {
+        self.inner.finish()
     }
     fn step(&mut self, challenge: &[u8]) -> Result<Vec<u8>, String> {
         match self.first.take() {
