@@ -64,6 +64,8 @@ pub struct ServerConfig {
     pub max_sasl_steps: u32,
     /// Longest SASL response line, line end included.
     pub max_sasl_line: usize,
+    /// Longest command line, line end included (RFC 2449 §4: at least 255).
+    pub max_command_line: usize,
 }
 
 impl Default for ServerConfig {
@@ -79,6 +81,7 @@ impl Default for ServerConfig {
             max_auth_failures: 3,
             max_sasl_steps: 8,
             max_sasl_line: sasl::MAX_SASL_LINE + 2,
+            max_command_line: crate::MAX_COMMAND_LINE,
         }
     }
 }
@@ -454,7 +457,7 @@ impl ServerSession {
     pub fn max_line(&self) -> usize {
         match self.login {
             Login::Sasl { .. } => self.config.max_sasl_line,
-            _ => crate::MAX_COMMAND_LINE,
+            _ => self.config.max_command_line,
         }
     }
 

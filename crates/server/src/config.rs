@@ -1,0 +1,622 @@
+//! The server configuration: a TOML file (every key optional, unknown keys refused) plus
+//! command-line overrides, resolved into one [`Config`].
+//!
+//! ```toml
+//! data_dir = "/var/lib/correio"          # users file, TLS pair, mailboxes by default
+//! users_file = "/etc/correio/users"      # default: <data_dir>/users
+//! mail_location = "maildir:/var/mail/%d/%n/Maildir"   # default: maildir:<data_dir>/mail/%u
+//! hostname = "mail.example.org"          # APOP timestamp, CRAM-MD5 challenge
+//! allow_cleartext_login = false          # passwords over non-TLS, non-loopback
+//! cleartext_login_on_loopback = true     # local tools may log in without TLS
+//! user = "correio"                       # drop root to this user after binding
+//! group = "correio"
+//!
+//! [listen]
+//! pop3 = ["0.0.0.0:110", "[::]:110"]
+//! pop3s = ["0.0.0.0:995", "[::]:995"]
+//! lmtp = "127.0.0.1:24"                  # or "unix:/run/correio/lmtp"
+//!
+//! [tls]
+//! cert = "/etc/correio/cert.pem"         # default: <data_dir>/tls/cert.pem
+//! key = "/etc/correio/key.pem"           # default: <data_dir>/tls/key.pem
+//!
+//! [pop3]
+//! mechanisms = ["SCRAM-SHA-256", "CRAM-MD5", "PLAIN", "LOGIN"]
+//! apop = true
+//! login_delay = "0s"                     # announced and enforced when > 0
+//! expire = "never"                       # or a number of days; 0 is enforced
+//! greeting = "Correio POP3 server ready"
+//!
+//! [limits]
+//! max_connections = 1000
+//! max_connections_per_ip = 20
+//! pre_login_idle = "60s"
+//! post_login_idle = "10m"                # RFC 1939: at least 10 minutes
+//! tls_handshake = "30s"
+//! write_stall = "60s"
+//! max_command_line = 255
+//! max_bad_commands = 10
+//! max_auth_failures = 3
+//! shutdown_grace = "30s"
+//! ```
+//!
+//! [`Config::load`] reports errors as "file: key: reason" so `correio check` can say
+//! exactly what is wrong and where.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The default data directory (relative to the working directory).
+pub const DEFAULT_DATA_DIR: &str = "correio-data";
+
+/// Every SASL mechanism the server can run, in advertising order.
+pub const ALL_MECHANISMS: [&str; 4] = ["SCRAM-SHA-256", "CRAM-MD5", "PLAIN", "LOGIN"];
+
+/// A configuration error: where and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file, if the error is in one.
+    pub file: Option<PathBuf>,
+    /// The key (dotted path), if known.
+    pub key: Option<String>,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(file) = &self.file {
+            write!(f, "{}: ", file.display())?;
+        }
+        if let Some(key) = &self.key {
+            write!(f, "{key}: ")?;
+        }
+        f.write_str(&self.reason)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn err(key: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError {
+        file: None,
+        key: Some(key.to_owned()),
+        reason: reason.into(),
+    }
+}
+
+/// The file as written (every key optional).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    users_file: Option<PathBuf>,
+    mail_location: Option<String>,
+    hostname: Option<String>,
+    allow_cleartext_login: Option<bool>,
+    cleartext_login_on_loopback: Option<bool>,
+    user: Option<String>,
+    group: Option<String>,
+    #[serde(default)]
+    listen: FileListen,
+    #[serde(default)]
+    tls: FileTls,
+    #[serde(default)]
+    pop3: FilePop3,
+    #[serde(default)]
+    limits: FileLimits,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileListen {
+    pop3: Option<Vec<String>>,
+    pop3s: Option<Vec<String>>,
+    lmtp: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileTls {
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilePop3 {
+    mechanisms: Option<Vec<String>>,
+    apop: Option<bool>,
+    login_delay: Option<String>,
+    expire: Option<toml::Value>,
+    greeting: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileLimits {
+    max_connections: Option<usize>,
+    max_connections_per_ip: Option<usize>,
+    pre_login_idle: Option<String>,
+    post_login_idle: Option<String>,
+    tls_handshake: Option<String>,
+    write_stall: Option<String>,
+    max_command_line: Option<usize>,
+    max_bad_commands: Option<u32>,
+    max_auth_failures: Option<u32>,
+    shutdown_grace: Option<String>,
+}
+
+/// Where the LMTP listener listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LmtpAddr {
+    /// A TCP address.
+    Tcp(SocketAddr),
+    /// A Unix socket path.
+    Unix(PathBuf),
+}
+
+impl LmtpAddr {
+    /// Parses `ADDR:PORT` or `unix:PATH`.
+    pub fn parse(s: &str) -> Result<LmtpAddr, String> {
+        if let Some(p) = s.strip_prefix("unix:") {
+            if p.is_empty() {
+                return Err("unix: needs a path".into());
+            }
+            return Ok(LmtpAddr::Unix(PathBuf::from(p)));
+        }
+        s.parse()
+            .map(LmtpAddr::Tcp)
+            .map_err(|_| format!("{s:?} is neither ADDR:PORT nor unix:PATH"))
+    }
+}
+
+/// The limits of item 6 of the server's contract.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections open at once, all listeners together.
+    pub max_connections: usize,
+    /// Connections open at once from one IP address.
+    pub max_connections_per_ip: usize,
+    /// Idle time allowed before login.
+    pub pre_login_idle: Duration,
+    /// Idle time allowed after login (RFC 1939: at least 10 minutes).
+    pub post_login_idle: Duration,
+    /// Time allowed for a TLS handshake.
+    pub tls_handshake: Duration,
+    /// Time one write may stall (a client that stops reading).
+    pub write_stall: Duration,
+    /// Longest command line, CRLF included.
+    pub max_command_line: usize,
+    /// Bad commands before disconnect.
+    pub max_bad_commands: u32,
+    /// Failed logins before disconnect.
+    pub max_auth_failures: u32,
+    /// How long sessions may go on after SIGTERM.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 1000,
+            max_connections_per_ip: 20,
+            pre_login_idle: Duration::from_secs(60),
+            post_login_idle: Duration::from_secs(600),
+            tls_handshake: Duration::from_secs(30),
+            write_stall: Duration::from_secs(60),
+            max_command_line: correio_proto::MAX_COMMAND_LINE,
+            max_bad_commands: 10,
+            max_auth_failures: 3,
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// The users file (passwd-file format).
+    pub users_file: PathBuf,
+    /// The mail location template (`maildir:...` or `mbox:...`, with `%u` etc.).
+    pub mail_location: String,
+    /// Host name for the APOP timestamp and CRAM-MD5 challenges.
+    pub hostname: String,
+    /// Allow USER/PASS, PLAIN and LOGIN on cleartext non-loopback connections.
+    pub allow_cleartext_login: bool,
+    /// Treat loopback connections as safe for cleartext logins (default: yes).
+    pub cleartext_login_on_loopback: bool,
+    /// Drop root to this user after binding.
+    pub run_as_user: Option<String>,
+    /// Drop root to this group after binding.
+    pub run_as_group: Option<String>,
+    /// Cleartext POP3 listeners (STLS offered when a certificate is loaded).
+    pub pop3: Vec<SocketAddr>,
+    /// Implicit-TLS POP3 listeners.
+    pub pop3s: Vec<SocketAddr>,
+    /// The LMTP listener.
+    pub lmtp: Option<LmtpAddr>,
+    /// Certificate chain, PEM.
+    pub tls_cert: PathBuf,
+    /// Private key, PEM.
+    pub tls_key: PathBuf,
+    /// SASL mechanisms offered (a user gets only those their secret allows).
+    pub mechanisms: Vec<String>,
+    /// Offer APOP.
+    pub apop: bool,
+    /// LOGIN-DELAY, announced and enforced (zero: none).
+    pub login_delay: Duration,
+    /// EXPIRE policy: `None` announces nothing.
+    pub expire: Option<correio_proto::capa::ExpirePolicy>,
+    /// Greeting text.
+    pub greeting: String,
+    /// Limits.
+    pub limits: Limits,
+}
+
+/// Command-line overrides (`correio serve` flags).
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--data DIR`.
+    pub data_dir: Option<PathBuf>,
+    /// `--pop3 ADDR:PORT` (repeatable).
+    pub pop3: Vec<SocketAddr>,
+    /// `--pop3s ADDR:PORT` (repeatable).
+    pub pop3s: Vec<SocketAddr>,
+    /// `--lmtp ADDR:PORT|unix:PATH`.
+    pub lmtp: Option<LmtpAddr>,
+    /// `--allow-cleartext-login`.
+    pub allow_cleartext_login: bool,
+}
+
+fn duration(key: &str, v: &Option<String>, default: Duration) -> Result<Duration, ConfigError> {
+    match v {
+        None => Ok(default),
+        Some(s) => humantime::parse_duration(s).map_err(|e| {
+            err(
+                key,
+                format!("{s:?} is not a duration like \"30s\" or \"10m\": {e}"),
+            )
+        }),
+    }
+}
+
+fn addrs(key: &str, v: &Option<Vec<String>>) -> Result<Option<Vec<SocketAddr>>, ConfigError> {
+    let Some(list) = v else { return Ok(None) };
+    list.iter()
+        .map(|s| {
+            s.parse::<SocketAddr>()
+                .map_err(|_| err(key, format!("{s:?} is not ADDR:PORT (IPv6: \"[::1]:110\")")))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
+impl Config {
+    /// Reads and resolves a config file (if any) with overrides. A missing file given
+    /// explicitly is an error.
+    pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let file = match path {
+            None => FileConfig::default(),
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| ConfigError {
+                    file: Some(p.to_owned()),
+                    key: None,
+                    reason: format!("cannot read: {e}"),
+                })?;
+                Self::parse_file(&text).map_err(|mut e| {
+                    e.file = Some(p.to_owned());
+                    e
+                })?
+            }
+        };
+        Self::resolve(file, overrides).map_err(|mut e| {
+            e.file = path.map(Path::to_owned);
+            e
+        })
+    }
+
+    /// Parses config text (for tests and `correio check`).
+    pub fn from_toml(text: &str, overrides: &Overrides) -> Result<Config, ConfigError> {
+        Self::resolve(Self::parse_file(text)?, overrides)
+    }
+
+    fn parse_file(text: &str) -> Result<FileConfig, ConfigError> {
+        toml::from_str(text).map_err(|e: toml::de::Error| {
+            let line = e.span().map(|s| {
+                text.as_bytes()[..s.start.min(text.len())]
+                    .iter()
+                    .filter(|&&b| b == b'\n')
+                    .count()
+                    + 1
+            });
+            ConfigError {
+                file: None,
+                key: line.map(|l| format!("line {l}")),
+                reason: e.message().to_owned(),
+            }
+        })
+    }
+
+    fn resolve(f: FileConfig, o: &Overrides) -> Result<Config, ConfigError> {
+        let data_dir = o
+            .data_dir
+            .clone()
+            .or(f.data_dir)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        // The mail template needs an absolute path: make a relative data dir absolute.
+        let data_dir = if data_dir.is_absolute() {
+            data_dir
+        } else {
+            std::env::current_dir()
+                .map(|d| d.join(&data_dir))
+                .unwrap_or(data_dir)
+        };
+        let users_file = f.users_file.unwrap_or_else(|| data_dir.join("users"));
+        let mail_location = f
+            .mail_location
+            .unwrap_or_else(|| format!("maildir:{}/mail/%u", data_dir.display()));
+        if !(mail_location.starts_with("maildir:") || mail_location.starts_with("mbox:")) {
+            return Err(err(
+                "mail_location",
+                format!("{mail_location:?} must start with maildir: or mbox:"),
+            ));
+        }
+        let hostname = match f.hostname {
+            Some(h) if h.is_empty() || h.bytes().any(|b| !b.is_ascii_graphic() || b == b'>') => {
+                return Err(err("hostname", format!("{h:?} is not a host name")));
+            }
+            Some(h) => h,
+            None => hostname::get()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic() && b != b'>'))
+                .unwrap_or_else(|| "localhost".into()),
+        };
+
+        let pop3 = if o.pop3.is_empty() {
+            addrs("listen.pop3", &f.listen.pop3)?.unwrap_or_default()
+        } else {
+            o.pop3.clone()
+        };
+        let pop3s = if o.pop3s.is_empty() {
+            addrs("listen.pop3s", &f.listen.pop3s)?.unwrap_or_default()
+        } else {
+            o.pop3s.clone()
+        };
+        let lmtp = match (&o.lmtp, &f.listen.lmtp) {
+            (Some(l), _) => Some(l.clone()),
+            (None, Some(s)) => Some(LmtpAddr::parse(s).map_err(|r| err("listen.lmtp", r))?),
+            (None, None) => None,
+        };
+
+        let mechanisms = match f.pop3.mechanisms {
+            None => ALL_MECHANISMS.iter().map(|m| (*m).to_owned()).collect(),
+            Some(list) => {
+                let mut out = Vec::new();
+                for m in list {
+                    let up = m.to_ascii_uppercase();
+                    if !ALL_MECHANISMS.contains(&up.as_str()) {
+                        return Err(err(
+                            "pop3.mechanisms",
+                            format!(
+                                "unknown mechanism {m:?} (known: {})",
+                                ALL_MECHANISMS.join(", ")
+                            ),
+                        ));
+                    }
+                    if !out.contains(&up) {
+                        out.push(up);
+                    }
+                }
+                out
+            }
+        };
+        let expire = match f.pop3.expire {
+            None => None,
+            Some(toml::Value::String(s)) if s.eq_ignore_ascii_case("never") => {
+                Some(correio_proto::capa::ExpirePolicy::Never)
+            }
+            Some(toml::Value::Integer(n)) if (0..=i64::from(u32::MAX)).contains(&n) => {
+                Some(correio_proto::capa::ExpirePolicy::Days(n as u32))
+            }
+            Some(v) => {
+                return Err(err(
+                    "pop3.expire",
+                    format!("{v} must be \"never\" or a number of days"),
+                ));
+            }
+        };
+        let greeting = f
+            .pop3
+            .greeting
+            .unwrap_or_else(|| "Correio POP3 server ready".into());
+        if greeting.bytes().any(|b| b < 0x20 || b == 0x7f) || greeting.len() > 200 {
+            return Err(err(
+                "pop3.greeting",
+                "must be one line of at most 200 printable characters",
+            ));
+        }
+
+        let d = Limits::default();
+        let l = &f.limits;
+        let limits = Limits {
+            max_connections: l.max_connections.unwrap_or(d.max_connections),
+            max_connections_per_ip: l.max_connections_per_ip.unwrap_or(d.max_connections_per_ip),
+            pre_login_idle: duration("limits.pre_login_idle", &l.pre_login_idle, d.pre_login_idle)?,
+            post_login_idle: duration(
+                "limits.post_login_idle",
+                &l.post_login_idle,
+                d.post_login_idle,
+            )?,
+            tls_handshake: duration("limits.tls_handshake", &l.tls_handshake, d.tls_handshake)?,
+            write_stall: duration("limits.write_stall", &l.write_stall, d.write_stall)?,
+            max_command_line: l.max_command_line.unwrap_or(d.max_command_line),
+            max_bad_commands: l.max_bad_commands.unwrap_or(d.max_bad_commands),
+            max_auth_failures: l.max_auth_failures.unwrap_or(d.max_auth_failures),
+            shutdown_grace: duration("limits.shutdown_grace", &l.shutdown_grace, d.shutdown_grace)?,
+        };
+        if limits.max_connections == 0 {
+            return Err(err("limits.max_connections", "must be at least 1"));
+        }
+        if limits.max_connections_per_ip == 0 {
+            return Err(err("limits.max_connections_per_ip", "must be at least 1"));
+        }
+        if limits.post_login_idle < Duration::from_secs(600) {
+            return Err(err(
+                "limits.post_login_idle",
+                "must be at least 10m (RFC 1939 §3 autologout timer)",
+            ));
+        }
+        if !(255..=8192).contains(&limits.max_command_line) {
+            return Err(err(
+                "limits.max_command_line",
+                "must be between 255 (RFC 2449 §4) and 8192",
+            ));
+        }
+        if limits.max_bad_commands == 0 || limits.max_auth_failures == 0 {
+            return Err(err(
+                "limits",
+                "max_bad_commands and max_auth_failures must be at least 1",
+            ));
+        }
+        for (key, v) in [
+            ("limits.pre_login_idle", limits.pre_login_idle),
+            ("limits.tls_handshake", limits.tls_handshake),
+            ("limits.write_stall", limits.write_stall),
+        ] {
+            if v.is_zero() {
+                return Err(err(key, "must be more than 0s"));
+            }
+        }
+
+        Ok(Config {
+            users_file,
+            mail_location,
+            hostname,
+            allow_cleartext_login: o.allow_cleartext_login
+                || f.allow_cleartext_login.unwrap_or(false),
+            cleartext_login_on_loopback: f.cleartext_login_on_loopback.unwrap_or(true),
+            run_as_user: f.user,
+            run_as_group: f.group,
+            pop3,
+            pop3s,
+            lmtp,
+            tls_cert: f
+                .tls
+                .cert
+                .unwrap_or_else(|| data_dir.join("tls").join("cert.pem")),
+            tls_key: f
+                .tls
+                .key
+                .unwrap_or_else(|| data_dir.join("tls").join("key.pem")),
+            mechanisms,
+            apop: f.pop3.apop.unwrap_or(true),
+            login_delay: duration("pop3.login_delay", &f.pop3.login_delay, Duration::ZERO)?,
+            expire,
+            greeting,
+            limits,
+            data_dir,
+        })
+    }
+
+    /// The session policy for the protocol machine.
+    pub fn session_config(&self) -> correio_proto::server::ServerConfig {
+        correio_proto::server::ServerConfig {
+            greeting: self.greeting.clone(),
+            sasl_mechanisms: self.mechanisms.clone(),
+            login_delay: (!self.login_delay.is_zero())
+                .then(|| u32::try_from(self.login_delay.as_secs()).unwrap_or(u32::MAX)),
+            expire: self.expire,
+            max_bad_commands: self.limits.max_bad_commands,
+            max_auth_failures: self.limits.max_auth_failures,
+            max_command_line: self.limits.max_command_line,
+            ..correio_proto::server::ServerConfig::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults() {
+        let c = Config::from_toml("", &Overrides::default()).unwrap();
+        assert!(c.data_dir.ends_with(DEFAULT_DATA_DIR));
+        assert_eq!(c.users_file, c.data_dir.join("users"));
+        assert_eq!(
+            c.mail_location,
+            format!("maildir:{}/mail/%u", c.data_dir.display())
+        );
+        assert_eq!(c.limits, Limits::default());
+        assert_eq!(c.limits.post_login_idle, Duration::from_secs(600));
+        assert!(!c.allow_cleartext_login);
+    }
+
+    #[test]
+    fn full_file_and_overrides() {
+        let text = r#"
+data_dir = "/srv/mail"
+mail_location = "mbox:/var/mail/%u"
+hostname = "mx.example.org"
+[listen]
+pop3 = ["127.0.0.1:1110", "[::1]:1110"]
+lmtp = "unix:/run/lmtp"
+[pop3]
+mechanisms = ["plain", "SCRAM-SHA-256"]
+login_delay = "15m"
+expire = 0
+[limits]
+max_connections = 5
+post_login_idle = "30m"
+"#;
+        let o = Overrides {
+            pop3s: vec!["127.0.0.1:1995".parse().unwrap()],
+            ..Overrides::default()
+        };
+        let c = Config::from_toml(text, &o).unwrap();
+        assert_eq!(c.pop3.len(), 2);
+        assert_eq!(c.pop3s, vec!["127.0.0.1:1995".parse().unwrap()]);
+        assert_eq!(c.lmtp, Some(LmtpAddr::Unix("/run/lmtp".into())));
+        assert_eq!(c.mechanisms, vec!["PLAIN", "SCRAM-SHA-256"]);
+        assert_eq!(c.login_delay, Duration::from_secs(900));
+        assert_eq!(c.expire, Some(correio_proto::capa::ExpirePolicy::Days(0)));
+        assert_eq!(c.limits.max_connections, 5);
+        assert_eq!(c.tls_cert, PathBuf::from("/srv/mail/tls/cert.pem"));
+        let s = c.session_config();
+        assert_eq!(s.login_delay, Some(900));
+    }
+
+    #[test]
+    fn errors_say_where_and_why() {
+        let e = Config::from_toml(
+            "[limits]\npost_login_idle = \"1m\"\n",
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("limits.post_login_idle"));
+        assert!(e.reason.contains("10m"), "{e}");
+        let e = Config::from_toml("\n\nbogus = 1\n", &Overrides::default()).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("line 3"));
+        assert!(e.reason.contains("bogus"), "{e}");
+        let e = Config::from_toml("[listen]\npop3 = [\"localhost\"]\n", &Overrides::default())
+            .unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("listen.pop3"));
+        let e = Config::from_toml("[pop3]\nmechanisms = [\"GSSAPI\"]\n", &Overrides::default())
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("pop3.mechanisms: unknown mechanism")
+        );
+        let e = Config::from_toml("[limits]\nmax_command_line = 100\n", &Overrides::default())
+            .unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("limits.max_command_line"));
+    }
+}

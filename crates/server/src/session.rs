@@ -1,0 +1,651 @@
+//! One POP3 connection: the thin async driver around
+//! [`correio_proto::server::ServerSession`].
+//!
+//! The machine decides every reply; this file only does what it asks: read bytes
+//! into the bounded framer, check passwords (in `spawn_blocking`, with the throttle's
+//! delay on failure), open the maildrop, stream messages through the
+//! [`DotStuffer`] in bounded chunks, run the STLS handshake (clearing the framer
+//! first), commit deletions, and enforce the per-phase timeouts: TLS handshake,
+//! pre-login idle, post-login idle, write stall. Every exit path drops the maildrop,
+//! which releases its lock without deleting anything, unless QUIT committed.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use correio_auth::{
+    Mechanism, SaslError, ServerMechanism, ServerParams, Step, UserRecord, apop_verify,
+    validate_username, verify_login,
+};
+use correio_proto::server::{
+    Action, AuthOutcome, ConnectionInfo, Credentials, Event, MessageInfo, OpenError, ServerSession,
+    State, StreamKind,
+};
+use correio_proto::stuff::DotStuffer;
+use correio_proto::{Line, LineFramer};
+use correio_store::{MailLocation, Maildrop, StoreError, TemplateVars, open_maildrop};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::{Instant, timeout};
+use tokio_rustls::server::TlsStream;
+use tracing::{debug, info, warn};
+
+use crate::Shared;
+
+/// Bytes read from the store per chunk while streaming a message. With the stuffer's
+/// output (at most twice the input) this bounds a session's memory during RETR.
+const STREAM_CHUNK: usize = 32 * 1024;
+/// Bytes read from the socket at once.
+const READ_CHUNK: usize = 4096;
+
+/// The connection's byte stream: cleartext, or TLS (implicit or after STLS).
+pub(crate) enum Conn {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+    /// Only while the STLS handshake runs.
+    Upgrading,
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Conn::Upgrading => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
+        }
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Conn::Upgrading => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_flush(cx),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Conn::Upgrading => Poll::Ready(Ok(())),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Conn::Upgrading => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+/// Why a connection ended without the machine closing it.
+#[derive(Debug)]
+enum Ended {
+    /// The peer closed or reset the connection.
+    PeerGone,
+    /// A write made no progress for the write-stall limit.
+    WriteStall,
+    /// The TLS handshake failed or timed out.
+    Tls(String),
+    /// The store failed in the middle of a message; the client sees a cut response.
+    Store(String),
+}
+
+impl Ended {
+    fn text(&self) -> String {
+        match self {
+            Ended::PeerGone => "peer closed the connection".into(),
+            Ended::WriteStall => "write stalled".into(),
+            Ended::Tls(e) => format!("TLS: {e}"),
+            Ended::Store(e) => format!("store failed while sending: {e}"),
+        }
+    }
+}
+
+/// Runs one connection to its end. `implicit_tls`: the pop3s port (handshake first).
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    implicit_tls: bool,
+    shutdown: watch::Receiver<bool>,
+) {
+    let _ = tcp.set_nodelay(true);
+    let limits = &shared.config.limits;
+    let conn = if implicit_tls {
+        let Some(tls) = shared.tls.current() else {
+            return;
+        };
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+        match timeout(limits.tls_handshake, acceptor.accept(tcp)).await {
+            Ok(Ok(s)) => Conn::Tls(Box::new(s)),
+            Ok(Err(e)) => {
+                debug!(remote = %peer, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                debug!(remote = %peer, "TLS handshake timed out");
+                return;
+            }
+        }
+    } else {
+        Conn::Plain(tcp)
+    };
+    let info = ConnectionInfo {
+        tls: implicit_tls,
+        stls_available: !implicit_tls && shared.tls.current().is_some(),
+        cleartext_login_allowed: shared.config.allow_cleartext_login
+            || (shared.config.cleartext_login_on_loopback
+                && peer.ip().to_canonical().is_loopback()),
+    };
+    let timestamp = shared.config.apop.then(|| shared.apop_timestamp());
+    let session = ServerSession::new(shared.session_config.clone(), info, timestamp.clone());
+    let mut driver = Driver {
+        framer: LineFramer::new(session.max_line()),
+        session,
+        conn,
+        peer,
+        shared: Arc::clone(&shared),
+        maildrop: None,
+        record: None,
+        sasl: None,
+        apop_timestamp: timestamp,
+        shutdown,
+    };
+    let end = driver.serve().await;
+    driver.finish(end).await;
+}
+
+struct Driver {
+    shared: Arc<Shared>,
+    session: ServerSession,
+    framer: LineFramer,
+    conn: Conn,
+    peer: SocketAddr,
+    maildrop: Option<Box<dyn Maildrop>>,
+    /// The user record of the login in progress / done.
+    record: Option<UserRecord>,
+    sasl: Option<ServerMechanism>,
+    apop_timestamp: Option<String>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Driver {
+    async fn serve(&mut self) -> Result<(), Ended> {
+        self.flush_output().await?;
+        let mut buf = vec![0u8; READ_CHUNK];
+        loop {
+            // Answer every complete line already buffered, in order (pipelining).
+            loop {
+                if self.session.is_closed() {
+                    return Ok(());
+                }
+                self.framer.set_max_line(self.session.max_line());
+                let Some(line) = self.framer.next_line() else {
+                    break;
+                };
+                if let Line::Complete(bytes) = &line {
+                    debug!(remote = %self.peer, len = bytes.len(), "line");
+                }
+                let action = self.session.handle_line(line);
+                self.perform(action).await?;
+                self.flush_output().await?;
+            }
+            let idle = match self.session.state() {
+                State::Authorization => self.shared.config.limits.pre_login_idle,
+                _ => self.shared.config.limits.post_login_idle,
+            };
+            let event = tokio::select! {
+                r = timeout(idle, self.conn.read(&mut buf)) => match r {
+                    Ok(Ok(0)) | Ok(Err(_)) => return Err(Ended::PeerGone),
+                    Ok(Ok(n)) => {
+                        self.framer.push(&buf[..n]);
+                        continue;
+                    }
+                    Err(_) => Event::IdleTimeout,
+                },
+                _ = wait_shutdown(&mut self.shutdown) => Event::Shutdown,
+            };
+            let action = self.session.handle_event(event);
+            self.perform(action).await?;
+            self.flush_output().await?;
+        }
+    }
+
+    /// Performs actions until the machine asks for none.
+    async fn perform(&mut self, mut action: Option<Action>) -> Result<(), Ended> {
+        while let Some(a) = action.take() {
+            let event = match a {
+                Action::Authenticate(c) => Event::Auth(self.password_login(c).await),
+                Action::ApopAuthenticate {
+                    user,
+                    digest,
+                    timestamp,
+                } => Event::Auth(self.apop_login(user, digest, timestamp).await),
+                Action::SaslStart {
+                    mechanism,
+                    initial_response,
+                } => self.sasl_start(&mechanism, initial_response).await,
+                Action::SaslStep(response) => self.sasl_step(response).await,
+                Action::SaslAbort => {
+                    self.sasl = None;
+                    return Ok(());
+                }
+                Action::OpenMaildrop { user } => self.open_maildrop(user).await,
+                Action::StreamMessage { index, kind } => self.stream(index, kind).await?,
+                Action::StartTls => {
+                    self.start_tls().await?;
+                    Event::TlsStarted
+                }
+                Action::Commit { deletions } => self.commit(deletions).await,
+                Action::Close => return Ok(()),
+            };
+            action = self.session.handle_event(event);
+        }
+        Ok(())
+    }
+
+    async fn write_all(&mut self, bytes: &[u8]) -> Result<(), Ended> {
+        let stall = self.shared.config.limits.write_stall;
+        match timeout(stall, async {
+            self.conn.write_all(bytes).await?;
+            self.conn.flush().await
+        })
+        .await
+        {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(Ended::PeerGone),
+            Err(_) => Err(Ended::WriteStall),
+        }
+    }
+
+    async fn flush_output(&mut self) -> Result<(), Ended> {
+        if self.session.has_output() {
+            let out = self.session.take_output();
+            self.write_all(&out).await?;
+        }
+        Ok(())
+    }
+
+    /// The failure path shared by all login kinds: count it, wait the throttle's delay,
+    /// log without secrets. The same for an unknown user and a wrong password.
+    async fn failed_login(&mut self, user: Option<&str>, reason: &str) -> AuthOutcome {
+        self.record = None;
+        let user = user.filter(|u| validate_username(u).is_ok());
+        let now = Instant::now().into_std();
+        let delay = self
+            .shared
+            .throttle
+            .record_failure(self.peer.ip(), user, now);
+        info!(
+            target: "correio::auth",
+            remote = %self.peer,
+            user = user.unwrap_or("<invalid>"),
+            reason,
+            delay_ms = delay.as_millis() as u64,
+            "login failed"
+        );
+        tokio::time::sleep(delay).await;
+        AuthOutcome::Failure
+    }
+
+    /// The success path: LOGIN-DELAY check, throttle reset, remember the record.
+    fn logged_in(&mut self, record: UserRecord) -> AuthOutcome {
+        let delay = self.shared.config.login_delay;
+        if !delay.is_zero() {
+            let now = Instant::now();
+            let mut last = self
+                .shared
+                .last_login
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if let Some(t) = last.get(&record.name)
+                && now.duration_since(*t) < delay
+            {
+                return AuthOutcome::LoginDelay;
+            }
+            last.insert(record.name.clone(), now);
+        }
+        self.shared.throttle.record_success(
+            self.peer.ip(),
+            &record.name,
+            Instant::now().into_std(),
+        );
+        let user = record.name.clone();
+        self.record = Some(record);
+        AuthOutcome::Success { user }
+    }
+
+    async fn password_login(&mut self, c: Credentials) -> AuthOutcome {
+        let users = Arc::clone(&self.shared.users);
+        let user = c.user.clone();
+        // Hashing takes tens of milliseconds and much memory: off the async workers.
+        let result =
+            tokio::task::spawn_blocking(move || verify_login(&*users, &c.user, &c.password)).await;
+        match result {
+            Ok(Ok(record)) => self.logged_in(record),
+            Ok(Err(e)) => self.failed_login(Some(&user), &sasl_reason(&e)).await,
+            Err(_) => AuthOutcome::TempFail,
+        }
+    }
+
+    async fn apop_login(&mut self, user: String, digest: String, timestamp: String) -> AuthOutcome {
+        if validate_username(&user).is_err() {
+            return self.failed_login(None, "invalid user name").await;
+        }
+        debug_assert_eq!(Some(&timestamp), self.apop_timestamp.as_ref());
+        let users = Arc::clone(&self.shared.users);
+        let lookup_user = user.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let record = users.lookup(&lookup_user);
+            apop_verify(&timestamp, &digest, record.as_ref()).map(|()| record)
+        })
+        .await;
+        match result {
+            Ok(Ok(Some(record))) => self.logged_in(record),
+            Ok(Ok(None)) => AuthOutcome::TempFail,
+            Ok(Err(reason)) => self.failed_login(Some(&user), &reason.to_string()).await,
+            Err(_) => AuthOutcome::TempFail,
+        }
+    }
+
+    async fn sasl_start(&mut self, mechanism: &str, initial: Option<Vec<u8>>) -> Event {
+        let Some(mech) = Mechanism::from_name(mechanism) else {
+            // The machine only asks for configured mechanisms, all of which exist.
+            return Event::Auth(AuthOutcome::TempFail);
+        };
+        let params = ServerParams::new(&self.shared.config.hostname);
+        let mut m = ServerMechanism::new(mech, &params);
+        let users = Arc::clone(&self.shared.users);
+        let result = tokio::task::spawn_blocking(move || {
+            let step = m.start(initial.as_deref(), &*users);
+            (m, step)
+        })
+        .await;
+        self.sasl_result(result).await
+    }
+
+    async fn sasl_step(&mut self, response: Vec<u8>) -> Event {
+        let Some(mut m) = self.sasl.take() else {
+            return Event::Auth(AuthOutcome::TempFail);
+        };
+        let users = Arc::clone(&self.shared.users);
+        let result = tokio::task::spawn_blocking(move || {
+            let step = m.step(&response, &*users);
+            (m, step)
+        })
+        .await;
+        self.sasl_result(result).await
+    }
+
+    async fn sasl_result(
+        &mut self,
+        result: Result<(ServerMechanism, Result<Step, SaslError>), tokio::task::JoinError>,
+    ) -> Event {
+        let Ok((m, step)) = result else {
+            return Event::Auth(AuthOutcome::TempFail);
+        };
+        match step {
+            Ok(Step::Challenge(data)) => {
+                self.sasl = Some(m);
+                Event::SaslChallenge(data)
+            }
+            Ok(Step::Success { user }) => {
+                self.sasl = None;
+                match self.shared.users.lookup(&user) {
+                    Some(record) => Event::Auth(self.logged_in(record)),
+                    None => Event::Auth(AuthOutcome::TempFail),
+                }
+            }
+            Ok(_) => Event::Auth(AuthOutcome::TempFail),
+            Err(e) => {
+                self.sasl = None;
+                let user = match &e {
+                    SaslError::AuthFailed(f) => Some(f.user.clone()),
+                    _ => None,
+                };
+                Event::Auth(self.failed_login(user.as_deref(), &sasl_reason(&e)).await)
+            }
+        }
+    }
+
+    async fn open_maildrop(&mut self, user: String) -> Event {
+        let Some(record) = self.record.clone() else {
+            return Event::MaildropOpened(Err(OpenError::Temporary));
+        };
+        let template = record
+            .mail_location()
+            .unwrap_or(&self.shared.config.mail_location)
+            .to_owned();
+        let home = record.home_dir().map(std::path::PathBuf::from);
+        let location = match MailLocation::from_template(
+            &template,
+            &TemplateVars {
+                user: &user,
+                home: home.as_deref(),
+            },
+        ) {
+            Ok(l) => l,
+            Err(e) => {
+                warn!(user = %user, error = %e, "mail location unusable");
+                return Event::MaildropOpened(Err(OpenError::Permanent));
+            }
+        };
+        let result = tokio::task::spawn_blocking(move || open_maildrop(&location)).await;
+        match result {
+            Ok(Ok(md)) => {
+                let listing: Vec<MessageInfo> = md
+                    .messages()
+                    .iter()
+                    .map(|m| MessageInfo {
+                        size: m.size,
+                        uid: m.uidl.clone(),
+                    })
+                    .collect();
+                info!(
+                    target: "correio::session",
+                    user = %user,
+                    remote = %self.peer,
+                    tls = self.session.is_tls(),
+                    messages = listing.len(),
+                    octets = listing.iter().map(|m| m.size).sum::<u64>(),
+                    "login"
+                );
+                self.maildrop = Some(md);
+                Event::MaildropOpened(Ok(listing))
+            }
+            Ok(Err(e)) => {
+                info!(target: "correio::session", user = %user, remote = %self.peer, error = %e, "maildrop not opened");
+                self.record = None;
+                Event::MaildropOpened(Err(open_error(&e)))
+            }
+            Err(_) => Event::MaildropOpened(Err(OpenError::Temporary)),
+        }
+    }
+
+    /// RETR/TOP: open, send `+OK`, then read-stuff-write in bounded chunks.
+    async fn stream(&mut self, index: usize, kind: StreamKind) -> Result<Event, Ended> {
+        let Some(md) = self.maildrop.take() else {
+            return Ok(Event::MessageOpened(Err(OpenError::Temporary)));
+        };
+        let opened = tokio::task::spawn_blocking(move || {
+            let r = md.open_message(index);
+            (md, r)
+        })
+        .await;
+        let (md, reader) = match opened {
+            Ok(x) => x,
+            Err(_) => return Ok(Event::MessageOpened(Err(OpenError::Temporary))),
+        };
+        self.maildrop = Some(md);
+        let mut reader = match reader {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(remote = %self.peer, error = %e, "cannot open message");
+                return Ok(Event::MessageOpened(Err(open_error(&e))));
+            }
+        };
+        let action = self.session.handle_event(Event::MessageOpened(Ok(())));
+        debug_assert!(action.is_none());
+        // The status line goes out with the first chunk of the body.
+        let mut out = self.session.take_output();
+        let mut stuffer = match kind {
+            StreamKind::Retr => DotStuffer::new(),
+            StreamKind::Top(n) => DotStuffer::top(n),
+        };
+        let mut inbuf = vec![0u8; STREAM_CHUNK];
+        let mut sent: u64 = 0;
+        loop {
+            let read = tokio::task::spawn_blocking(move || {
+                let r = read_some(&mut reader, &mut inbuf);
+                (reader, inbuf, r)
+            })
+            .await
+            .map_err(|e| Ended::Store(e.to_string()))?;
+            let n;
+            (reader, inbuf, n) = read;
+            let n = n.map_err(|e| Ended::Store(e.to_string()))?;
+            if n == 0 {
+                break;
+            }
+            let more = stuffer.feed(&inbuf[..n], &mut out);
+            sent += out.len() as u64;
+            self.write_all(&out).await?;
+            out.clear();
+            if !more {
+                break;
+            }
+        }
+        stuffer.finish(&mut out);
+        sent += out.len() as u64;
+        self.write_all(&out).await?;
+        Ok(Event::MessageSent { bytes: sent })
+    }
+
+    async fn start_tls(&mut self) -> Result<(), Ended> {
+        self.flush_output().await?;
+        // RFC 2595 / CVE-2011-0411 class: nothing sent in cleartext after STLS may be
+        // read as a command under TLS.
+        self.framer.clear();
+        let Some(config) = self.shared.tls.current() else {
+            return Err(Ended::Tls("no TLS configuration".into()));
+        };
+        let Conn::Plain(tcp) = std::mem::replace(&mut self.conn, Conn::Upgrading) else {
+            return Err(Ended::Tls("STLS on a TLS connection".into()));
+        };
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        match timeout(
+            self.shared.config.limits.tls_handshake,
+            acceptor.accept(tcp),
+        )
+        .await
+        {
+            Ok(Ok(s)) => {
+                self.conn = Conn::Tls(Box::new(s));
+                Ok(())
+            }
+            Ok(Err(e)) => Err(Ended::Tls(e.to_string())),
+            Err(_) => Err(Ended::Tls("handshake timed out".into())),
+        }
+    }
+
+    async fn commit(&mut self, deletions: Vec<usize>) -> Event {
+        let Some(md) = self.maildrop.take() else {
+            return Event::Committed(Err(OpenError::Temporary));
+        };
+        let result = tokio::task::spawn_blocking(move || md.commit(&deletions)).await;
+        match result {
+            Ok(Ok(_report)) => Event::Committed(Ok(())),
+            Ok(Err(e)) => {
+                warn!(remote = %self.peer, error = %e, "UPDATE failed");
+                Event::Committed(Err(open_error(&e)))
+            }
+            Err(_) => Event::Committed(Err(OpenError::Temporary)),
+        }
+    }
+
+    /// Flushes what is left, closes, releases the maildrop (no UPDATE), logs logout.
+    async fn finish(mut self, end: Result<(), Ended>) {
+        let reason = match &end {
+            Ok(()) => "closed".to_owned(),
+            Err(e) => e.text(),
+        };
+        if end.is_ok() {
+            let _ = self.flush_output().await;
+            let _ = timeout(Duration::from_secs(1), self.conn.shutdown()).await;
+        }
+        // Dropping the maildrop releases the lock and deletes nothing.
+        drop(self.maildrop.take());
+        if let Some(user) = self.session.user() {
+            let st = self.session.stats();
+            info!(
+                target: "correio::session",
+                user = %user,
+                remote = %self.peer,
+                tls = self.session.is_tls(),
+                retr = st.retr,
+                top = st.top,
+                dele = if st.committed { st.dele } else { 0 },
+                bytes = st.bytes,
+                updated = st.committed,
+                reason = %reason,
+                "logout"
+            );
+        } else {
+            debug!(remote = %self.peer, reason = %reason, "connection closed before login");
+        }
+    }
+}
+
+fn read_some(r: &mut correio_store::MessageReader, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match r.read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
+async fn wait_shutdown(rx: &mut watch::Receiver<bool>) {
+    if *rx.borrow() {
+        return;
+    }
+    while rx.changed().await.is_ok() {
+        if *rx.borrow() {
+            return;
+        }
+    }
+    // The sender is gone: the server itself is gone; treat as shutdown.
+}
+
+fn open_error(e: &StoreError) -> OpenError {
+    match e {
+        StoreError::InUse => OpenError::InUse,
+        e if e.is_temporary() => OpenError::Temporary,
+        _ => OpenError::Permanent,
+    }
+}
+
+/// A log-safe reason: names and reasons, never a secret.
+fn sasl_reason(e: &SaslError) -> String {
+    match e {
+        SaslError::AuthFailed(f) => f.reason.to_string(),
+        other => other.to_string(),
+    }
+}

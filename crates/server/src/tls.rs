@@ -1,0 +1,211 @@
+//! TLS for the server: certificate and key from PEM files into a rustls config (ring
+//! provider, TLS 1.2 and 1.3), a reloadable holder so SIGHUP swaps the pair without
+//! touching running sessions, and the self-signed pair `correio cert` makes.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use rustls::ServerConfig as RustlsConfig;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+/// Why a certificate or key could not be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// The file could not be read.
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The file holds no usable PEM item of the expected kind.
+    #[error("{path}: {reason}")]
+    Pem {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// rustls refused the pair (key does not match, unsupported key type...).
+    #[error("certificate/key pair refused: {0}")]
+    Rustls(#[from] rustls::Error),
+    /// The self-signed certificate could not be made.
+    #[error("cannot generate a certificate: {0}")]
+    Generate(String),
+    /// Writing the self-signed pair failed.
+    #[error("{path}: cannot write: {source}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+}
+
+/// Loads a PEM certificate chain and private key into a rustls server config.
+pub fn load_server_config(cert: &Path, key: &Path) -> Result<Arc<RustlsConfig>, TlsError> {
+    let read = |p: &Path| {
+        fs::read(p).map_err(|source| TlsError::Read {
+            path: p.to_owned(),
+            source,
+        })
+    };
+    let cert_pem = read(cert)?;
+    let key_pem = read(key)?;
+    let chain: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut cert_pem.as_slice())
+        .collect::<Result<_, _>>()
+        .map_err(|e| TlsError::Pem {
+            path: cert.to_owned(),
+            reason: format!("bad PEM: {e}"),
+        })?;
+    if chain.is_empty() {
+        return Err(TlsError::Pem {
+            path: cert.to_owned(),
+            reason: "no CERTIFICATE block found".into(),
+        });
+    }
+    let key_der: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut key_pem.as_slice())
+        .map_err(|e| TlsError::Pem {
+            path: key.to_owned(),
+            reason: format!("bad PEM: {e}"),
+        })?
+        .ok_or_else(|| TlsError::Pem {
+            path: key.to_owned(),
+            reason: "no PRIVATE KEY block found".into(),
+        })?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = RustlsConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_no_client_auth()
+        .with_single_cert(chain, key_der)?;
+    Ok(Arc::new(config))
+}
+
+/// The current TLS config, swapped whole on reload. Sessions take an `Arc` at accept
+/// time (or at STLS) and keep it, so a reload never disturbs them.
+#[derive(Debug)]
+pub struct TlsStore {
+    cert: PathBuf,
+    key: PathBuf,
+    current: RwLock<Option<Arc<RustlsConfig>>>,
+}
+
+impl TlsStore {
+    /// Loads the pair now; fails if it cannot be used.
+    pub fn load(cert: &Path, key: &Path) -> Result<TlsStore, TlsError> {
+        let config = load_server_config(cert, key)?;
+        Ok(TlsStore {
+            cert: cert.to_owned(),
+            key: key.to_owned(),
+            current: RwLock::new(Some(config)),
+        })
+    }
+
+    /// A store without TLS (no STLS, no pop3s).
+    pub fn none() -> TlsStore {
+        TlsStore {
+            cert: PathBuf::new(),
+            key: PathBuf::new(),
+            current: RwLock::new(None),
+        }
+    }
+
+    /// The config for a new handshake.
+    pub fn current(&self) -> Option<Arc<RustlsConfig>> {
+        self.current.read().ok().and_then(|g| g.clone())
+    }
+
+    /// Re-reads the files. On error the old pair stays in use.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        if self.cert.as_os_str().is_empty() {
+            return Ok(());
+        }
+        let config = load_server_config(&self.cert, &self.key)?;
+        if let Ok(mut g) = self.current.write() {
+            *g = Some(config);
+        }
+        Ok(())
+    }
+}
+
+/// A self-signed certificate and key (PEM) for `hosts` (DNS names or IP addresses).
+pub fn self_signed(hosts: &[String]) -> Result<(String, String), TlsError> {
+    let certified = rcgen::generate_simple_self_signed(hosts.to_vec())
+        .map_err(|e| TlsError::Generate(e.to_string()))?;
+    Ok((certified.cert.pem(), certified.key_pair.serialize_pem()))
+}
+
+/// Writes a self-signed pair to `cert` and `key` (key mode 0600), creating parent
+/// directories. Existing files are replaced.
+pub fn write_self_signed(cert: &Path, key: &Path, hosts: &[String]) -> Result<(), TlsError> {
+    let (cert_pem, key_pem) = self_signed(hosts)?;
+    for p in [cert, key] {
+        if let Some(dir) = p.parent() {
+            fs::create_dir_all(dir).map_err(|source| TlsError::Write {
+                path: dir.to_owned(),
+                source,
+            })?;
+        }
+    }
+    write_private(key, key_pem.as_bytes())?;
+    fs::write(cert, cert_pem).map_err(|source| TlsError::Write {
+        path: cert.to_owned(),
+        source,
+    })
+}
+
+fn write_private(path: &Path, data: &[u8]) -> Result<(), TlsError> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let tmp = path.with_extension("tmp");
+    let werr = |source| TlsError::Write {
+        path: path.to_owned(),
+        source,
+    };
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(werr)?;
+    f.write_all(data).map_err(werr)?;
+    f.sync_all().map_err(werr)?;
+    fs::rename(&tmp, path).map_err(werr)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn self_signed_pair_loads_and_reloads() {
+        let dir = tempfile::tempdir().unwrap();
+        let (c, k) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+        write_self_signed(&c, &k, &["localhost".into(), "127.0.0.1".into()]).unwrap();
+        let store = TlsStore::load(&c, &k).unwrap();
+        let first = store.current().unwrap();
+        write_self_signed(&c, &k, &["localhost".into()]).unwrap();
+        store.reload().unwrap();
+        assert!(!Arc::ptr_eq(&first, &store.current().unwrap()));
+        // A broken file keeps the old pair.
+        fs::write(&k, "garbage").unwrap();
+        assert!(store.reload().is_err());
+        assert!(store.current().is_some());
+    }
+
+    #[test]
+    fn errors_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = dir.path().join("c.pem");
+        fs::write(&c, "not pem").unwrap();
+        let e = load_server_config(&c, &dir.path().join("missing.pem")).unwrap_err();
+        assert!(e.to_string().contains("missing.pem"), "{e}");
+        let e = load_server_config(&c, &c).unwrap_err();
+        assert!(e.to_string().contains("no CERTIFICATE"), "{e}");
+    }
+}
