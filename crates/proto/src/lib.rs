@@ -19,6 +19,8 @@ pub mod capa;
 pub mod client;
 pub mod command;
 pub mod framer;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod response;
 pub mod sasl;
 pub mod server;
