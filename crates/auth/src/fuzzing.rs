@@ -1,7 +1,12 @@
 //! Fuzz bodies (used by `fuzz/fuzz_targets/*` and by the seed-replay tests). Each must
-//! never panic, hang or allocate without bound, whatever the input.
+//! never panic, hang or allocate without bound, whatever the input. Calling
+//! [`sasl_server`] makes the unknown-user dummy hash cheap for the rest of the process:
+//! never call these from a server.
 
-use crate::sasl::{Mechanism, ServerMechanism, ServerParams};
+use crate::sasl::{
+    ClientCredentials, ClientMechanism, ClientMechanismKind, Mechanism, ServerMechanism,
+    ServerParams,
+};
 use crate::userdb::{UserRecord, parse_users};
 
 /// Parses `data` as a users file and as single lines; re-formats each record and
@@ -30,11 +35,12 @@ pub fn passwd_file(data: &[u8]) {
 /// `\n`): the first byte picks the mechanism, the rest are the responses. Users have
 /// cheap secrets so the fuzzer stays fast.
 pub fn sasl_server(data: &[u8]) {
+    crate::scheme::cheap_dummy_for_fuzzing();
     let Some((&pick, rest)) = data.split_first() else {
         return;
     };
     let users = fuzz_users();
-    let mech = Mechanism::ALL[usize::from(pick) % Mechanism::ALL.len()];
+    let mech = Mechanism::ALL[usize::from(pick & 0x7f) % Mechanism::ALL.len()];
     let mut m = ServerMechanism::new(
         mech,
         &ServerParams {
@@ -42,8 +48,8 @@ pub fn sasl_server(data: &[u8]) {
         },
     );
     let mut parts = rest.split(|&b| b == b'\n');
-    let first = parts.next();
-    let initial = if pick & 0x80 != 0 { first } else { None };
+    // High bit set: the first part is the AUTH command's initial response.
+    let initial = if pick & 0x80 != 0 { parts.next() } else { None };
     if m.start(initial, &users).is_err() {
         return;
     }
@@ -61,7 +67,7 @@ fn fuzz_users() -> Vec<UserRecord> {
         .get_or_init(|| {
             [
                 "alice:{PLAIN}secret",
-                "bob:{SSHA256}WhSmN3RZi3AYMMKkzU0D3kgpZkE9GWX8Dk4B5S2kLvKwl6Tk",
+                "bob:{SSHA256}dUAwOTn42VMWNdIqE/hOwUhlYLHOY1LQQHEH0Drp0Cjp5ym5",
                 "carol:{SCRAM-SHA-256}4096,Y4pQJFL7mRZ3G2kwv1p7xg==,KpUHu6j3B8XkV59/xezd5l9yu9TwDFN77n1CKfVbsaU=,4iOVXZbKpuA0neGfgVEKIF7Tx5hZLVY1Xw+S6xJ3k8Q=",
                 "dave:{CRAM-MD5}ff5d74b19e3cb9b2b9f4fcb548fe023aeb44f67f231a5a89714d08b5fec22b78",
             ]
@@ -70,4 +76,38 @@ fn fuzz_users() -> Vec<UserRecord> {
             .collect()
         })
         .clone()
+}
+
+/// Drives every client mechanism with server challenges cut from `data` (split at
+/// `\n`): the first byte picks the mechanism (and whether to start two-step). The
+/// SCRAM nonce is fixed to `abc` so the fuzzer can reach the later states.
+pub fn sasl_client(data: &[u8]) {
+    use ClientMechanismKind::*;
+    let Some((&pick, rest)) = data.split_first() else {
+        return;
+    };
+    // A valid server-first may demand up to 10^7 PBKDF2 rounds; that is allowed (and
+    // bounded) but too slow for a fuzzer, so skip inputs asking for more than 4 digits.
+    if rest
+        .windows(7)
+        .any(|w| w.starts_with(b"i=") && w[2..].iter().all(u8::is_ascii_digit))
+    {
+        return;
+    }
+    let kinds = [Plain, Login, CramMd5, ScramSha256, XOAuth2, OAuthBearer];
+    let kind = kinds[usize::from(pick & 0x7f) % kinds.len()];
+    let creds = ClientCredentials::new("user", "pencil");
+    let Ok(m) = ClientMechanism::new(kind, creds) else {
+        return;
+    };
+    let mut m = m.with_scram_nonce("abc");
+    if pick & 0x80 == 0 {
+        let _ = m.initial_response();
+    }
+    for (i, challenge) in rest.split(|&b| b == b'\n').enumerate() {
+        if i > 8 || m.step(challenge).is_err() {
+            break;
+        }
+    }
+    let _ = m.finish();
 }

@@ -798,6 +798,19 @@ pub fn warm_up_dummy() {
     DUMMY.get_or_init(make_dummy);
 }
 
+/// Makes [`dummy_verify`] cheap in this process, so fuzzers run fast. Fuzzing only:
+/// it defeats the timing protection.
+pub(crate) fn cheap_dummy_for_fuzzing() {
+    let _ = DUMMY.set(
+        hash_password(
+            &Scheme::Argon2id,
+            b"fuzz",
+            &HashParams::insecure_fast_for_tests(),
+        )
+        .unwrap_or_else(|_| StoredSecret::parse("{PLAIN}\0")),
+    );
+}
+
 fn make_dummy() -> StoredSecret {
     let pw = random_bytes::<24>();
     hash_password(&Scheme::Argon2id, &pw, &HashParams::default())

@@ -4,7 +4,7 @@
 //! Names are `user` or `user@domain`. We refuse anything that could escape a directory
 //! template (`/`, `\`, `..`, a leading `.`), forge a log or protocol line (NUL, CR, LF,
 //! TAB and every other control character), expand in a mail-location template (`%`),
-//! break the passwd-file format (`:`), or read as a command-line option (leading `-`).
+//! break the passwd-file format (`:`, whitespace, a leading `#`), or read as a command-line option (leading `-`).
 
 use std::fmt;
 
@@ -20,8 +20,8 @@ pub enum UsernameError {
     Empty,
     /// The name is longer than [`MAX_USERNAME_LEN`] bytes.
     TooLong,
-    /// The name contains a character we never accept (control, `/`, `\`, `%`, `:`,
-    /// space).
+    /// The name contains a character we never accept (control, whitespace, `/`, `\`,
+    /// `%`, `:`, or a leading `#`).
     ForbiddenChar,
     /// The name contains `..` or starts with `.`.
     DotDot,
@@ -56,8 +56,12 @@ pub fn validate_username(name: &str) -> Result<(), UsernameError> {
     }
     if name
         .chars()
-        .any(|c| c.is_control() || matches!(c, '/' | '\\' | '%' | ':' | ' ' | '\u{a0}'))
+        .any(|c| c.is_control() || c.is_whitespace() || matches!(c, '/' | '\\' | '%' | ':'))
     {
+        return Err(UsernameError::ForbiddenChar);
+    }
+    if name.starts_with('#') {
+        // It would read as a comment line in the users file.
         return Err(UsernameError::ForbiddenChar);
     }
     if name.contains("..") || name.starts_with('.') {
@@ -120,6 +124,8 @@ mod tests {
             ("a b", UsernameError::ForbiddenChar),
             ("a\u{7f}", UsernameError::ForbiddenChar),
             ("a\u{85}", UsernameError::ForbiddenChar),
+            ("a\u{2003}b", UsernameError::ForbiddenChar),
+            ("#comment", UsernameError::ForbiddenChar),
             ("..", UsernameError::DotDot),
             ("a..b", UsernameError::DotDot),
             (".hidden", UsernameError::DotDot),
