@@ -301,8 +301,43 @@ impl Command {
         Ok(cmd)
     }
 
+    /// Checks that this command, built by a client, is one the grammar allows: that
+    /// [`write_to`](Command::write_to) gives a line that parses back to it (no CR, LF
+    /// or NUL in a name or secret, arguments without spaces, the 255-octet limit...).
+    /// A client calls this on commands built from user input before sending them.
+    pub fn validate(&self) -> Result<(), CommandError> {
+        let mut line = Vec::with_capacity(32);
+        self.write_unchecked(&mut line);
+        if line.len() + 2 > crate::MAX_COMMAND_LINE {
+            return Err(CommandError::ArgumentTooLong);
+        }
+        if line.iter().any(|&b| b < 0x20 || b == 0x7f) {
+            return Err(CommandError::InvalidCharacter);
+        }
+        match Command::parse(&line) {
+            Ok(parsed) if parsed == *self => Ok(()),
+            Ok(_) => Err(CommandError::Syntax),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Appends the command line, CRLF included, to `out` (the client side).
+    ///
+    /// Never more than one line: a CR, LF or NUL inside a name or secret is written as
+    /// a space, so no value can smuggle a second command onto the wire (call
+    /// [`validate`](Command::validate) to refuse such values instead).
     pub fn write_to(&self, out: &mut Vec<u8>) {
+        let start = out.len();
+        self.write_unchecked(out);
+        for b in &mut out[start..] {
+            if matches!(*b, b'\r' | b'\n' | 0) {
+                *b = b' ';
+            }
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+
+    fn write_unchecked(&self, out: &mut Vec<u8>) {
         fn msg_arg(out: &mut Vec<u8>, kw: &[u8], m: Option<MsgNum>) {
             out.extend_from_slice(kw);
             if let Some(m) = m {
@@ -363,7 +398,6 @@ impl Command {
                 }
             }
         }
-        out.extend_from_slice(b"\r\n");
     }
 
     /// The command line as bytes, CRLF included.
@@ -426,7 +460,7 @@ impl Arg<'_> {
             .map_err(|_| CommandError::InvalidUtf8)
     }
 
-    /// A bounded argument (RFC 2449 §4: 40 octets).
+    /// A short argument (a LANG tag): at most [`MAX_ARGUMENT`](crate::MAX_ARGUMENT).
     fn arg_text(self) -> Result<String, CommandError> {
         if self.0.len() > crate::MAX_ARGUMENT {
             return Err(CommandError::ArgumentTooLong);
@@ -521,28 +555,19 @@ impl<'a> Args<'a> {
         }
     }
 
+    // No 40-octet cap on USER and APOP names: RFC 2449 §4 replaced RFC 1939's
+    // "47 characters" with the 255-octet line limit, and user names that are e-mail
+    // addresses are often longer than 40. The line limit bounds them.
     fn exactly1(&self) -> Result<Arg<'a>, CommandError> {
         match self.as_slice() {
-            [a] => {
-                if a.0.len() > crate::MAX_ARGUMENT {
-                    Err(CommandError::ArgumentTooLong)
-                } else {
-                    Ok(*a)
-                }
-            }
+            [a] => Ok(*a),
             _ => Err(CommandError::Syntax),
         }
     }
 
     fn exactly2(&self) -> Result<[Arg<'a>; 2], CommandError> {
         match self.as_slice() {
-            [a, b] => {
-                if a.0.len() > crate::MAX_ARGUMENT || b.0.len() > crate::MAX_ARGUMENT {
-                    Err(CommandError::ArgumentTooLong)
-                } else {
-                    Ok([*a, *b])
-                }
-            }
+            [a, b] => Ok([*a, *b]),
             _ => Err(CommandError::Syntax),
         }
     }

@@ -67,7 +67,7 @@ impl LineFramer {
         loop {
             let pending = &self.buf[self.start..];
             let from = self.scanned - self.start;
-            let found = pending[from..].iter().position(|&b| b == b'\n');
+            let found = memchr::memchr(b'\n', &pending[from..]);
             if self.discarding {
                 match found {
                     Some(i) => {

@@ -36,6 +36,6 @@ pub use stuff::{DotStuffer, DotUnstuffer, LineEnding, MissingTerminator, WireSiz
 pub const MAX_COMMAND_LINE: usize = 255;
 /// The longest status line a server sends, CRLF included (RFC 2449 §4).
 pub const MAX_STATUS_LINE: usize = 512;
-/// The longest argument a command may carry (RFC 2449 §4: 40 octets), except where a
-/// command takes the rest of the line (PASS) or a SASL response.
+/// RFC 1939 §3's limit for one argument (40 octets). RFC 2449 §4 replaced it with the
+/// 255-octet command line; the grammar still applies it to LANG tags, which are short.
 pub const MAX_ARGUMENT: usize = 40;

@@ -190,7 +190,9 @@ pub enum ServerLine {
 pub enum ResponseError {
     /// Neither `+OK`, `-ERR` nor `+ `.
     BadStatus,
-    /// A `[` that is never closed, or a code with bad characters.
+    /// A malformed response code. Not produced by [`ServerLine::parse`], which reads
+    /// a bracket that holds no well-formed code as plain text (RFC 2449 §8); kept for
+    /// callers that check codes themselves.
     BadCode,
 }
 
@@ -231,22 +233,18 @@ impl ServerLine {
             Some(b' ') => &rest[1..],
             Some(_) => return Err(ResponseError::BadStatus),
         };
-        let (code, text) = match rest.strip_prefix('[') {
-            Some(after) => {
-                let end = after.find(']').ok_or(ResponseError::BadCode)?;
-                let code = &after[..end];
-                if code.is_empty()
-                    || !code
-                        .bytes()
-                        .all(|b| b.is_ascii_graphic() && b != b'[' && b != b']')
-                {
-                    return Err(ResponseError::BadCode);
-                }
-                let text = after[end + 1..]
-                    .strip_prefix(' ')
-                    .unwrap_or(&after[end + 1..]);
-                (Some(RespCode::from_text(code)), text)
-            }
+        // A bracket that does not hold a well-formed code is just text: servers that
+        // do not announce RESP-CODES may well start their text with "[" (RFC 2449 §8:
+        // clients ignore what they do not understand).
+        let (code, text) = match rest.strip_prefix('[').and_then(|after| {
+            let end = after.find(']')?;
+            let code = &after[..end];
+            is_resp_code(code).then(|| {
+                let text = &after[end + 1..];
+                (code, text.strip_prefix(' ').unwrap_or(text))
+            })
+        }) {
+            Some((code, text)) => (Some(RespCode::from_text(code)), text),
             None => (None, rest),
         };
         Ok(ServerLine::Status(StatusLine {
@@ -255,6 +253,18 @@ impl ServerLine {
             text: text.to_owned(),
         }))
     }
+}
+
+/// RFC 2449 §3: `resp-level *("/" resp-level)`, each level one or more printable
+/// characters other than `/` and `]` (and, here, `[`).
+fn is_resp_code(code: &str) -> bool {
+    !code.is_empty()
+        && code.split('/').all(|level| {
+            !level.is_empty()
+                && level
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && b != b'[' && b != b']')
+        })
 }
 
 #[cfg(test)]
@@ -295,7 +305,11 @@ mod tests {
         assert_eq!(ServerLine::parse(b"+OKAY"), Err(ResponseError::BadStatus));
         assert_eq!(
             ServerLine::parse(b"-ERR [IN-USE"),
-            Err(ResponseError::BadCode)
+            Ok(ServerLine::Status(StatusLine::err("[IN-USE")))
+        );
+        assert_eq!(
+            ServerLine::parse(b"+OK [2 messages] here"),
+            Ok(ServerLine::Status(StatusLine::ok("[2 messages] here")))
         );
     }
 }
