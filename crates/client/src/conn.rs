@@ -415,7 +415,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         &mut self,
         requests: &[Request],
         window: Window,
-        sink: &mut dyn BodySink,
+        sink: &mut (dyn BodySink + Send),
     ) -> Result<(), Error> {
         let mut next = 0;
         let mut in_flight: VecDeque<u64> = VecDeque::new();
@@ -518,9 +518,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         connector: &TlsConnector,
         host: &str,
     ) -> Result<Client<TlsStream<S>>, Error> {
-        self.simple(Command::Stls).await?;
+        self.session.send(Command::Stls)?;
         match self.next_event().await? {
             Event::StartTls => {}
+            Event::Status { line, .. } => {
+                return Err(Error::Refused {
+                    command: "STLS",
+                    line,
+                });
+            }
             other => return Err(unexpected("STLS", other)),
         }
         self.session.tls_started()?;

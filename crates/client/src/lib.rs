@@ -27,8 +27,19 @@
 #![forbid(unsafe_code)]
 
 mod conn;
+pub mod discover;
 pub mod fetch;
 pub mod sasl;
 pub mod tls;
 
 pub use conn::{BodySink, Client, DEFAULT_TIMEOUT, Error, Request, Window, connect_tls};
+
+/// Parses a duration such as `5m` or `90s` (for command lines and config files).
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e}"))
+}
+
+/// Formats a duration for people (`5m 30s`).
+pub fn format_duration(d: std::time::Duration) -> String {
+    humantime::format_duration(d).to_string()
+}

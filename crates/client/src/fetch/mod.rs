@@ -12,6 +12,7 @@
 //! messages are keyed by a SHA-256 of their content instead, and the summary says so.
 
 pub mod config;
+pub mod report;
 pub mod state;
 pub mod target;
 

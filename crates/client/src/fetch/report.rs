@@ -1,0 +1,99 @@
+//! Progress reporting for the fetcher: bars on a terminal (indicatif), plain lines
+//! otherwise, nothing with `--quiet`.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::Mutex;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use super::Progress;
+
+/// One bar per account, drawn on standard error.
+#[derive(Debug)]
+pub struct Bars {
+    multi: MultiProgress,
+    bars: Mutex<HashMap<String, ProgressBar>>,
+}
+
+impl Default for Bars {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Bars {
+    /// Bars on standard error.
+    pub fn new() -> Bars {
+        Bars {
+            multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
+            bars: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn bar(&self, account: &str) -> Option<ProgressBar> {
+        self.bars.lock().ok()?.get(account).cloned()
+    }
+}
+
+impl Progress for Bars {
+    fn start(&self, account: &str, messages: usize, bytes: u64) {
+        let bar = self.multi.add(ProgressBar::new(bytes));
+        let style = ProgressStyle::with_template(
+            "{prefix:>12} [{bar:30}] {bytes}/{total_bytes} {msg} ({bytes_per_sec}, {eta})",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+        bar.set_style(style);
+        bar.set_prefix(account.to_owned());
+        bar.set_message(format!("0/{messages} messages"));
+        if let Ok(mut bars) = self.bars.lock() {
+            bars.insert(account.to_owned(), bar);
+        }
+    }
+
+    fn message(&self, account: &str, bytes: u64) {
+        if let Some(bar) = self.bar(account) {
+            bar.inc(bytes);
+            let msg = bar.message();
+            // "k/n messages" → "k+1/n messages"
+            if let Some((done, rest)) = msg.split_once('/')
+                && let Ok(k) = done.parse::<u64>()
+            {
+                bar.set_message(format!("{}/{rest}", k + 1));
+            }
+        }
+    }
+
+    fn note(&self, account: &str, text: &str) {
+        let _ = self.multi.println(format!("{account}: {text}"));
+    }
+}
+
+/// Plain lines on standard error (not a terminal, e.g. cron or a log file).
+#[derive(Debug, Default)]
+pub struct Lines;
+
+impl Progress for Lines {
+    fn start(&self, account: &str, messages: usize, bytes: u64) {
+        let _ = writeln!(
+            std::io::stderr(),
+            "{account}: {messages} new messages ({bytes} octets) to fetch"
+        );
+    }
+    fn message(&self, _account: &str, _bytes: u64) {}
+    fn note(&self, account: &str, text: &str) {
+        let _ = writeln!(std::io::stderr(), "{account}: {text}");
+    }
+}
+
+impl Bars {
+    /// Finishes every bar (leaves them on screen).
+    pub fn finish(&self) {
+        if let Ok(bars) = self.bars.lock() {
+            for b in bars.values() {
+                b.finish();
+            }
+        }
+    }
+}
