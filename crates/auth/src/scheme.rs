@@ -18,6 +18,8 @@
 
 use std::fmt;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
@@ -790,12 +792,35 @@ static DUMMY: OnceLock<StoredSecret> = OnceLock::new();
 /// of the first login.
 pub fn dummy_verify(password: &[u8]) {
     let secret = DUMMY.get_or_init(make_dummy);
+    let start = Instant::now();
     let _ = std::hint::black_box(secret.verify(password));
+    let took = start.elapsed().as_micros().min(u128::from(u32::MAX)) as u64;
+    // A moving average of what a dummy check costs, for `pad_to_dummy_cost`.
+    let old = DUMMY_COST_MICROS.load(Ordering::Relaxed);
+    let new = if old == 0 { took } else { (old * 3 + took) / 4 };
+    DUMMY_COST_MICROS.store(new, Ordering::Relaxed);
+}
+
+/// What a [`dummy_verify`] costs lately (zero before the first one).
+static DUMMY_COST_MICROS: AtomicU64 = AtomicU64::new(0);
+
+/// Sleeps (this is a blocking thread) until `started` is as far in the past as a dummy
+/// verification takes. A wrong password for a user with a cheap scheme (SSHA, PLAIN,
+/// CRAM-MD5...) then costs as long as an unknown user's dummy ARGON2ID check, so the
+/// reply time does not reveal which users exist.
+pub(crate) fn pad_to_dummy_cost(started: Instant) {
+    let cost = Duration::from_micros(DUMMY_COST_MICROS.load(Ordering::Relaxed));
+    let elapsed = started.elapsed();
+    if elapsed < cost {
+        std::thread::sleep(cost - elapsed);
+    }
 }
 
 /// Creates the dummy hash used by [`dummy_verify`] now (costs one hash).
 pub fn warm_up_dummy() {
     DUMMY.get_or_init(make_dummy);
+    // Also learn what a dummy check costs, for the padding of cheap failures.
+    dummy_verify(b"warm-up");
 }
 
 /// Makes [`dummy_verify`] cheap in this process, so fuzzers run fast. Fuzzing only:

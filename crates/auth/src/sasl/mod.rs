@@ -34,7 +34,7 @@ use std::fmt;
 use md5::Digest as _;
 use subtle::ConstantTimeEq as _;
 
-use crate::scheme::{Scheme, dummy_verify};
+use crate::scheme::{Scheme, dummy_verify, pad_to_dummy_cost};
 use crate::userdb::{UserDb, UserRecord};
 use crate::username::{UsernameError, validate_username};
 
@@ -236,13 +236,18 @@ pub fn any_user_allows(db: &UserDb, m: Mechanism) -> bool {
 /// (against a dummy hash if the user is unknown, so both cost the same), honours
 /// `nologin` and `nopassword`. Returns the record on success.
 ///
-/// Costly (runs the password hash): call off async threads.
+/// Every failure takes at least as long as a dummy check (a wrong password for a user
+/// with a cheap scheme sleeps the difference), so the reply time does not reveal which
+/// users exist; call [`warm_up_dummy`](crate::warm_up_dummy) at startup so that cost is
+/// known from the first login. Costly (runs the password hash, may sleep): call off
+/// async threads.
 pub fn verify_login(
     store: &dyn SecretLookup,
     user: &str,
     password: &[u8],
 ) -> Result<UserRecord, SaslError> {
     validate_username(user).map_err(SaslError::BadUsername)?;
+    let started = std::time::Instant::now();
     let Some(record) = store.lookup_user(user) else {
         dummy_verify(password);
         return Err(failed(user, FailureReason::UnknownUser));
@@ -263,11 +268,13 @@ pub fn verify_login(
         },
     };
     // `nologin` is checked after the password so it does not reveal itself to guessers.
-    match outcome {
+    let result = match outcome {
         Ok(()) if record.nologin() => Err(failed(user, FailureReason::Disabled)),
-        Ok(()) => Ok(record),
+        Ok(()) => return Ok(record),
         Err(reason) => Err(failed(user, reason)),
-    }
+    };
+    pad_to_dummy_cost(started);
+    result
 }
 
 /// Checks an APOP login (RFC 1939 §7): `digest` is the client's hex MD5 of

@@ -389,16 +389,13 @@ fn scram_keys_for(user: &str, record: Option<&UserRecord>) -> (ScramKeys, Option
         m.extend_from_slice(user.as_bytes());
         hmac_sha256(process_key(), &m)[..16].to_vec()
     };
+    // Every path runs exactly one PBKDF2 of SCRAM_DEFAULT_ITERATIONS, so the time to
+    // answer client-first says nothing about whether or how the user exists.
     let fake = |reason| {
         let salt = derived_salt(b"fake-salt\0");
-        let k = hmac_sha256(process_key(), &salt);
+        let salted = salted_password(process_key(), &salt, SCRAM_DEFAULT_ITERATIONS);
         (
-            ScramKeys {
-                iterations: SCRAM_DEFAULT_ITERATIONS,
-                salt,
-                stored_key: k,
-                server_key: k,
-            },
+            ScramKeys::from_salted_password(&salted, &salt, SCRAM_DEFAULT_ITERATIONS),
             Some(reason),
         )
     };
@@ -419,7 +416,15 @@ fn scram_keys_for(user: &str, record: Option<&UserRecord>) -> (ScramKeys, Option
     };
     if let Some(keys) = secret.scram_sha256_keys() {
         return match keys {
-            Ok(k) => (k, None),
+            Ok(k) => {
+                let salt = derived_salt(b"fake-salt\0");
+                std::hint::black_box(salted_password(
+                    process_key(),
+                    &salt,
+                    SCRAM_DEFAULT_ITERATIONS,
+                ));
+                (k, None)
+            }
             Err(e) => {
                 tracing::error!(user = %record.name, error = %e, "cannot use the stored SCRAM secret");
                 fake(FailureReason::BadStoredSecret)

@@ -109,6 +109,10 @@ fn client_and_server_agree_for_every_mechanism_and_secret() {
                         u.name
                     );
                 }
+                if !initial {
+                    // Wrong passwords are padded to a dummy hash's cost: check them once.
+                    continue;
+                }
                 let creds = ClientCredentials::new(&u.name, "wrong");
                 let (res, _) = run(*kind, *mech, creds, &users, initial);
                 if u.nopassword() {
@@ -632,4 +636,28 @@ fn rfc1939_apop_example() {
         apop_verify(ts, "c4c9334bac560ecc979e58001b3e22fb", Some(&hashed)),
         Err(FailureReason::SecretUnsuitable)
     );
+}
+
+#[test]
+fn cheap_scheme_failures_take_as_long_as_unknown_users() {
+    crate::scheme::warm_up_dummy();
+    let users = vec![rec("cheap:{PLAIN}pencil")];
+    let time = |u: &str, p: &[u8]| {
+        let t = std::time::Instant::now();
+        let r = verify_login(&users, u, p);
+        (t.elapsed(), r.is_ok())
+    };
+    let (unknown, ok1) = time("ghost", b"pencil");
+    let (wrong, ok2) = time("cheap", b"nope");
+    let (right, ok3) = time("cheap", b"pencil");
+    assert!(!ok1 && !ok2 && ok3);
+    // A PLAIN comparison takes microseconds; padded it costs about a dummy ARGON2ID
+    // check (allow for noise on a busy machine).
+    assert!(
+        wrong * 2 >= unknown,
+        "wrong {wrong:?} vs unknown {unknown:?}"
+    );
+    assert!(wrong > std::time::Duration::from_millis(2), "{wrong:?}");
+    // A correct password is never padded.
+    assert!(right < wrong, "right {right:?} vs wrong {wrong:?}");
 }
