@@ -54,9 +54,46 @@ pub(crate) struct Shared {
     pub(crate) last_login: Mutex<HashMap<String, tokio::time::Instant>>,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     apop_counter: AtomicU64,
+    /// The SASL mechanisms worth advertising, and when that was last computed.
+    mechanisms: Mutex<Option<(tokio::time::Instant, Vec<String>)>>,
 }
 
+/// How long the advertised mechanism list is reused before the users are looked at
+/// again (a new user with a CRAM-MD5 or SCRAM secret shows up within this time).
+const MECHANISMS_TTL: Duration = Duration::from_secs(10);
+
 impl Shared {
+    /// The configured mechanisms that at least one user's stored secret allows.
+    /// PLAIN and LOGIN work with every secret; CRAM-MD5 and SCRAM-SHA-256 only with
+    /// some, and a client that sees them in CAPA tends to pick them, so they are only
+    /// advertised when they can succeed for someone.
+    pub(crate) fn offered_mechanisms(&self) -> Vec<String> {
+        let now = tokio::time::Instant::now();
+        let mut cache = self.mechanisms.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, list)) = cache.as_ref()
+            && now.duration_since(*at) < MECHANISMS_TTL
+        {
+            return list.clone();
+        }
+        let _ = self.users.reload_if_changed();
+        let list: Vec<String> = self
+            .config
+            .mechanisms
+            .iter()
+            .filter(|m| match correio_auth::Mechanism::from_name(m) {
+                Some(
+                    mech
+                    @ (correio_auth::Mechanism::CramMd5 | correio_auth::Mechanism::ScramSha256),
+                ) => correio_auth::any_user_allows(&self.users, mech),
+                Some(_) => true,
+                None => false,
+            })
+            .cloned()
+            .collect();
+        *cache = Some((now, list.clone()));
+        list
+    }
+
     /// A fresh `<pid.counter.nanos@host>` APOP timestamp: the counter makes it unique
     /// within this process, pid and clock across restarts.
     pub(crate) fn apop_timestamp(&self) -> String {
@@ -160,6 +197,7 @@ impl Server {
                 last_login: Mutex::new(HashMap::new()),
                 per_ip: Mutex::new(HashMap::new()),
                 apop_counter: AtomicU64::new(0),
+                mechanisms: Mutex::new(None),
                 config,
             }),
         })
@@ -168,6 +206,11 @@ impl Server {
     /// The configuration in use.
     pub fn config(&self) -> &Config {
         &self.shared.config
+    }
+
+    /// The users database, shared with the LMTP listener.
+    pub fn users(&self) -> Arc<UserDb> {
+        Arc::clone(&self.shared.users)
     }
 
     /// Whether TLS (STLS and pop3s) is available.
@@ -207,6 +250,9 @@ impl Server {
     /// UPDATE, and wait (bounded) for them to end.
     pub async fn run(&self, listeners: Listeners, shutdown: impl Future) {
         let limits = self.shared.config.limits.clone();
+        // The dummy hash that makes unknown users cost as much as known ones: build it
+        // now, not during the first failed login.
+        tokio::task::spawn_blocking(correio_auth::warm_up_dummy);
         let permits = Arc::new(Semaphore::new(limits.max_connections));
         let (close_tx, close_rx) = watch::channel(false);
         // Every connection task holds a clone; recv() returns None once all are gone.
@@ -345,6 +391,11 @@ async fn refuse(mut tcp: tokio::net::TcpStream, implicit_tls: bool) {
         )
         .await;
     }
+}
+
+/// Whether the process runs as root (it may then bind ports below 1024).
+pub fn is_root() -> bool {
+    nix::unistd::Uid::effective().is_root()
 }
 
 /// Drops root to `user` (and `group`, default: the user's primary group) after the

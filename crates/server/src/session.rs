@@ -155,7 +155,9 @@ pub(crate) async fn run(
                 && peer.ip().to_canonical().is_loopback()),
     };
     let timestamp = shared.config.apop.then(|| shared.apop_timestamp());
-    let session = ServerSession::new(shared.session_config.clone(), info, timestamp.clone());
+    let mut session_config = shared.session_config.clone();
+    session_config.sasl_mechanisms = shared.offered_mechanisms();
+    let session = ServerSession::new(session_config, info, timestamp.clone());
     let mut driver = Driver {
         framer: LineFramer::new(session.max_line()),
         session,

@@ -132,6 +132,29 @@ impl TlsStore {
     }
 }
 
+/// The SHA-256 fingerprint (colon-separated hex) of the first certificate in a PEM
+/// file: what `correio fetch --fingerprint` pins.
+pub fn fingerprint_sha256(cert: &Path) -> Result<String, TlsError> {
+    use sha2::Digest as _;
+    let pem = fs::read(cert).map_err(|source| TlsError::Read {
+        path: cert.to_owned(),
+        source,
+    })?;
+    let first = rustls_pemfile::certs(&mut pem.as_slice())
+        .next()
+        .and_then(Result::ok)
+        .ok_or_else(|| TlsError::Pem {
+            path: cert.to_owned(),
+            reason: "no CERTIFICATE block found".into(),
+        })?;
+    let digest = sha2::Sha256::digest(first.as_ref());
+    Ok(digest
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":"))
+}
+
 /// A self-signed certificate and key (PEM) for `hosts` (DNS names or IP addresses).
 pub fn self_signed(hosts: &[String]) -> Result<(String, String), TlsError> {
     let certified = rcgen::generate_simple_self_signed(hosts.to_vec())

@@ -39,6 +39,29 @@ fn sizes_are_what_retr_sends() {
 }
 
 #[test]
+fn cram_and_scram_advertised_only_when_some_secret_allows_them() {
+    let srv = TestServer::start();
+    srv.add_user_scheme("alice", "secret pw", correio_auth::Scheme::Sha512Crypt);
+    let mut w = srv.connect();
+    w.line();
+    w.send(b"CAPA\r\n");
+    let capa = w.multiline();
+    assert!(capa.contains("SASL PLAIN LOGIN\r\n"), "{capa}");
+    assert_eq!(
+        w.cmd("AUTH CRAM-MD5"),
+        "-ERR Unsupported authentication mechanism\r\n"
+    );
+    w.send(b"AUTH\r\n");
+    assert_eq!(
+        w.multiline(),
+        "+OK Methods supported\r\nPLAIN\r\nLOGIN\r\n.\r\n"
+    );
+    // A hashed secret still logs in with USER/PASS and PLAIN.
+    w.cmd("USER alice");
+    assert!(w.cmd("PASS secret pw").starts_with("+OK Logged in"));
+}
+
+#[test]
 fn greeting_has_fresh_apop_timestamp() {
     let srv = TestServer::start();
     let mut a = srv.connect();
@@ -52,6 +75,8 @@ fn greeting_has_fresh_apop_timestamp() {
 #[test]
 fn capa_lists_what_is_offered_on_this_connection() {
     let srv = TestServer::start();
+    // A PLAIN secret allows CRAM-MD5 and SCRAM-SHA-256 too.
+    srv.add_user("alice", "secret pw");
     let mut w = srv.connect();
     w.line();
     w.send(b"CAPA\r\n");
