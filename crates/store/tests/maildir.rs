@@ -1,0 +1,307 @@
+//! Maildir semantics: delivery, snapshot, sizes, UIDL stability, index rebuild,
+//! deletion, locking across processes, quotas, bad locations.
+
+use std::fs;
+use std::io::Read;
+use std::path::Path;
+
+use correio_store::maildir::{INDEX_FILE, MaildirWriter};
+use correio_store::{
+    DeliverErrorKind, DeliverOptions, MailLocation, StoreError, deliver, open_maildrop,
+};
+
+fn read(md: &dyn correio_store::Maildrop, i: usize) -> Vec<u8> {
+    let mut v = Vec::new();
+    md.open_message(i).unwrap().read_to_end(&mut v).unwrap();
+    v
+}
+
+fn files(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn delivery_names_sizes_and_contents() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().join("Maildir");
+    let loc = MailLocation::Maildir(root.clone());
+    let got = deliver(
+        &loc,
+        &b"Subject: a\r\n\r\nbody\r\nno final newline"[..],
+        &DeliverOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        got.size,
+        "Subject: a\n\nbody\nno final newline\n".len() as u64
+    );
+    assert_eq!(got.wire_size, got.size + 4);
+    let name = got.path.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        name.ends_with(&format!(",S={},W={}", got.size, got.wire_size)),
+        "{name}"
+    );
+    assert_eq!(got.path.parent().unwrap(), root.join("new"));
+    assert!(
+        files(&root.join("tmp")).is_empty(),
+        "tmp/ must be empty after delivery"
+    );
+    let md = open_maildrop(&loc).unwrap();
+    assert_eq!(md.messages().len(), 1);
+    assert_eq!(md.messages()[0].size, got.wire_size);
+    assert_eq!(read(&*md, 0), b"Subject: a\n\nbody\nno final newline\n");
+}
+
+#[test]
+fn foreign_maildir_without_sizes_uses_and_validates_the_index() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().join("M");
+    for sub in ["tmp", "new", "cur"] {
+        fs::create_dir_all(root.join(sub)).unwrap();
+    }
+    // As Postfix names them (no ,S= or ,W=), one in cur/ with flags.
+    fs::write(
+        root.join("new/1700000001.V801I1M1.mx"),
+        b"Subject: one\n\nx\n",
+    )
+    .unwrap();
+    fs::write(
+        root.join("cur/1700000000.V801I2M2.mx:2,S"),
+        b"Subject: zero\r\n\r\ny",
+    )
+    .unwrap();
+    fs::write(root.join("new/.hidden"), b"ignored").unwrap();
+    fs::write(root.join("tmp/1700000002.V1.mx"), b"in delivery").unwrap();
+    let loc = MailLocation::Maildir(root.clone());
+    let md = open_maildrop(&loc).unwrap();
+    let m: Vec<(u64, String)> = md
+        .messages()
+        .iter()
+        .map(|m| (m.size, m.uidl.clone()))
+        .collect();
+    assert_eq!(
+        m,
+        vec![
+            (18 + 2, "1700000000.V801I2M2.mx".to_string()),
+            (16 + 3, "1700000001.V801I1M1.mx".to_string())
+        ]
+    );
+    assert_eq!(read(&*md, 0), b"Subject: zero\r\n\r\ny");
+    drop(md);
+    let index = fs::read_to_string(root.join(INDEX_FILE)).unwrap();
+    assert!(index.starts_with("correio-maildir-index 1\n") && index.ends_with("end 2\n"));
+
+    // Another tool changes a file in place: the cached size is not trusted.
+    fs::write(
+        root.join("new/1700000001.V801I1M1.mx"),
+        b"Subject: one\n\nlonger body now\n",
+    )
+    .unwrap();
+    let md = open_maildrop(&loc).unwrap();
+    assert_eq!(md.messages()[1].size, 30 + 3);
+    drop(md);
+
+    // A corrupt index is rebuilt with the same UIDLs.
+    fs::write(root.join(INDEX_FILE), b"correio-maildir-index 1\nzz\n").unwrap();
+    let md = open_maildrop(&loc).unwrap();
+    assert_eq!(md.messages()[0].uidl, "1700000000.V801I2M2.mx");
+    assert_eq!(md.messages()[1].size, 33);
+}
+
+#[test]
+fn uidl_survives_flag_renames_and_new_to_cur_moves() {
+    let d = tempfile::tempdir().unwrap();
+    let loc = MailLocation::Maildir(d.path().join("M"));
+    let got = deliver(&loc, &b"x\n"[..], &DeliverOptions::default()).unwrap();
+    let before = open_maildrop(&loc).unwrap().messages()[0].clone();
+    // A MUA moves it to cur/ and sets flags.
+    let name = got.path.file_name().unwrap().to_string_lossy().into_owned();
+    let cur = d.path().join("M/cur").join(format!("{name}:2,RS"));
+    fs::rename(&got.path, &cur).unwrap();
+    let md = open_maildrop(&loc).unwrap();
+    assert_eq!(md.messages()[0], before);
+    // Renamed again during the session: reading and deleting still find it.
+    let cur2 = d.path().join("M/cur").join(format!("{name}:2,FRS"));
+    fs::rename(&cur, &cur2).unwrap();
+    assert_eq!(read(&*md, 0), b"x\n");
+    let r = md.commit(&[0]).unwrap();
+    assert_eq!((r.removed, r.already_gone), (1, 0));
+    assert!(!cur2.exists());
+}
+
+#[test]
+fn deletion_is_idempotent_and_only_on_commit() {
+    let d = tempfile::tempdir().unwrap();
+    let loc = MailLocation::Maildir(d.path().join("M"));
+    let a = deliver(&loc, &b"a\n"[..], &DeliverOptions::default()).unwrap();
+    deliver(&loc, &b"b\n"[..], &DeliverOptions::default()).unwrap();
+    deliver(&loc, &b"c\n"[..], &DeliverOptions::default()).unwrap();
+    // A session that ends without commit deletes nothing.
+    drop(open_maildrop(&loc).unwrap());
+    let md = open_maildrop(&loc).unwrap();
+    assert_eq!(md.messages().len(), 3);
+    let uidls: Vec<String> = md.messages().iter().map(|m| m.uidl.clone()).collect();
+    // Another program removes message 1 meanwhile.
+    fs::remove_file(&a.path).unwrap();
+    assert!(matches!(md.open_message(0), Err(StoreError::Vanished(0))));
+    assert!(matches!(
+        md.open_message(3),
+        Err(StoreError::NoSuchMessage(3))
+    ));
+    let r = md.commit(&[0, 2, 2]).unwrap();
+    assert_eq!((r.removed, r.already_gone), (1, 1));
+    let md = open_maildrop(&loc).unwrap();
+    assert_eq!(md.messages().len(), 1);
+    assert_eq!(md.messages()[0].uidl, uidls[1]);
+    // Out of range is refused before anything is removed.
+    assert!(matches!(
+        md.commit(&[0, 5]),
+        Err(StoreError::NoSuchMessage(5))
+    ));
+    assert_eq!(open_maildrop(&loc).unwrap().messages().len(), 1);
+}
+
+#[test]
+fn one_session_at_a_time_across_processes() {
+    let d = tempfile::tempdir().unwrap();
+    let loc = MailLocation::Maildir(d.path().join("M"));
+    let md = open_maildrop(&loc).unwrap();
+    assert!(matches!(open_maildrop(&loc), Err(StoreError::InUse)));
+    // Another process (flock(1) from util-linux) sees the lock too, and fails fast.
+    let lock = d
+        .path()
+        .join("M")
+        .join(correio_store::maildir::SESSION_LOCK_FILE);
+    let out = std::process::Command::new("flock")
+        .arg("-n")
+        .arg(&lock)
+        .arg("true")
+        .status()
+        .unwrap();
+    assert!(
+        !out.success(),
+        "flock -n must fail while a session holds the maildrop"
+    );
+    drop(md);
+    let out = std::process::Command::new("flock")
+        .arg("-n")
+        .arg(&lock)
+        .arg("true")
+        .status()
+        .unwrap();
+    assert!(out.success());
+    // And a lock held by another process makes us fail fast with InUse.
+    let mut child = std::process::Command::new("flock")
+        .arg(&lock)
+        .arg("sleep")
+        .arg("5")
+        .spawn()
+        .unwrap();
+    let t = std::time::Instant::now();
+    let mut seen = false;
+    while t.elapsed() < std::time::Duration::from_secs(3) {
+        match open_maildrop(&loc) {
+            Err(StoreError::InUse) => {
+                seen = true;
+                break;
+            }
+            Ok(m) => drop(m),
+            Err(e) => panic!("{e}"),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(seen);
+}
+
+#[test]
+fn quotas_and_size_limits() {
+    let d = tempfile::tempdir().unwrap();
+    let loc = MailLocation::Maildir(d.path().join("M"));
+    let opts = DeliverOptions::default().quota(Some(10), Some(2));
+    deliver(&loc, &b"12345\n"[..], &opts).unwrap();
+    let e = deliver(&loc, &b"123456789\n"[..], &opts).unwrap_err();
+    assert_eq!(e.kind(), DeliverErrorKind::QuotaExceeded);
+    assert!(e.is_temporary());
+    assert_eq!(
+        (e.reply_code(), e.enhanced_status(), e.exit_code()),
+        (452, "4.2.2", 75)
+    );
+    deliver(&loc, &b"1\n"[..], &opts).unwrap();
+    let e = deliver(&loc, &b"1\n"[..], &opts.clone().quota_permanent(true)).unwrap_err();
+    assert!(!e.is_temporary());
+    assert_eq!((e.reply_code(), e.enhanced_status()), (552, "5.2.2"));
+    let e = deliver(
+        &loc,
+        &[b'x'; 100][..],
+        &DeliverOptions::default().max_message_size(Some(50)),
+    )
+    .unwrap_err();
+    assert_eq!(e.kind(), DeliverErrorKind::TooLarge);
+    assert_eq!(
+        (e.reply_code(), e.enhanced_status(), e.exit_code()),
+        (552, "5.3.4", 69)
+    );
+    assert_eq!(open_maildrop(&loc).unwrap().messages().len(), 2);
+    assert!(
+        files(&d.path().join("M/tmp")).is_empty(),
+        "failed deliveries leave nothing in tmp/"
+    );
+}
+
+#[test]
+fn mailbox_path_that_is_a_file_or_under_a_file() {
+    let d = tempfile::tempdir().unwrap();
+    let file = d.path().join("f");
+    fs::write(&file, b"x").unwrap();
+    for loc in [
+        MailLocation::Maildir(file.clone()),
+        MailLocation::Maildir(file.join("sub")),
+    ] {
+        let e = deliver(&loc, &b"x\n"[..], &DeliverOptions::default()).unwrap_err();
+        assert_eq!(e.kind(), DeliverErrorKind::MailboxUnusable, "{e}");
+        assert!(e.is_temporary());
+        assert!(matches!(open_maildrop(&loc), Err(StoreError::Location(_))));
+    }
+    assert_eq!(fs::read(&file).unwrap(), b"x");
+}
+
+#[test]
+fn batch_group_commit_is_all_or_nothing_visible() {
+    let d = tempfile::tempdir().unwrap();
+    let w = MaildirWriter::open(&d.path().join("M")).unwrap();
+    let mut b = w.batch();
+    for i in 0..5 {
+        b.add(format!("message {i}\n").as_bytes()).unwrap();
+    }
+    assert_eq!(b.len(), 5);
+    assert!(
+        files(&d.path().join("M/new")).is_empty(),
+        "not visible before commit"
+    );
+    let done = b.commit().unwrap();
+    assert_eq!(done.len(), 5);
+    assert_eq!(files(&d.path().join("M/new")).len(), 5);
+    // Dropped without commit: nothing appears, nothing is left in tmp/.
+    let mut b = w.batch();
+    b.add(&b"lost\n"[..]).unwrap();
+    drop(b);
+    assert_eq!(files(&d.path().join("M/new")).len(), 5);
+    assert!(files(&d.path().join("M/tmp")).is_empty());
+    let md = open_maildrop(&MailLocation::Maildir(d.path().join("M"))).unwrap();
+    let texts: Vec<Vec<u8>> = (0..5).map(|i| read(&*md, i)).collect();
+    let mut sorted = texts.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted,
+        (0..5)
+            .map(|i| format!("message {i}\n").into_bytes())
+            .collect::<Vec<_>>()
+    );
+}
