@@ -6,8 +6,8 @@
 //!   [`add_user`], [`set_password`], [`update_user`], [`delete_user`].
 //! - [`scheme`]: password schemes as Dovecot writes them (ARGON2ID default, ARGON2I,
 //!   SHA512-CRYPT, SHA256-CRYPT, BLF-CRYPT, SSHA512/256, SSHA, SHA512/256/1, PLAIN,
-//!   PLAIN-MD5, CRAM-MD5, SCRAM-SHA-256): [`StoredSecret::verify`], [`hash_password`],
-//!   [`dummy_verify`].
+//!   PLAIN-MD5, CRAM-MD5, SCRAM-SHA-256; for imports also MD5-CRYPT, SMD5 and PBKDF2):
+//!   [`StoredSecret::verify`], [`hash_password`], [`dummy_verify`].
 //! - [`sasl`]: server mechanisms (PLAIN, LOGIN, CRAM-MD5, SCRAM-SHA-256) as sans-IO
 //!   steps, client mechanisms (also XOAUTH2, OAUTHBEARER), USER/PASS and APOP checks, and
 //!   what each stored secret allows ([`mechanisms_for`]).

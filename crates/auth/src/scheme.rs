@@ -46,7 +46,7 @@ pub enum Scheme {
     /// `{BLF-CRYPT}$2y$cost$...` (bcrypt; `$2a$`, `$2b$`, `$2x$`, `$2y$` accepted).
     BlfCrypt,
     /// `{CRYPT}` or no prefix: whatever crypt(3) format the string has (`$6$`, `$5$`,
-    /// `$2?$`, `$argon2id$`, `$argon2i$`); DES and MD5-crypt are not supported.
+    /// `$2?$`, `$1$`, `$argon2id$`, `$argon2i$`); DES crypt is not supported.
     Crypt,
     /// `{SSHA512}`: base64(SHA-512(password + salt) + salt).
     Ssha512,
@@ -54,6 +54,12 @@ pub enum Scheme {
     Ssha256,
     /// `{SSHA}`: base64(SHA-1(password + salt) + salt).
     Ssha,
+    /// `{SMD5}`: base64(MD5(password + salt) + salt). Verification only.
+    Smd5,
+    /// `{MD5-CRYPT}` (Dovecot also calls it `{MD5}`): `$1$salt$hash`. Verification only.
+    Md5Crypt,
+    /// `{PBKDF2}$1$salt$rounds$hex` (Dovecot's PBKDF2-HMAC-SHA1). Verification only.
+    Pbkdf2,
     /// `{SHA512}`: base64(SHA-512(password)).
     Sha512,
     /// `{SHA256}`: base64(SHA-256(password)).
@@ -85,6 +91,9 @@ impl Scheme {
             "SSHA512" => Scheme::Ssha512,
             "SSHA256" => Scheme::Ssha256,
             "SSHA" => Scheme::Ssha,
+            "SMD5" => Scheme::Smd5,
+            "MD5-CRYPT" | "MD5" => Scheme::Md5Crypt,
+            "PBKDF2" => Scheme::Pbkdf2,
             "SHA512" => Scheme::Sha512,
             "SHA256" => Scheme::Sha256,
             "SHA" | "SHA1" => Scheme::Sha1,
@@ -108,6 +117,9 @@ impl Scheme {
             Scheme::Ssha512 => "SSHA512",
             Scheme::Ssha256 => "SSHA256",
             Scheme::Ssha => "SSHA",
+            Scheme::Smd5 => "SMD5",
+            Scheme::Md5Crypt => "MD5-CRYPT",
+            Scheme::Pbkdf2 => "PBKDF2",
             Scheme::Sha512 => "SHA512",
             Scheme::Sha256 => "SHA256",
             Scheme::Sha1 => "SHA",
@@ -121,7 +133,10 @@ impl Scheme {
 
     /// Whether [`hash_password`] can make new secrets with this scheme.
     pub fn can_generate(&self) -> bool {
-        !matches!(self, Scheme::Crypt | Scheme::Unknown(_))
+        !matches!(
+            self,
+            Scheme::Crypt | Scheme::Unknown(_) | Scheme::Smd5 | Scheme::Md5Crypt | Scheme::Pbkdf2
+        )
     }
 
     /// The schemes `correio user --scheme` accepts, default first.
@@ -514,6 +529,9 @@ impl StoredSecret {
             Scheme::Ssha512 => self.salted::<sha2::Sha512>(64, password),
             Scheme::Ssha256 => self.salted::<sha2::Sha256>(32, password),
             Scheme::Ssha => self.salted::<sha1::Sha1>(20, password),
+            Scheme::Smd5 => self.salted::<md5::Md5>(16, password),
+            Scheme::Md5Crypt => verify_crypt(&self.scheme, data, password),
+            Scheme::Pbkdf2 => verify_dovecot_pbkdf2(&self.scheme, data, password),
             Scheme::CramMd5 => {
                 let ctx = self
                     .cram_md5_context()
@@ -598,6 +616,13 @@ fn verify_crypt(scheme: &Scheme, data: &str, password: &[u8]) -> Result<bool, Sc
     if data.starts_with("$6$") || data.starts_with("$5$") {
         return verify_sha_crypt(scheme, data, password);
     }
+    if let Some(rest) = data.strip_prefix("$1$") {
+        let (salt, want) = rest
+            .rsplit_once('$')
+            .ok_or_else(|| malformed(scheme, "no hash"))?;
+        let got = md5_crypt(password, salt.as_bytes());
+        return Ok(bool::from(got.as_bytes().ct_eq(want.as_bytes())));
+    }
     if data.starts_with("$2") {
         return bcrypt::verify(password, data)
             .map_err(|_| malformed(scheme, "not a bcrypt string"));
@@ -635,6 +660,99 @@ fn verify_sha_crypt(scheme: &Scheme, data: &str, password: &[u8]) -> Result<bool
     };
     let _ = explicit_rounds;
     Ok(bool::from(got.as_bytes().ct_eq(want.as_bytes())))
+}
+
+/// The hash part of FreeBSD/glibc MD5-crypt (`$1$`), as in crypt(3). Only for checking
+/// old imported secrets.
+fn md5_crypt(password: &[u8], salt: &[u8]) -> String {
+    use md5::{Digest as _, Md5};
+    let salt = &salt[..salt.len().min(8)];
+    let mut ctx = Md5::new();
+    ctx.update(password);
+    ctx.update(b"$1$");
+    ctx.update(salt);
+    let alt = Md5::new()
+        .chain_update(password)
+        .chain_update(salt)
+        .chain_update(password)
+        .finalize();
+    let mut left = password.len();
+    while left > 0 {
+        ctx.update(&alt[..left.min(16)]);
+        left = left.saturating_sub(16);
+    }
+    let mut i = password.len();
+    while i > 0 {
+        if i & 1 == 1 {
+            ctx.update([0u8]);
+        } else {
+            ctx.update(&password[..1]);
+        }
+        i >>= 1;
+    }
+    let mut fin = ctx.finalize();
+    for round in 0..1000 {
+        let mut c = Md5::new();
+        if round & 1 == 1 {
+            c.update(password);
+        } else {
+            c.update(fin);
+        }
+        if round % 3 != 0 {
+            c.update(salt);
+        }
+        if round % 7 != 0 {
+            c.update(password);
+        }
+        if round & 1 == 1 {
+            c.update(fin);
+        } else {
+            c.update(password);
+        }
+        fin = c.finalize();
+    }
+    let mut out = String::with_capacity(22);
+    let mut put = |v: u32, n: usize| {
+        let mut v = v;
+        for _ in 0..n {
+            out.push(CRYPT_SALT_ALPHABET[(v & 0x3f) as usize] as char);
+            v >>= 6;
+        }
+    };
+    let f = |i: usize| u32::from(fin[i]);
+    for (a, b, c) in [(0, 6, 12), (1, 7, 13), (2, 8, 14), (3, 9, 15), (4, 10, 5)] {
+        put((f(a) << 16) | (f(b) << 8) | f(c), 4);
+    }
+    put(f(11), 2);
+    out
+}
+
+/// Dovecot's `{PBKDF2}$1$salt$rounds$hex(PBKDF2-HMAC-SHA1(password, salt, rounds, 20))`.
+fn verify_dovecot_pbkdf2(
+    scheme: &Scheme,
+    data: &str,
+    password: &[u8],
+) -> Result<bool, SchemeError> {
+    let bad = |why| malformed(scheme, why);
+    let mut it = data.split('$');
+    if (it.next(), it.next()) != (Some(""), Some("1")) {
+        return Err(bad("not $1$"));
+    }
+    let salt = it.next().ok_or_else(|| bad("salt"))?;
+    let rounds: u32 = it
+        .next()
+        .and_then(|r| r.parse().ok())
+        .ok_or_else(|| bad("rounds"))?;
+    if rounds == 0 || rounds > MAX_SCRAM_ITERATIONS {
+        return Err(bad("rounds out of range"));
+    }
+    let want = it.next().and_then(hex_decode).ok_or_else(|| bad("hash"))?;
+    if it.next().is_some() || want.is_empty() || want.len() > 64 {
+        return Err(bad("hash"));
+    }
+    let mut got = vec![0u8; want.len()];
+    pbkdf2::pbkdf2_hmac::<sha1::Sha1>(password, salt.as_bytes(), rounds, &mut got);
+    Ok(bool::from(got.ct_eq(&want)))
 }
 
 const CRYPT_SALT_ALPHABET: &[u8; 64] =
@@ -766,7 +884,7 @@ pub fn hash_password(
                 STANDARD.encode(k.server_key)
             )
         }
-        Scheme::Crypt | Scheme::Unknown(_) => {
+        Scheme::Crypt | Scheme::Unknown(_) | Scheme::Smd5 | Scheme::Md5Crypt | Scheme::Pbkdf2 => {
             return Err(SchemeError::Unsupported(scheme.name().to_owned()));
         }
     };

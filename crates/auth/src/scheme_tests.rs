@@ -20,6 +20,12 @@ const DOVEADM_PASS: &[&str] = &[
     "{SHA}nU4eI71bcnBGqeO0t9tXvY1u5oQ=",
     "{PLAIN-MD5}1a1dc91c907325c69271ddf0c944bc72",
     "{PLAIN-MD5.B64}Gh3JHJBzJcaScd3wyUS8cg==",
+    "{MD5-CRYPT}$1$AVwSrkE1$hm/HNZkL3qlxiU914L4zB0",
+    "{MD5}$1$7eZEma8x$nmaGDt.10D7oYUFZ5tNMI/",
+    "$1$AVwSrkE1$hm/HNZkL3qlxiU914L4zB0",
+    "{SMD5}LxHTNivLNkNAMFuUuDi9oW1MoWE=",
+    "{PBKDF2}$1$27HLk3jaKfG6VVPG$5000$fae9e3c600a7778a025cf2c1effe11e9f7abbaae",
+    "{SHA256.HEX}d74ff0ee8da3b9806b18c877dbf29bbde50b5bd8e4dad7a3a725000feb82e8f1",
     "{PLAIN}pass",
     "{CLEARTEXT}pass",
     "{PLAIN.b64}cGFzcw==",
@@ -101,7 +107,10 @@ fn doveadm_verifies_our_hashes() {
 #[test]
 fn we_verify_fresh_doveadm_hashes() {
     let pw = "p@ss wörd:;x";
-    for name in Scheme::GENERATABLE {
+    for name in Scheme::GENERATABLE
+        .iter()
+        .chain(&["MD5-CRYPT", "SMD5", "PBKDF2"])
+    {
         if *name == "ARGON2ID" || *name == "ARGON2I" {
             // Covered by the fixed vectors above; fresh ones cost 64 MiB each.
             continue;

@@ -652,9 +652,9 @@ fn cheap_scheme_failures_take_as_long_as_unknown_users() {
     let (right, ok3) = time("cheap", b"pencil");
     assert!(!ok1 && !ok2 && ok3);
     // A PLAIN comparison takes microseconds; padded it costs about a dummy ARGON2ID
-    // check (allow for noise on a busy machine).
+    // check (a moving average; allow for noise on a busy machine).
     assert!(
-        wrong * 2 >= unknown,
+        wrong * 4 >= unknown,
         "wrong {wrong:?} vs unknown {unknown:?}"
     );
     assert!(wrong > std::time::Duration::from_millis(2), "{wrong:?}");
