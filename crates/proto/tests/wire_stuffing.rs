@@ -193,7 +193,7 @@ fn top_stops_asking_for_input() {
     let mut s = DotStuffer::top(1);
     let mut out = Vec::new();
     assert!(s.feed(b"H: 1\n", &mut out));
-    assert!(s.feed(b"\nbody 1\nbo", &mut out) == false);
+    assert!(!s.feed(b"\nbody 1\nbo", &mut out));
     // Input given after that is ignored.
     assert!(!s.feed(b"dy 2\n", &mut out));
     s.finish(&mut out);
