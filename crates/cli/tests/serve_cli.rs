@@ -1,0 +1,280 @@
+//! `correio serve`, `correio cert` and `correio check` as a user runs them: the first
+//! run with no config (the README quick start: add a user, deliver, fetch with curl
+//! over pop3s), signals (SIGHUP reload, SIGTERM graceful stop), and the config checker's
+//! messages. Needs `curl` and `kill` (procps).
+
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_correio");
+
+/// Kills the server on every exit path (by its pid only).
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn signal(child: &Child, sig: &str) {
+    let st = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(child.id().to_string())
+        .status()
+        .expect("kill");
+    assert!(st.success());
+}
+
+fn correio(dir: &Path, args: &[&str], stdin: &[u8]) -> std::process::Output {
+    let mut c = Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run correio");
+    c.stdin.take().unwrap().write_all(stdin).unwrap();
+    let out = c.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "correio {args:?}: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+#[test]
+fn first_run_quick_start_with_curl_over_pop3s() {
+    let dir = tempfile::tempdir().unwrap();
+    let child = Command::new(BIN)
+        .arg("serve")
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run correio serve");
+    let mut guard = Guard(child);
+    let stdout = guard.0.stdout.take().unwrap();
+    let stderr = guard.0.stderr.take().unwrap();
+    // Collect stderr in the background (the log), so the pipe never fills.
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let log2 = log.clone();
+    std::thread::spawn(move || {
+        for l in BufReader::new(stderr).lines().map_while(Result::ok) {
+            log2.lock().unwrap().push_str(&l);
+            log2.lock().unwrap().push('\n');
+        }
+    });
+    let mut lines = BufReader::new(stdout).lines();
+    let mut printed = String::new();
+    let mut curl_line = None;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while curl_line.is_none() {
+        assert!(Instant::now() < deadline, "no how-to printed: {printed}");
+        let Some(Ok(l)) = lines.next() else {
+            panic!("serve exited: {printed}\n{}", log.lock().unwrap());
+        };
+        printed.push_str(&l);
+        printed.push('\n');
+        if let Some(rest) = l.strip_prefix("Fetch it with curl: ") {
+            curl_line = Some(rest.to_owned());
+        }
+    }
+    assert!(printed.contains("POP3S:       127.0.0.1:"), "{printed}");
+    assert!(printed.contains("correio user add NAME"), "{printed}");
+    assert!(printed.contains("correio deliver --user NAME"), "{printed}");
+    let data = dir.path().join("correio-data");
+    assert!(data.join("tls/cert.pem").exists() && data.join("tls/key.pem").exists());
+
+    // The how-to, as a new user would follow it.
+    let data_s = data.to_str().unwrap();
+    correio(
+        dir.path(),
+        &["user", "add", "alice", "--data", data_s, "--password-stdin"],
+        b"s3cret pw\n",
+    );
+    let msg = b"Subject: quick start\n\nHello from correio deliver.\n.dot line\n";
+    correio(
+        dir.path(),
+        &["deliver", "--user", "alice", "--data", data_s],
+        msg,
+    );
+    let cmd = curl_line
+        .unwrap()
+        .replace("NAME:PASSWORD", "alice:s3cret pw");
+    let words: Vec<&str> = cmd.split(' ').collect();
+    // "curl --cacert FILE -u alice:s3cret pw pop3s://..." - rejoin the user:password.
+    assert_eq!(words[0], "curl");
+    let url = words.last().unwrap();
+    let out = Command::new("curl")
+        .args(["-s", "-S", "--max-time", "20", "--cacert", words[2]])
+        .args(["-u", "alice:s3cret pw", url])
+        .output()
+        .expect("curl (is it installed?)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        out.stdout,
+        b"Subject: quick start\r\n\r\nHello from correio deliver.\r\n.dot line\r\n"
+    );
+
+    // One grep-able log line per login and logout.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let l = log.lock().unwrap().clone();
+        if l.contains("logout") {
+            let clean = strip_ansi(&l);
+            assert!(
+                clean.contains("login user=alice remote=127.0.0.1:"),
+                "{clean}"
+            );
+            assert!(clean.contains("tls=true"), "{clean}");
+            assert!(clean.contains("logout user=alice"), "{clean}");
+            assert!(clean.contains("retr=1"), "{clean}");
+            assert!(!clean.contains("s3cret"), "password in the log: {clean}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no logout line: {l}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // SIGHUP reloads the certificate; SIGTERM stops gracefully with status 0.
+    signal(&guard.0, "HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !log.lock().unwrap().contains("certificate reloaded") {
+        assert!(
+            Instant::now() < deadline,
+            "no reload: {}",
+            log.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    signal(&guard.0, "TERM");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(st) = guard.0.try_wait().unwrap() {
+            assert!(st.success(), "{st}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::new();
+    let mut it = s.chars().peekable();
+    while let Some(c) = it.next() {
+        if c == '\u{1b}' {
+            for d in it.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[test]
+fn cert_writes_a_private_key_and_refuses_to_overwrite() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let out = correio(
+        dir.path(),
+        &["cert", "--data", "d", "--host", "mail.example.org"],
+        b"",
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("names:       mail.example.org"), "{text}");
+    assert!(text.contains("SHA-256:     "), "{text}");
+    let key = dir.path().join("d/tls/key.pem");
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let again = Command::new(BIN)
+        .args(["cert", "--data", "d"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+    correio(dir.path(), &["cert", "--data", "d", "--force"], b"");
+}
+
+fn check(dir: &Path, config: &str) -> (bool, String, String) {
+    std::fs::write(dir.join("c.toml"), config).unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--config", "c.toml"])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_says_what_is_wrong_and_where() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let data = d.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let base = format!("data_dir = \"{}\"\n", data.display());
+
+    let (ok, out, err) = check(d, &format!("{base}[listen]\npop3 = [\"127.0.0.1:1110\"]\n"));
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("configuration OK"), "{out}");
+    assert!(out.contains("pop3:          127.0.0.1:1110"), "{out}");
+
+    let (ok, _, err) = check(d, &format!("{base}[limits]\npost_login_idle = \"5m\"\n"));
+    assert!(!ok);
+    assert!(
+        err.contains("c.toml: limits.post_login_idle: must be at least 10m"),
+        "{err}"
+    );
+
+    let (ok, _, err) = check(d, &format!("{base}\nlisten_pop3 = 1\n"));
+    assert!(!ok);
+    assert!(
+        err.contains("c.toml: line 3:") && err.contains("listen_pop3"),
+        "{err}"
+    );
+
+    let (ok, _, err) = check(
+        d,
+        &format!("{base}[listen]\npop3s = [\"127.0.0.1:1995\"]\n"),
+    );
+    assert!(!ok);
+    assert!(err.contains("tls:") && err.contains("cert.pem"), "{err}");
+
+    std::fs::write(
+        data.join("users"),
+        "alice:{PLAIN}x\nbroken line without colons\n",
+    )
+    .unwrap();
+    let (ok, _, err) = check(d, &base);
+    assert!(!ok);
+    assert!(err.contains("users file") && err.contains("users"), "{err}");
+
+    let (ok, _, err) = check(
+        d,
+        &format!("{base}mail_location = \"maildir:relative/%u\"\n"),
+    );
+    assert!(!ok);
+    assert!(err.contains("mail_location"), "{err}");
+}
