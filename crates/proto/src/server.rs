@@ -1048,3 +1048,112 @@ impl ServerSession {
 fn sends_cleartext(mechanism: &str) -> bool {
     matches!(mechanism, "PLAIN" | "LOGIN")
 }
+
+/// Fuzz body (`fuzz/fuzz_targets/server_session.rs`): drives a session with arbitrary
+/// client bytes and data-chosen action results, and checks the machine's promises:
+/// no panic, bounded status lines, every action answered in a few steps, `Commit`
+/// only from UPDATE (entered only by QUIT) with indices inside the listing.
+/// Byte 0 picks the connection flags; the rest is the client's byte stream.
+#[doc(hidden)]
+pub fn fuzz_session(data: &[u8]) {
+    use crate::framer::LineFramer;
+    let Some((&flags, input)) = data.split_first() else {
+        return;
+    };
+    let conn = ConnectionInfo {
+        tls: flags & 1 != 0,
+        stls_available: flags & 2 != 0,
+        cleartext_login_allowed: flags & 4 != 0,
+    };
+    let config = ServerConfig {
+        login_delay: (flags & 16 != 0).then_some(60),
+        expire: (flags & 32 != 0).then_some(ExpirePolicy::Days(0)),
+        ..ServerConfig::default()
+    };
+    let apop = (flags & 8 != 0).then(|| "<1.2@fuzz>".to_owned());
+    let mut s = ServerSession::new(config, conn, apop);
+    let mut framer = LineFramer::new(s.max_line());
+    let listing: Vec<MessageInfo> = (0..3u64)
+        .map(|i| MessageInfo {
+            size: 10 + i,
+            uid: format!("u{i}"),
+        })
+        .collect();
+    let mut choice = flags;
+    let check_output = |out: Vec<u8>| {
+        // Status lines never pass 512 octets (RFC 2449 §4); body lines are the
+        // machine's own listings, also short.
+        for line in out.split(|&b| b == b'\n') {
+            assert!(line.len() <= crate::MAX_STATUS_LINE, "overlong output line");
+        }
+    };
+    check_output(s.take_output());
+    // Irregular chunking exercises the framer/machine boundary.
+    for chunk in input.chunks(1 + usize::from(flags >> 6) * 5) {
+        framer.push(chunk);
+        loop {
+            framer.set_max_line(s.max_line());
+            let Some(line) = framer.next_line() else {
+                break;
+            };
+            let mut action = s.handle_line(line);
+            let mut steps = 0;
+            while let Some(a) = action {
+                steps += 1;
+                assert!(steps < 8, "action loop");
+                choice = choice.wrapping_mul(31).wrapping_add(7);
+                action = match a {
+                    Action::Authenticate(_) | Action::ApopAuthenticate { .. } => {
+                        s.handle_event(Event::Auth(match choice % 4 {
+                            0 => AuthOutcome::Failure,
+                            1 => AuthOutcome::LoginDelay,
+                            2 => AuthOutcome::TempFail,
+                            _ => AuthOutcome::Success { user: "u".into() },
+                        }))
+                    }
+                    Action::SaslStart { .. } | Action::SaslStep(_) => match choice % 3 {
+                        0 => s.handle_event(Event::SaslChallenge(vec![choice; 3])),
+                        1 => s.handle_event(Event::Auth(AuthOutcome::Failure)),
+                        _ => s.handle_event(Event::Auth(AuthOutcome::Success { user: "u".into() })),
+                    },
+                    Action::SaslAbort | Action::Close => None,
+                    Action::OpenMaildrop { .. } => {
+                        s.handle_event(Event::MaildropOpened(if choice % 5 == 0 {
+                            Err(OpenError::InUse)
+                        } else {
+                            Ok(listing.clone())
+                        }))
+                    }
+                    Action::StreamMessage { index, .. } => {
+                        assert!(index < listing.len(), "stream index out of range");
+                        assert_eq!(s.state(), State::Transaction);
+                        if choice % 7 == 0 {
+                            s.handle_event(Event::MessageOpened(Err(OpenError::Temporary)))
+                        } else {
+                            let none = s.handle_event(Event::MessageOpened(Ok(())));
+                            assert!(none.is_none());
+                            check_output(s.take_output());
+                            s.handle_event(Event::MessageSent { bytes: 12 })
+                        }
+                    }
+                    Action::StartTls => {
+                        assert!(!s.is_tls());
+                        check_output(s.take_output());
+                        framer.clear();
+                        s.handle_event(Event::TlsStarted)
+                    }
+                    Action::Commit { deletions } => {
+                        assert_eq!(s.state(), State::Update, "commit outside UPDATE");
+                        assert!(deletions.iter().all(|&i| i < listing.len()));
+                        assert!(deletions.windows(2).all(|w| w[0] < w[1]));
+                        s.handle_event(Event::Committed(Ok(())))
+                    }
+                };
+            }
+            check_output(s.take_output());
+            if s.is_closed() {
+                return;
+            }
+        }
+    }
+}
