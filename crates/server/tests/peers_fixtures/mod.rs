@@ -1,0 +1,357 @@
+//! Support for the `peers_*` tests: a corpus of awkward messages put into a
+//! [`TestServer`] maildrop, a bounded way to run a third-party client, and a byte-exact
+//! comparison of what the client stored with what was delivered.
+//!
+//! The contract every peer test checks: each delivered message comes out of the peer
+//! exactly once and byte-exact, after exactly one documented transformation — the
+//! line-end convention of the peer's output. POP3 carries lines as CRLF; fetchmail
+//! (`stripcr`, on by default for an MDA), mpop and getmail6 all write Unix files with
+//! LF line ends, so the expected bytes are the stored message with LF line ends. No
+//! corpus message contains a CR, so that conversion is undone exactly. A message stored
+//! without a final line end is sent with a CRLF added (PROTOCOL.md), so its expected
+//! form has a final LF added. Nothing else is normalised: a peer that adds a header is
+//! told not to (fetchmail `--invisible`, mpop `received_header off`, getmail6
+//! `received = false` / `delivered_to = false`), and any other difference fails.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::TestServer;
+
+/// One corpus message.
+pub struct Msg {
+    /// Short name for failure messages (also in the Subject).
+    pub name: &'static str,
+    /// The bytes handed to the store (or written as a raw Maildir file).
+    pub bytes: Vec<u8>,
+    /// Written straight into `new/` as another tool would (no `,S=`/`,W=` in the name,
+    /// no final newline added), instead of through Correio's delivery.
+    pub raw_file: bool,
+}
+
+impl Msg {
+    /// What a peer that writes LF files must store for this message.
+    pub fn expected_lf(&self) -> Vec<u8> {
+        let mut v = self.bytes.clone();
+        if !v.ends_with(b"\n") {
+            v.push(b'\n');
+        }
+        v
+    }
+}
+
+fn header(name: &str, n: usize) -> String {
+    format!(
+        "Return-Path: <sender@example.org>\nFrom: Sender <sender@example.org>\n\
+         To: alice@example.org\nSubject: {name}\nMessage-ID: <peers-{n}@example.org>\n\
+         Date: Sun, 22 Nov 2026 04:00:{:02} +0000\nMIME-Version: 1.0\n",
+        n % 60
+    )
+}
+
+/// The corpus: LF-only, dot lines (a line that is just "."), "From " lines, 8-bit and
+/// UTF-8 bytes, a folded header, a raw file without final newline, an empty body, long
+/// lines (998, 1000 and 4000 octets) and a 1 MiB message.
+pub fn corpus() -> Vec<Msg> {
+    let mut v = Vec::new();
+    let mut push = |name: &'static str, rest: &[u8], raw_file: bool| {
+        let mut bytes = header(name, v.len()).into_bytes();
+        bytes.extend_from_slice(rest);
+        v.push(Msg {
+            name,
+            bytes,
+            raw_file,
+        });
+    };
+    push(
+        "plain",
+        b"Content-Type: text/plain; charset=us-ascii\n\nHello Alice,\n\nplain LF-only text.\n-- \nSender\n",
+        false,
+    );
+    push(
+        "dots",
+        b"\n.\n..\n...\n.leading dot\n..two leading dots\n . space then dot\nmiddle\n.\n\n.\n",
+        false,
+    );
+    push(
+        "from-lines",
+        b"\nFrom here on, a line starting with From:\nFrom sender@example.org Sun Nov 22 04:00:00 2026\n>From quoted\n>>From twice\nFrom\nFrom:\n",
+        false,
+    );
+    push(
+        "folded-header",
+        b"X-Folded: first part\n\tsecond part after a tab\n    third part after spaces\nX-Empty:\nX-Trailing-Space: value \n\nbody\n",
+        false,
+    );
+    push(
+        "eight-bit",
+        "X-Utf8: Olá, ação, 日本語, 📬\nContent-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 8bit\n\nOlá — ação 日本語 📬\n"
+            .as_bytes()
+            .iter()
+            .copied()
+            .chain(*b"latin-1: caf\xe9 \xff\xfe \x80\x81\x9f, controls: \x01\x07\x1b[0m \x7f tab:\tend\n")
+            .collect::<Vec<u8>>()
+            .as_slice(),
+        false,
+    );
+    push("no-final-newline", b"\nthe last line has no line end", true);
+    push("empty-body", b"\n", false);
+    let mut long = b"\n".to_vec();
+    for len in [998usize, 1000, 4000] {
+        long.extend((0..len).map(|i| b"abcdefghij klmnopqrstuvwxyz0123456789."[i % 38]));
+        long.push(b'\n');
+    }
+    long.extend(std::iter::repeat_n(b'x', 1000));
+    long.push(b'\n');
+    long.push(b'.');
+    long.extend(std::iter::repeat_n(b'y', 999));
+    long.push(b'\n');
+    push("long-lines", &long, false);
+    let mut big = b"Content-Type: text/plain\n\n".to_vec();
+    let mut i = 0u32;
+    while big.len() < 1 << 20 {
+        match i % 11 {
+            0 => big.extend_from_slice(b".\n"),
+            3 => big.extend_from_slice(format!(".dot line {i}\n").as_bytes()),
+            5 => big.extend_from_slice(format!("From line {i}\n").as_bytes()),
+            7 => big.extend_from_slice("ünïcødé ✓\n".as_bytes()),
+            _ => big.extend_from_slice(
+                format!("line {i}: the quick brown fox jumps over the lazy dog\n").as_bytes(),
+            ),
+        }
+        i += 1;
+    }
+    push("one-mebibyte", &big, false);
+    v
+}
+
+/// Puts the corpus into `user`'s maildrop and checks the store holds what we expect.
+pub fn deliver_corpus(srv: &TestServer, user: &str, corpus: &[Msg]) {
+    for (n, m) in corpus.iter().enumerate() {
+        if m.raw_file {
+            let dir = srv.maildir(user);
+            for sub in ["new", "cur", "tmp"] {
+                fs::create_dir_all(dir.join(sub)).expect("mkdir maildir");
+            }
+            // A name as another MDA would write it: no sizes, so the server must count.
+            let name = format!("1790000000.M{n}P1.peers.invalid");
+            fs::write(dir.join("new").join(name), &m.bytes).expect("write raw maildir file");
+        } else {
+            srv.deliver(user, &m.bytes);
+        }
+    }
+    let stored = maildir_messages(&srv.maildir(user));
+    assert_eq!(stored.len(), corpus.len(), "store did not take the corpus");
+}
+
+/// Every message file in a Maildir's `new/` and `cur/`, by file name.
+pub fn maildir_messages(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    for sub in ["new", "cur"] {
+        let Ok(rd) = fs::read_dir(dir.join(sub)) else {
+            continue;
+        };
+        for e in rd {
+            let p = e.expect("read_dir entry").path();
+            if p.is_file() {
+                let b = fs::read(&p).expect("read message file");
+                out.push((p, b));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Every regular file directly in `dir`.
+pub fn dir_files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).expect("read_dir") {
+        let p = e.expect("read_dir entry").path();
+        if p.is_file() {
+            let b = fs::read(&p).expect("read file");
+            out.push((p, b));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// How many messages are left in `user`'s maildrop on the server.
+pub fn server_count(srv: &TestServer, user: &str) -> usize {
+    maildir_messages(&srv.maildir(user)).len()
+}
+
+fn subject(b: &[u8]) -> String {
+    let end = b.windows(2).position(|w| w == b"\n\n").unwrap_or(b.len());
+    for line in b[..end].split(|&c| c == b'\n') {
+        if let Some(s) = line.strip_prefix(b"Subject: ") {
+            return String::from_utf8_lossy(s).into_owned();
+        }
+    }
+    String::from("<no Subject>")
+}
+
+fn show_diff(want: &[u8], got: &[u8]) -> String {
+    let at = want
+        .iter()
+        .zip(got)
+        .position(|(a, b)| a != b)
+        .unwrap_or(want.len().min(got.len()));
+    let ctx = |b: &[u8]| {
+        let lo = at.saturating_sub(60);
+        let hi = (at + 60).min(b.len());
+        format!("{:?}", String::from_utf8_lossy(&b[lo..hi]))
+    };
+    format!(
+        "want {} octets, got {} octets, first difference at offset {at}\n  want: …{}…\n  got:  …{}…",
+        want.len(),
+        got.len(),
+        ctx(want),
+        ctx(got)
+    )
+}
+
+/// Asserts that `got` holds each corpus message exactly once, byte-exact (LF form), and
+/// nothing else. `what` names the peer and mode for the failure message.
+pub fn assert_same_messages(what: &str, corpus: &[Msg], got: &[(PathBuf, Vec<u8>)]) {
+    let mut by_content: BTreeMap<&[u8], Vec<&Path>> = BTreeMap::new();
+    for (p, b) in got {
+        by_content.entry(b.as_slice()).or_default().push(p);
+    }
+    let mut problems = Vec::new();
+    let wants: Vec<Vec<u8>> = corpus.iter().map(Msg::expected_lf).collect();
+    for (m, want) in corpus.iter().zip(&wants) {
+        match by_content.get(want.as_slice()).map(Vec::len) {
+            Some(1) => {}
+            Some(k) => problems.push(format!("{}: fetched {k} times", m.name)),
+            None => {
+                let near = got.iter().find(|(_, b)| subject(b) == m.name);
+                match near {
+                    Some((p, b)) => problems.push(format!(
+                        "{}: not byte-exact in {}: {}",
+                        m.name,
+                        p.display(),
+                        show_diff(want, b)
+                    )),
+                    None => problems.push(format!("{}: missing", m.name)),
+                }
+            }
+        }
+    }
+    for (p, b) in got {
+        if !wants.iter().any(|w| w == b) && !corpus.iter().any(|m| subject(b) == m.name) {
+            problems.push(format!(
+                "unexpected file {} ({} octets, Subject {:?})",
+                p.display(),
+                b.len(),
+                subject(b)
+            ));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "{what}: {} of {} messages wrong:\n{}",
+        problems.len(),
+        corpus.len(),
+        problems.join("\n")
+    );
+}
+
+/// Finds `program` on PATH or fails loudly, naming the Debian package.
+pub fn require(program: &str, package: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path) {
+        let p = dir.join(program);
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!(
+        "`{program}` is not installed: this interoperability test needs it \
+         (apt-get install -y {package})"
+    );
+}
+
+/// The result of a bounded run.
+pub struct Run {
+    /// Exit status.
+    pub status: ExitStatus,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl Run {
+    /// Everything the program printed, for failure messages.
+    pub fn log(&self) -> String {
+        format!(
+            "status: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.status, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Runs `cmd` in its own process group, killing that group (and only it) if it is not
+/// done within `limit`. Output goes to files so a chatty peer cannot block on a pipe.
+pub fn run_bounded(mut cmd: Command, limit: Duration, scratch: &Path) -> Run {
+    let out_path = scratch.join("peer.stdout");
+    let err_path = scratch.join("peer.stderr");
+    let out = fs::File::create(&out_path).expect("stdout file");
+    let err = fs::File::create(&err_path).expect("stderr file");
+    cmd.stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .process_group(0);
+    let desc = format!("{cmd:?}");
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {desc}: {e}"));
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let pgid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid"));
+            let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+            let _ = child.wait();
+            panic!(
+                "{desc} did not finish within {limit:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+                fs::read_to_string(&out_path).unwrap_or_default(),
+                fs::read_to_string(&err_path).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Run {
+        status,
+        stdout: String::from_utf8_lossy(&fs::read(&out_path).unwrap_or_default()).into_owned(),
+        stderr: String::from_utf8_lossy(&fs::read(&err_path).unwrap_or_default()).into_owned(),
+    }
+}
+
+/// A private temp dir (0700) for a peer's config and state; removed on drop.
+pub fn scratch() -> tempfile::TempDir {
+    tempfile::tempdir().expect("tempdir")
+}
+
+/// Writes a config file with mode 0600 (fetchmail and mpop refuse looser modes).
+pub fn write_private(path: &Path, text: &str) {
+    fs::write(path, text).expect("write config");
+    fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod 0600");
+}
+
+/// Makes an empty Maildir (tmp, new, cur) at `dir`.
+pub fn make_maildir(dir: &Path) {
+    for sub in ["tmp", "new", "cur"] {
+        fs::create_dir_all(dir.join(sub)).expect("mkdir maildir");
+    }
+}

@@ -1,0 +1,208 @@
+//! mpop (Debian package `mpop`) against Correio's POP3 server on loopback: STLS and
+//! implicit TLS with the server's self-signed certificate as `tls_trust_file`, delivery
+//! into a Maildir and through an MDA, keep on/off, the UIDLs file (a second run fetches
+//! nothing), and mpop's pipelining bringing every message exactly once. Every message of
+//! the corpus (see `peers_fixtures`) must arrive byte-exact in LF form: mpop writes Maildir
+//! files and feeds its MDA with LF line ends, and `received_header off` stops it from
+//! prepending its own Received header.
+
+mod common;
+mod peers_fixtures;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::TestServer;
+use peers_fixtures::{
+    Msg, Run, assert_same_messages, corpus, deliver_corpus, dir_files, maildir_messages,
+    make_maildir, require, run_bounded, scratch, server_count, write_private,
+};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+struct Setup {
+    srv: TestServer,
+    corpus: Vec<Msg>,
+    tmp: tempfile::TempDir,
+}
+
+fn setup() -> Setup {
+    require("mpop", "mpop");
+    let srv = TestServer::start();
+    srv.add_user("alice", "secret pw");
+    let corpus = corpus();
+    deliver_corpus(&srv, "alice", &corpus);
+    Setup {
+        srv,
+        corpus,
+        tmp: scratch(),
+    }
+}
+
+/// Writes the mpop config (0600) for one account and returns its path.
+fn config(s: &Setup, implicit_tls: bool, delivery: &str, keep: bool, extra: &str) -> String {
+    let port = if implicit_tls {
+        s.srv.pop3s.port()
+    } else {
+        s.srv.pop3.port()
+    };
+    let path = s.tmp.path().join("mpoprc");
+    let text = format!(
+        "defaults\n\
+         timeout 30\n\
+         account test\n\
+         host localhost\n\
+         port {port}\n\
+         user alice\n\
+         password secret pw\n\
+         tls on\n\
+         tls_starttls {}\n\
+         tls_trust_file {}\n\
+         delivery {delivery}\n\
+         keep {}\n\
+         uidls_file {}\n\
+         received_header off\n\
+         {extra}\n",
+        if implicit_tls { "off" } else { "on" },
+        s.srv.cert_pem.display(),
+        if keep { "on" } else { "off" },
+        s.tmp.path().join("uidls").display(),
+    );
+    write_private(&path, &text);
+    path.display().to_string()
+}
+
+fn mpop(s: &Setup, rc: &str) -> Run {
+    let mut cmd = Command::new("mpop");
+    cmd.env("HOME", s.tmp.path())
+        .env("TMPDIR", s.tmp.path())
+        .args(["-C", rc, "--debug", "test"]);
+    let r = run_bounded(cmd, LIMIT, s.tmp.path());
+    assert!(r.status.success(), "mpop failed\n{}", r.log());
+    r
+}
+
+/// The commands mpop sent (its `--debug` prints them as `--> CMD`).
+fn sent(r: &Run) -> Vec<&str> {
+    r.stdout
+        .lines()
+        .chain(r.stderr.lines())
+        .filter_map(|l| l.strip_prefix("--> "))
+        .collect()
+}
+
+#[test]
+fn mpop_stls_maildir_keep_then_uidls_fetch_nothing_new() {
+    let s = setup();
+    let md = s.tmp.path().join("Maildir");
+    make_maildir(&md);
+    let rc = config(&s, false, &format!("maildir {}", md.display()), true, "");
+    let r = mpop(&s, &rc);
+    assert!(
+        sent(&r).contains(&"STLS"),
+        "mpop did not use STLS\n{}",
+        r.log()
+    );
+    assert_same_messages("mpop STLS maildir", &s.corpus, &maildir_messages(&md));
+    // keep on: nothing deleted on the server.
+    assert_eq!(server_count(&s.srv, "alice"), s.corpus.len());
+    assert!(
+        !sent(&r).iter().any(|c| c.starts_with("DELE")),
+        "DELE with keep on"
+    );
+
+    // The UIDLs file makes the second run fetch nothing.
+    let r = mpop(&s, &rc);
+    assert!(
+        !sent(&r).iter().any(|c| c.starts_with("RETR")),
+        "second run retrieved again\n{}",
+        r.log()
+    );
+    assert_eq!(maildir_messages(&md).len(), s.corpus.len());
+    assert_eq!(server_count(&s.srv, "alice"), s.corpus.len());
+
+    // A new message is the only one fetched next time.
+    let extra = b"Subject: late arrival\nMessage-ID: <late@example.org>\n\nnew\n";
+    s.srv.deliver("alice", extra);
+    let r = mpop(&s, &rc);
+    let retrs: Vec<_> = sent(&r)
+        .into_iter()
+        .filter(|c| c.starts_with("RETR"))
+        .collect();
+    assert_eq!(retrs.len(), 1, "{}", r.log());
+    let all = maildir_messages(&md);
+    assert_eq!(all.len(), s.corpus.len() + 1);
+    assert!(
+        all.iter().any(|(_, b)| b == extra),
+        "late message not exact"
+    );
+}
+
+#[test]
+fn mpop_implicit_tls_mda_delete() {
+    let s = setup();
+    let out = s.tmp.path().join("mda-out");
+    std::fs::create_dir(&out).expect("mkdir");
+    // One file per message; $$ (the shell started for that message) keeps names unique.
+    let mda = format!("mda \"cat > {}/msg-$$-$(date +%s%N)\"", out.display());
+    let rc = config(&s, true, &mda, false, "");
+    let r = mpop(&s, &rc);
+    assert!(
+        !sent(&r).contains(&"STLS"),
+        "STLS on implicit TLS\n{}",
+        r.log()
+    );
+    assert_same_messages("mpop implicit TLS mda", &s.corpus, &dir_files(&out));
+    // keep off: everything was deleted at QUIT.
+    assert_eq!(server_count(&s.srv, "alice"), 0, "{}", r.log());
+    // A second run finds an empty maildrop and delivers nothing.
+    mpop(&s, &rc);
+    assert_eq!(dir_files(&out).len(), s.corpus.len());
+}
+
+#[test]
+fn mpop_pipelines_and_gets_each_message_once() {
+    let s = setup();
+    let md = s.tmp.path().join("Maildir");
+    make_maildir(&md);
+    let rc = config(
+        &s,
+        false,
+        &format!("maildir {}", md.display()),
+        false,
+        "pipelining on",
+    );
+    let r = mpop(&s, &rc);
+    assert_same_messages("mpop pipelined", &s.corpus, &maildir_messages(&md));
+    assert_eq!(server_count(&s.srv, "alice"), 0, "{}", r.log());
+    let cmds = sent(&r);
+    let retr = cmds.iter().filter(|c| c.starts_with("RETR")).count();
+    let dele = cmds.iter().filter(|c| c.starts_with("DELE")).count();
+    assert_eq!(
+        retr,
+        s.corpus.len(),
+        "each message retrieved once\n{}",
+        r.log()
+    );
+    assert_eq!(dele, s.corpus.len(), "each message deleted once");
+    // Pipelining really happened: several commands went out before mpop read a reply.
+    assert!(
+        max_burst(&r) >= 2,
+        "mpop never sent two commands in a row\n{}",
+        r.log()
+    );
+}
+
+/// The longest run of commands mpop sent without reading a reply in between.
+fn max_burst(r: &Run) -> usize {
+    let (mut best, mut cur) = (0, 0);
+    for l in r.stdout.lines().chain(r.stderr.lines()) {
+        if l.starts_with("--> ") {
+            cur += 1;
+            best = best.max(cur);
+        } else if l.starts_with("<-- ") {
+            cur = 0;
+        }
+    }
+    best
+}
