@@ -151,18 +151,14 @@ impl Capabilities {
         if self.user {
             v.push("USER".to_owned());
         }
-        if !self.sasl.is_empty() {
-            let mut line = String::from("SASL");
-            for m in &self.sasl {
-                let m = sanitize(m);
-                if !m.is_empty() {
-                    line.push(' ');
-                    line.push_str(&m);
-                }
-            }
-            if line.len() > "SASL".len() {
-                v.push(line);
-            }
+        let mechanisms: Vec<String> = self
+            .sasl
+            .iter()
+            .filter(|m| is_mechanism(m))
+            .map(|m| m.to_ascii_uppercase())
+            .collect();
+        if !mechanisms.is_empty() {
+            v.push(format!("SASL {}", mechanisms.join(" ")));
         }
         if self.top {
             v.push("TOP".to_owned());
@@ -215,13 +211,20 @@ impl Capabilities {
             }
         }
         for o in &self.other {
-            let mut line: String = o
-                .chars()
-                .filter(|c| c.is_ascii_graphic() || *c == ' ')
-                .collect();
-            line.truncate(MAX_CAPA_LINE);
-            // A line starting with "." is not a capa-tag (RFC 2449 §5); skip blanks too.
-            if !line.trim().is_empty() && !line.starts_with('.') {
+            // Only lines the grammar allows: printable US-ASCII words, not starting
+            // with "." (which would end the body), within the line limit. Anything
+            // else is left out rather than altered, so that it cannot turn into a
+            // different tag on the way.
+            let line = o
+                .split(' ')
+                .filter(|w| !w.is_empty())
+                .collect::<Vec<_>>()
+                .join(" ");
+            if !line.is_empty()
+                && line.len() <= MAX_CAPA_LINE
+                && !line.starts_with('.')
+                && line.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+            {
                 v.push(line);
             }
         }
@@ -312,7 +315,9 @@ impl Capabilities {
             "AUTH-RESP-CODE" => flag(&mut self.auth_resp_code),
             "LANG" => flag(&mut self.lang),
             "SASL" => {
-                for m in args {
+                // Names that are not SASL mechanism names are ignored: a client must
+                // never pick a mechanism it cannot name back on the AUTH line.
+                for m in args.iter().filter(|m| is_mechanism(m)) {
                     let m = m.to_ascii_uppercase();
                     if !self.sasl.contains(&m) {
                         self.sasl.push(m);
@@ -379,9 +384,11 @@ fn parse_number(s: &str) -> Option<u32> {
     s.parse().ok()
 }
 
-/// A parameter as RFC 2449 allows it: printable US-ASCII, no space.
-fn sanitize(s: &str) -> String {
-    s.chars().filter(char::is_ascii_graphic).collect()
+/// A SASL mechanism name (RFC 4422 §3.1): 1 to 20 of `A-Z 0-9 - _` (any case here).
+fn is_mechanism(s: &str) -> bool {
+    (1..=20).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 #[cfg(test)]
@@ -444,6 +451,17 @@ mod tests {
         assert_eq!(caps.login_delay, None);
         assert_eq!(caps.other, vec!["login-delay x", "X-FOO bar"]);
         assert!(caps.has_other("x-foo"));
+    }
+
+    #[test]
+    fn nothing_changes_meaning_on_the_way() {
+        // Found by the capa fuzzer: "sas\xa7l" must not come back as a SASL tag.
+        let caps = Capabilities::parse_body(b"sas\xa7l plain\nSASL PLAIN b@d LOGIN\n").unwrap();
+        assert_eq!(caps.sasl, vec!["PLAIN", "LOGIN"]);
+        assert_eq!(caps.other, vec!["sas\u{fffd}l plain"]);
+        let mut out = Vec::new();
+        caps.write_body(&mut out);
+        assert_eq!(out, b"SASL PLAIN LOGIN\r\n.\r\n");
     }
 
     #[test]
