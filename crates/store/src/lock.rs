@@ -162,46 +162,59 @@ pub fn dotlock_path(mbox: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// Creates `<mbox>.lock` exclusively. `Ok(None)` when the directory does not let us
-/// create it (we then rely on the kernel locks).
+/// Creates `<mbox>.lock` exclusively, with our pid already in it: the pid is written to
+/// `<mbox>.lock.<pid>` first and that file is hard-linked to the lock name (the
+/// classic NFS-safe method), so a process killed at any instant never leaves an empty
+/// dotlock that nobody could tell is stale. `Ok(None)` when the directory does not let
+/// us create it (we then rely on the kernel locks).
 fn take_dotlock(mbox: &Path, deadline: Instant) -> Result<Option<PathBuf>, StoreError> {
     let lock = dotlock_path(mbox);
-    loop {
-        match OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&lock)
-        {
-            Ok(mut f) => {
-                // The pid lets others detect a stale lock early; a failed write only
-                // loses that hint, the lock itself is the file's existence.
-                let _ = writeln!(f, "{}", std::process::id());
-                return Ok(Some(lock));
+    let mut tmp = lock.as_os_str().to_os_string();
+    tmp.push(format!(".{}", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    let cleanup = |r| {
+        let _ = fs::remove_file(&tmp);
+        r
+    };
+    match OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+    {
+        Ok(mut f) => {
+            if let Err(e) = writeln!(f, "{}", std::process::id()) {
+                return cleanup(Err(StoreError::io("cannot write dotlock", &tmp, e)));
             }
+        }
+        Err(e)
+            if e.kind() == io::ErrorKind::PermissionDenied
+                || e.raw_os_error() == Some(libc::EROFS) =>
+        {
+            tracing::debug!(path = %lock.display(), "cannot create dotlock, using kernel locks only");
+            return Ok(None);
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(StoreError::io("mbox directory missing for", mbox, e));
+        }
+        Err(e) => return Err(StoreError::io("cannot create dotlock", &tmp, e)),
+    }
+    loop {
+        match fs::hard_link(&tmp, &lock) {
+            Ok(()) => return cleanup(Ok(Some(lock))),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 if is_stale(&lock) {
-                    // Remove only if it is still the same stale file; a race with
-                    // another remover at worst makes this a no-op.
+                    // A race with another remover at worst makes this a no-op.
                     let _ = fs::remove_file(&lock);
                     continue;
                 }
                 if Instant::now() >= deadline {
-                    return Err(StoreError::LockTimeout(lock));
+                    return cleanup(Err(StoreError::LockTimeout(lock)));
                 }
                 thread::sleep(Duration::from_millis(50));
             }
-            Err(e)
-                if e.kind() == io::ErrorKind::PermissionDenied
-                    || e.raw_os_error() == Some(libc::EROFS) =>
-            {
-                tracing::debug!(path = %lock.display(), "cannot create dotlock, using kernel locks only");
-                return Ok(None);
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(StoreError::io("mbox directory missing for", mbox, e));
-            }
-            Err(e) => return Err(StoreError::io("cannot create dotlock", &lock, e)),
+            Err(e) => return cleanup(Err(StoreError::io("cannot create dotlock", &lock, e))),
         }
     }
 }

@@ -63,13 +63,23 @@ pub(crate) fn uidl_from_base(base: &[u8]) -> String {
     s
 }
 
-/// The seconds of the leading timestamp of a base name, for ordering (oldest first).
-pub(crate) fn time_of(base: &[u8]) -> u64 {
-    let digits = base.iter().take_while(|b| b.is_ascii_digit()).count();
-    std::str::from_utf8(&base[..digits])
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
+/// The delivery time of a base name for ordering (oldest first): the leading seconds,
+/// and the microseconds of a `.M<usec>` part (Dovecot's and our names) so that
+/// messages of one second keep their order.
+pub(crate) fn time_of(base: &[u8]) -> (u64, u64) {
+    let num = |b: &[u8]| -> u64 {
+        let digits = b.iter().take_while(|c| c.is_ascii_digit()).count().min(19);
+        std::str::from_utf8(&b[..digits])
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0)
+    };
+    let secs = num(base);
+    let usec = base
+        .strip_prefix(format!("{secs}.M").as_bytes())
+        .map(num)
+        .unwrap_or(0);
+    (secs, usec)
 }
 
 static SEQ: AtomicU64 = AtomicU64::new(0);
@@ -155,6 +165,8 @@ mod tests {
         assert_ne!(a, b);
         assert!(!a.contains(',') && !a.contains(':') && !a.contains('/'));
         assert_eq!(uidl_from_base(a.as_bytes()), a);
-        assert!(time_of(a.as_bytes()) > 1_600_000_000);
+        assert!(time_of(a.as_bytes()).0 > 1_600_000_000);
+        assert_eq!(time_of(b"1700000000.M99P1.h"), (1_700_000_000, 99));
+        assert!(time_of(b"1700000000.M99P1.h") < time_of(b"1700000000.M100P1.h"));
     }
 }

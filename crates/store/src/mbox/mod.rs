@@ -108,6 +108,7 @@ impl MboxDrop {
             });
         }
         let mail_lock = MboxLock::acquire(path, false, lock_timeout)?;
+        recover_interrupted_append(path, &mail_lock)?;
         let file = mail_lock
             .file()
             .try_clone()
@@ -280,21 +281,39 @@ pub(crate) fn rewrite_without(
         }
         Err(e) => return Err(e),
     };
+    recover_interrupted_append(path, &lock)?;
+    let file = lock.file();
+    let len = file
+        .metadata()
+        .map_err(|e| StoreError::io("cannot stat", path, e))?
+        .len();
+    let s = scan(file, len).map_err(|e| StoreError::io("cannot read", path, e))?;
+    let ids = uidls(&s.messages);
+    let mut keep = vec![(0, s.preamble_len)];
+    let mut removed = 0;
+    for (m, id) in s.messages.iter().zip(&ids) {
+        if drop_it(id) {
+            removed += 1;
+        } else {
+            keep.push((m.from_start, m.next_start));
+        }
+    }
+    if removed == 0 {
+        return Ok(0);
+    }
+    rewrite_ranges(path, &lock, &keep)?;
+    Ok(removed)
+}
+
+/// Replaces the locked mbox at `path` by the concatenation of `ranges` of its current
+/// content: temporary file in the same directory (same owner and mode), fsync, rename
+/// over the mbox, fsync the directory. A crash leaves the old or the new file.
+fn rewrite_ranges(path: &Path, lock: &MboxLock, ranges: &[(u64, u64)]) -> Result<(), StoreError> {
     let file = lock.file();
     let meta = file
         .metadata()
         .map_err(|e| StoreError::io("cannot stat", path, e))?;
-    let s = scan(file, meta.len()).map_err(|e| StoreError::io("cannot read", path, e))?;
-    let ids = uidls(&s.messages);
-    let keep: Vec<bool> = ids.iter().map(|u| !drop_it(u)).collect();
-    let removed = keep.iter().filter(|k| !**k).count();
-    if removed == 0 {
-        return Ok(0);
-    }
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = parent_dir(path);
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -313,25 +332,104 @@ pub(crate) fn rewrite_without(
             meta.permissions().mode() & 0o7777,
         ))?;
         let mut w = BufWriter::with_capacity(256 * 1024, out);
-        copy_range(file, 0, s.preamble_len, &mut w)?;
-        for (m, k) in s.messages.iter().zip(&keep) {
-            if *k {
-                copy_range(file, m.from_start, m.next_start, &mut w)?;
-            }
+        for &(from, to) in ranges {
+            copy_range(file, from, to, &mut w)?;
         }
         let out = w.into_inner().map_err(|e| e.into_error())?;
         out.sync_all()?;
         fs::rename(&tmp, path)?;
         File::open(dir)?.sync_all()
     })();
-    drop(lock);
-    match result {
-        Ok(()) => Ok(removed),
-        Err(e) => {
-            let _ = fs::remove_file(&tmp);
-            Err(StoreError::io("cannot rewrite", path, e))
-        }
+    if let Err(e) = result {
+        let _ = fs::remove_file(&tmp);
+        return Err(StoreError::io("cannot rewrite", path, e));
     }
+    Ok(())
+}
+
+fn parent_dir(path: &Path) -> &Path {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+/// The append journal of an mbox: `<mbox>.correio-journal`, holding the mbox length
+/// before an append in progress. It exists only while we append under the mail locks;
+/// finding it while holding the locks means an append was interrupted (crash, kill).
+pub fn journal_path(mbox: &Path) -> PathBuf {
+    let mut s = mbox.as_os_str().to_os_string();
+    s.push(".correio-journal");
+    PathBuf::from(s)
+}
+
+/// Undoes an interrupted append (see [`journal_path`]): the bytes we had appended after
+/// the recorded length are removed, so a message is never half in the mbox. If another
+/// program appended after our partial message (its From_ line follows), only our part
+/// is cut out and its message is kept. Call with the mail locks held.
+fn recover_interrupted_append(path: &Path, lock: &MboxLock) -> Result<(), StoreError> {
+    let jpath = journal_path(path);
+    let text = match fs::read_to_string(&jpath) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(StoreError::io("cannot read", &jpath, e)),
+    };
+    let file = lock.file();
+    let len = file
+        .metadata()
+        .map_err(|e| StoreError::io("cannot stat", path, e))?
+        .len();
+    match text
+        .strip_prefix("correio-append ")
+        .and_then(|t| t.trim().parse::<u64>().ok())
+    {
+        Some(orig) if len > orig => {
+            tracing::warn!(path = %path.display(), from = orig, to = len, "removing an interrupted append");
+            // Our From_ line starts within 2 bytes of `orig` (after the separator we
+            // add); a From_ line after it belongs to someone else.
+            match find_from_line(file, orig + 3, len)
+                .map_err(|e| StoreError::io("cannot read", path, e))?
+            {
+                Some(p) => rewrite_ranges(path, lock, &[(0, orig), (p, len)])?,
+                None => {
+                    file.set_len(orig)
+                        .map_err(|e| StoreError::io("cannot truncate", path, e))?;
+                    file.sync_all()
+                        .map_err(|e| StoreError::io("cannot sync", path, e))?;
+                }
+            }
+        }
+        Some(_) => {}
+        None => tracing::warn!(path = %jpath.display(), "ignoring a malformed append journal"),
+    }
+    fs::remove_file(&jpath).map_err(|e| StoreError::io("cannot remove", &jpath, e))?;
+    File::open(parent_dir(path))
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StoreError::io("cannot sync dir of", path, e))
+}
+
+/// The offset of the first line starting with `From ` at or after `from` (the line
+/// start itself must be at or after `from`).
+fn find_from_line(file: &File, from: u64, len: u64) -> io::Result<Option<u64>> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut pos = from.saturating_sub(1);
+    while pos < len {
+        let n = buf
+            .len()
+            .min(usize::try_from(len - pos).unwrap_or(usize::MAX));
+        let got = file.read_at(&mut buf[..n], pos)?;
+        if got == 0 {
+            break;
+        }
+        if let Some(i) = buf[..got].windows(6).position(|w| w == b"\nFrom ") {
+            return Ok(Some(pos + i as u64 + 1));
+        }
+        if got < 6 {
+            break;
+        }
+        // Overlap so a match across chunks is not missed.
+        pos += (got - 5) as u64;
+    }
+    Ok(None)
 }
 
 fn copy_range(file: &File, mut from: u64, to: u64, w: &mut impl Write) -> io::Result<()> {
@@ -375,6 +473,8 @@ pub struct MboxBatch {
     existing: Option<u64>,
     done: Vec<Delivered>,
     committed: bool,
+    /// The append journal, if we could write one.
+    journal: Option<PathBuf>,
 }
 
 impl MboxWriter {
@@ -411,11 +511,29 @@ impl MboxWriter {
             ));
         }
         let lock = MboxLock::acquire(&self.path, true, self.opts.lock_timeout)?;
+        recover_interrupted_append(&self.path, &lock)?;
         let len = lock
             .file()
             .metadata()
             .map_err(|e| DeliverError::from_io("stat mbox", e))?
             .len();
+        // The journal lets the next locker undo this append if we die half-way. Where
+        // the directory is not writable for us (a shared spool) we go on without it,
+        // as without a dotlock.
+        let jpath = journal_path(&self.path);
+        let journal = match fs::write(&jpath, format!("correio-append {len}\n")) {
+            Ok(()) => Some(jpath),
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                tracing::debug!(path = %jpath.display(), "cannot write the append journal");
+                None
+            }
+            Err(e) => {
+                return Err(DeliverError::from_io(
+                    &format!("cannot write {}", jpath.display()),
+                    e,
+                ));
+            }
+        };
         Ok(MboxBatch {
             path: self.path.clone(),
             opts: self.opts.clone(),
@@ -425,6 +543,7 @@ impl MboxWriter {
             existing: None,
             done: Vec::new(),
             committed: false,
+            journal,
         })
     }
 }
@@ -580,11 +699,21 @@ impl MboxBatch {
         }
     }
 
-    /// Makes every appended message durable (one fsync) and releases the locks.
+    /// Makes every appended message durable (one fsync of the mbox, one of its
+    /// directory for the journal's removal) and releases the locks.
     pub fn commit(mut self) -> Result<Vec<Delivered>, DeliverError> {
         if let Err(e) = self.lock.file().sync_all() {
-            // Unknown what reached the disk: take it all back.
+            // Unknown what reached the disk: Drop takes it all back.
             return Err(DeliverError::from_io("syncing mbox", e));
+        }
+        // The journal must be gone for good before we report success, or a crash could
+        // make the next locker remove a message we acknowledged.
+        if let Some(jpath) = &self.journal {
+            fs::remove_file(jpath)
+                .and_then(|()| File::open(parent_dir(&self.path))?.sync_all())
+                .map_err(|e| {
+                    DeliverError::from_io(&format!("cannot remove {}", jpath.display()), e)
+                })?;
         }
         self.committed = true;
         Ok(std::mem::take(&mut self.done))
@@ -593,9 +722,24 @@ impl MboxBatch {
 
 impl Drop for MboxBatch {
     fn drop(&mut self) {
-        if !self.committed && self.len != self.original_len {
+        if self.committed {
+            return;
+        }
+        if self.len != self.original_len {
             let _ = self.lock.file().set_len(self.original_len);
             let _ = self.lock.file().sync_all();
+        }
+        // Only once the mbox is back to its old length may the journal go; if the
+        // truncation failed, the journal stays and the next locker retries it.
+        if let Some(jpath) = &self.journal
+            && self
+                .lock
+                .file()
+                .metadata()
+                .map(|m| m.len() == self.original_len)
+                .unwrap_or(false)
+        {
+            let _ = fs::remove_file(jpath);
         }
     }
 }
