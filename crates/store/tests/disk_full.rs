@@ -100,7 +100,7 @@ fn maildir_and_mbox_on_a_full_disk() {
     let path = t.mnt.join("inbox");
     let loc = MailLocation::Mbox(path.clone());
     let mut ok = 0;
-    let mut before = Vec::new();
+    let mut before: Vec<u8>;
     let err = loop {
         before = fs::read(&path).unwrap_or_default();
         match deliver(&loc, &message(ok)[..], &DeliverOptions::default()) {
