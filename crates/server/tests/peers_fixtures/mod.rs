@@ -220,12 +220,23 @@ fn show_diff(want: &[u8], got: &[u8]) -> String {
 /// Asserts that `got` holds each corpus message exactly once, byte-exact (LF form), and
 /// nothing else. `what` names the peer and mode for the failure message.
 pub fn assert_same_messages(what: &str, corpus: &[Msg], got: &[(PathBuf, Vec<u8>)]) {
+    assert_same_messages_after(what, corpus, got, |b| b);
+}
+
+/// As [`assert_same_messages`], with a peer's own documented rewrite `peer` applied to
+/// each expected message first (only for rewrites shown not to come from the server).
+pub fn assert_same_messages_after(
+    what: &str,
+    corpus: &[Msg],
+    got: &[(PathBuf, Vec<u8>)],
+    peer: impl Fn(Vec<u8>) -> Vec<u8>,
+) {
     let mut by_content: BTreeMap<&[u8], Vec<&Path>> = BTreeMap::new();
     for (p, b) in got {
         by_content.entry(b.as_slice()).or_default().push(p);
     }
     let mut problems = Vec::new();
-    let wants: Vec<Vec<u8>> = corpus.iter().map(Msg::expected_lf).collect();
+    let wants: Vec<Vec<u8>> = corpus.iter().map(|m| peer(m.expected_lf())).collect();
     for (m, want) in corpus.iter().zip(&wants) {
         match by_content.get(want.as_slice()).map(Vec::len) {
             Some(1) => {}
