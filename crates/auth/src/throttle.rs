@@ -13,6 +13,20 @@
 //! attacker's IP). An unknown user is counted exactly like a known one, so the delay
 //! reveals nothing either.
 //!
+//! # Use in a server
+//! ```ignore
+//! let started = Instant::now();
+//! match spawn_blocking(move || verify_login(&*users, &user, &pw)).await? {
+//!     Ok(record) => { throttle.record_success(ip, &record.name, Instant::now()); /* +OK */ }
+//!     Err(e) => {
+//!         let delay = throttle.record_failure(ip, failed_user(&e), Instant::now());
+//!         // Reply at `started + delay`, not `now + delay`: the time the check took is
+//!         // then hidden inside the delay as well.
+//!         sleep_until(started + delay).await; /* -ERR [AUTH] */
+//!     }
+//! }
+//! ```
+//!
 //! Memory is bounded: at most [`ThrottleConfig::max_tracked`] keys per table; the key
 //! updated longest ago is evicted first, and decayed-out keys are dropped as we go. The
 //! clock is injected (`now: Instant` everywhere), so tests need no sleeping.

@@ -266,6 +266,10 @@ pub enum UserDbError {
     /// The name fails [`validate_username`].
     #[error("invalid user name: {0}")]
     BadName(UsernameError),
+    /// A field of the record cannot be written into a passwd-file line (`:`, a newline,
+    /// a space in an extra field's value...).
+    #[error("user {0}: a field contains a character the users file cannot hold")]
+    BadRecord(String),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> UserDbError + '_ {
@@ -549,9 +553,21 @@ fn edit_file<T>(
     edit: impl FnOnce(&mut Vec<String>) -> Result<T, UserDbError>,
 ) -> Result<T, UserDbError> {
     let _lock = EditLock::acquire(path)?;
+    let meta = match fs::metadata(path) {
+        Ok(m) => Some(m),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(io_err(path)(e)),
+    };
+    if meta
+        .as_ref()
+        .is_some_and(|m| m.len() > MAX_USERS_FILE_BYTES)
+    {
+        return Err(UserDbError::TooLarge {
+            path: path.to_owned(),
+        });
+    }
     let (text, meta) = match fs::read(path) {
         Ok(bytes) => {
-            let meta = fs::metadata(path).map_err(io_err(path))?;
             if bytes.len() as u64 > MAX_USERS_FILE_BYTES {
                 return Err(UserDbError::TooLarge {
                     path: path.to_owned(),
@@ -561,12 +577,19 @@ fn edit_file<T>(
                 String::from_utf8(bytes).map_err(|_| UserDbError::NotUtf8 {
                     path: path.to_owned(),
                 })?,
-                Some(meta),
+                meta,
             )
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => (String::new(), None),
         Err(e) => return Err(io_err(path)(e)),
     };
+    // Refuse to edit a file the server would refuse to load: the change would silently
+    // not take effect. The admin fixes the named line first.
+    parse_users(&text).map_err(|(line, error)| UserDbError::Line {
+        path: path.to_owned(),
+        line,
+        error,
+    })?;
     let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
     let out = edit(&mut lines)?;
     let mut new_text = lines.join("\n");
@@ -638,15 +661,34 @@ fn find_line(lines: &[String], name: &str) -> Option<(usize, UserRecord)> {
 
 /// Appends a user. Fails with [`UserDbError::Exists`] if the name is taken. Creates the
 /// file (mode 0600) if it does not exist; the directory must exist.
+/// Names that differ only in ASCII case count as taken, since a server may match
+/// names case-insensitively.
 pub fn add_user(path: &Path, record: &UserRecord) -> Result<(), UserDbError> {
     validate_username(&record.name).map_err(UserDbError::BadName)?;
+    check_record(record)?;
     edit_file(path, |lines| {
-        if find_line(lines, &record.name).is_some() {
-            return Err(UserDbError::Exists(record.name.clone()));
+        let taken = lines.iter().find_map(|l| match UserRecord::parse_line(l) {
+            Ok(Some(r)) if r.name.eq_ignore_ascii_case(&record.name) => Some(r.name),
+            _ => None,
+        });
+        if let Some(existing) = taken {
+            return Err(UserDbError::Exists(existing));
         }
         lines.push(record.to_line());
         Ok(())
     })
+}
+
+/// Refuses a record whose line would not read back as the same record (a `:` or a
+/// newline in a field, a space in an extra field's value...).
+fn check_record(record: &UserRecord) -> Result<(), UserDbError> {
+    let line = record.to_line();
+    if line.contains(['\n', '\r'])
+        || UserRecord::parse_line(&line).ok().flatten().as_ref() != Some(record)
+    {
+        return Err(UserDbError::BadRecord(record.name.clone()));
+    }
+    Ok(())
 }
 
 /// Replaces a user's secret, keeping every other field of the line.
@@ -673,6 +715,7 @@ pub fn update_user(
             find_line(lines, name).ok_or_else(|| UserDbError::NotFound(name.to_owned()))?;
         change(&mut rec);
         rec.name = name.to_owned();
+        check_record(&rec)?;
         lines[i] = rec.to_line();
         Ok(())
     })

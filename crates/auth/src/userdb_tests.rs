@@ -293,3 +293,32 @@ fn concurrent_edits_lose_nothing() {
     let db = UserDb::load(&path).unwrap();
     assert_eq!(db.len(), 48);
 }
+
+#[test]
+fn edits_refuse_broken_files_and_unwritable_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("users");
+    write(&path, "ok:{PLAIN}x\n../bad:{PLAIN}y\n");
+    let rec = UserRecord::new("new", Some(StoredSecret::parse("{PLAIN}n")));
+    let err = add_user(&path, &rec).unwrap_err();
+    assert!(matches!(err, UserDbError::Line { line: 2, .. }), "{err}");
+    write(&path, "Bob:{PLAIN}x\n");
+    assert!(
+        matches!(add_user(&path, &UserRecord::new("bob", None)), Err(UserDbError::Exists(n)) if n == "Bob")
+    );
+    let mut r = UserRecord::new("carol", None);
+    r.home = "/a:b".into();
+    assert!(matches!(
+        add_user(&path, &r),
+        Err(UserDbError::BadRecord(_))
+    ));
+    let mut r = UserRecord::new("carol", None);
+    r.set_field("userdb_mail", Some("maildir:/x y"));
+    assert!(matches!(
+        add_user(&path, &r),
+        Err(UserDbError::BadRecord(_))
+    ));
+    let err = update_user(&path, "Bob", |r| r.gecos = "x\ny".into()).unwrap_err();
+    assert!(matches!(err, UserDbError::BadRecord(_)));
+    assert_eq!(fs::read_to_string(&path).unwrap(), "Bob:{PLAIN}x\n");
+}

@@ -104,6 +104,15 @@ fn duplicates_and_bad_names_are_refused_and_change_nothing() {
         ))
         .contains("already exists")
     );
+    let e = err(&correio(
+        data,
+        &["add", "BOB", "--password-stdin"],
+        Some("pw2\n"),
+    ));
+    assert!(
+        e.contains("user bob already exists"),
+        "case variants are taken too: {e}"
+    );
     for bad in ["../evil", "a/b", "a%d", "a\tb", "", "-x", "a:b"] {
         let e = err(&correio(
             data,

@@ -151,10 +151,14 @@ fn add(data: &Path, in_data_dir: bool, path: &Path, set: SetArgs) -> anyhow::Res
         }
     }
     // Refuse a duplicate before asking for a password (the locked edit checks again).
-    if let Ok(db) = UserDb::load_or_empty(path, UserDbOptions::default())
-        && db.lookup_cached(&set.name).is_some()
+    // Names differing only in case count as taken (a server may match them that way).
+    let any_case = UserDbOptions {
+        case_insensitive: true,
+    };
+    if let Ok(db) = UserDb::load_or_empty(path, any_case)
+        && let Some(existing) = db.lookup_cached(&set.name)
     {
-        return Err(explain(UserDbError::Exists(set.name.clone())));
+        return Err(explain(UserDbError::Exists(existing.name)));
     }
     if in_data_dir {
         create_private_dir(data)?;
