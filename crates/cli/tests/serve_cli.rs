@@ -278,3 +278,129 @@ fn check_says_what_is_wrong_and_where() {
     assert!(!ok);
     assert!(err.contains("mail_location"), "{err}");
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn chown_tree(p: &Path, uid: u32, gid: u32) {
+    std::os::unix::fs::chown(p, Some(uid), Some(gid)).unwrap();
+    if p.is_dir() {
+        for e in std::fs::read_dir(p).unwrap() {
+            chown_tree(&e.unwrap().path(), uid, gid);
+        }
+    }
+}
+
+fn read_line(s: &mut BufReader<std::net::TcpStream>) -> String {
+    let mut l = String::new();
+    s.read_line(&mut l).unwrap();
+    l
+}
+
+#[test]
+fn serve_with_config_lmtp_and_privilege_drop() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let data_s = data.to_str().unwrap();
+    correio(
+        dir.path(),
+        &["user", "add", "alice", "--data", data_s, "--password-stdin"],
+        b"pw\n",
+    );
+    correio(dir.path(), &["cert", "--data", data_s], b"");
+    let root = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"));
+    if root {
+        // The unprivileged user must own what it serves.
+        chown_tree(&data, 65534, 65534);
+    }
+    let (pop3, lmtp) = (free_port(), free_port());
+    std::fs::write(
+        dir.path().join("c.toml"),
+        format!("data_dir = \"{data_s}\"\nuser = \"nobody\"\n"),
+    )
+    .unwrap();
+    let child = Command::new(BIN)
+        .args(["serve", "--config", "c.toml"])
+        .args(["--pop3", &format!("127.0.0.1:{pop3}")])
+        .args(["--lmtp", &format!("127.0.0.1:{lmtp}")])
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let guard = Guard(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let pop = loop {
+        if let Ok(s) = std::net::TcpStream::connect(("127.0.0.1", pop3)) {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    pop.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // Root was dropped after binding (port numbers here are unprivileged, but the
+    // config asks for it, and the drop must happen whenever we started as root).
+    let status = std::fs::read_to_string(format!("/proc/{}/status", guard.0.id())).unwrap();
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    let euid = uid_line.split_whitespace().nth(2).unwrap();
+    if root {
+        assert_eq!(euid, "65534", "{uid_line}");
+    } else {
+        assert_ne!(euid, "0", "{uid_line}");
+    }
+
+    // Deliver over LMTP.
+    let l = std::net::TcpStream::connect(("127.0.0.1", lmtp)).unwrap();
+    l.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut lw = l.try_clone().unwrap();
+    let mut lr = BufReader::new(l);
+    assert!(read_line(&mut lr).starts_with("220 "));
+    lw.write_all(b"LHLO test\r\n").unwrap();
+    while read_line(&mut lr).starts_with("250-") {}
+    lw.write_all(b"MAIL FROM:<s@example.org>\r\n").unwrap();
+    assert!(read_line(&mut lr).starts_with("250"));
+    lw.write_all(b"RCPT TO:<alice>\r\n").unwrap();
+    assert!(read_line(&mut lr).starts_with("250"));
+    lw.write_all(b"DATA\r\n").unwrap();
+    assert!(read_line(&mut lr).starts_with("354"));
+    lw.write_all(b"Subject: via lmtp\r\n\r\n..stuffed\r\nend\r\n.\r\n")
+        .unwrap();
+    let r = read_line(&mut lr);
+    assert!(r.starts_with("250"), "{r}");
+
+    // Fetch over POP3.
+    let mut pw = pop.try_clone().unwrap();
+    let mut pr = BufReader::new(pop);
+    assert!(read_line(&mut pr).starts_with("+OK"));
+    pw.write_all(b"USER alice\r\nPASS pw\r\nRETR 1\r\n")
+        .unwrap();
+    assert_eq!(read_line(&mut pr), "+OK Send PASS\r\n");
+    let r = read_line(&mut pr);
+    assert!(r.starts_with("+OK Logged in, 1 messages"), "{r}");
+    assert!(read_line(&mut pr).ends_with(" octets\r\n"));
+    let mut body = String::new();
+    loop {
+        let l = read_line(&mut pr);
+        if l == ".\r\n" {
+            break;
+        }
+        body.push_str(&l);
+    }
+    assert!(
+        body.ends_with("Subject: via lmtp\r\n\r\n..stuffed\r\nend\r\n"),
+        "{body}"
+    );
+    pw.write_all(b"QUIT\r\n").unwrap();
+    signal(&guard.0, "TERM");
+}
