@@ -290,3 +290,78 @@ fn list_without_a_users_file() {
     assert_eq!(ok(&out), "");
     assert!(String::from_utf8_lossy(&out.stderr).contains("correio user add"));
 }
+
+/// Drives `correio user add` on a pseudo-terminal (through python3's pty module): the
+/// password is asked twice, not echoed, and a mismatch is refused.
+fn add_on_tty(data: &Path, name: &str, first: &str, second: &str) -> (i32, String) {
+    const SCRIPT: &str = r#"
+import os, pty, select, sys, time
+binary, data, name, first, second = sys.argv[1:6]
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(binary, [binary, "user", "--data", data, "add", name])
+out = b""
+def expect(word):
+    global out
+    deadline = time.time() + 20
+    while word not in out:
+        left = deadline - time.time()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            sys.exit("timed out waiting for %r in %r" % (word, out))
+        try:
+            chunk = os.read(fd, 1024)
+        except OSError:
+            sys.exit("eof waiting for %r in %r" % (word, out))
+        out += chunk
+expect(b"Password for")
+os.write(fd, first.encode() + b"\n")
+expect(b"Again")
+os.write(fd, second.encode() + b"\n")
+while True:
+    try:
+        chunk = os.read(fd, 1024)
+    except OSError:
+        break
+    if not chunk:
+        break
+    out += chunk
+_, status = os.waitpid(pid, 0)
+sys.stdout.write(out.decode("utf-8", "replace"))
+sys.exit(os.waitstatus_to_exitcode(status))
+"#;
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(SCRIPT)
+        .arg(env!("CARGO_BIN_EXE_correio"))
+        .arg(data)
+        .args([name, first, second])
+        .output()
+        .expect("python3 is needed for the terminal test");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn terminal_prompt_asks_twice_and_hides_the_password() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path();
+    let (code, text) = add_on_tty(data, "tty", "one-pass", "other-pass");
+    assert_ne!(code, 0, "{text}");
+    assert!(text.contains("do not match"), "{text}");
+    assert!(
+        !data.join("users").exists()
+            || !fs::read_to_string(data.join("users"))
+                .unwrap()
+                .contains("tty")
+    );
+    let (code, text) = add_on_tty(data, "tty", "Tty pass 1", "Tty pass 1");
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        !text.contains("Tty pass 1"),
+        "the password must not be echoed: {text}"
+    );
+    let db = UserDb::load(data.join("users")).unwrap();
+    let secret = db.lookup("tty").unwrap().password.unwrap();
+    assert_eq!(secret.verify(b"Tty pass 1").ok(), Some(true));
+}
