@@ -117,7 +117,8 @@ impl StatusLine {
 
     /// Appends the line with CRLF, never more than 512 octets in all: text that would
     /// pass the limit is cut (at a UTF-8 boundary), and CR/LF in text become spaces so
-    /// that no text can ever end the line early.
+    /// that no text can ever end the line early. A code that is not well-formed
+    /// (RFC 2449 §3) or would not fit is left out.
     pub fn write_to(&self, out: &mut Vec<u8>) {
         let start = out.len();
         out.extend_from_slice(match self.status {
@@ -125,9 +126,16 @@ impl StatusLine {
             Status::Err => b"-ERR",
         });
         if let Some(code) = &self.code {
-            out.extend_from_slice(b" [");
-            out.extend_from_slice(code.as_str().as_bytes());
-            out.push(b']');
+            // Only a well-formed code that leaves the line within its limit: a code is
+            // a machine-readable promise, better left out than cut or garbled.
+            let code = code.as_str();
+            if is_resp_code(code)
+                && out.len() - start + code.len() + 3 + 2 <= crate::MAX_STATUS_LINE
+            {
+                out.extend_from_slice(b" [");
+                out.extend_from_slice(code.as_bytes());
+                out.push(b']');
+            }
         }
         if !self.text.is_empty() {
             out.push(b' ');
@@ -279,6 +287,10 @@ mod tests {
             StatusLine::err_code(RespCode::InUse, "locked").to_wire(),
             b"-ERR [IN-USE] locked\r\n"
         );
+        let huge_code = StatusLine::err_code(RespCode::Other("X".repeat(600)), "t").to_wire();
+        assert_eq!(huge_code, b"-ERR t\r\n");
+        let bad_code = StatusLine::err_code(RespCode::Other("A B]\r\n".into()), "t").to_wire();
+        assert_eq!(bad_code, b"-ERR t\r\n");
         let long = StatusLine::err("x".repeat(2000)).to_wire();
         assert_eq!(long.len(), 512);
         assert!(long.ends_with(b"\r\n"));
