@@ -21,6 +21,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::TestServer;
+use correio_auth::Scheme;
 use peers_fixtures::{
     Msg, Run, assert_same_messages, corpus, deliver_corpus, dir_files, require, run_bounded,
     scratch, server_count, write_private,
@@ -30,6 +31,7 @@ const LIMIT: Duration = Duration::from_secs(90);
 
 struct Setup {
     srv: TestServer,
+    user: &'static str,
     corpus: Vec<Msg>,
     tmp: tempfile::TempDir,
 }
@@ -41,14 +43,28 @@ impl Setup {
 }
 
 fn setup() -> Setup {
+    setup_for("alice", Scheme::Plain)
+}
+
+/// A server whose users are `alice` (PLAIN secret: every mechanism and APOP work) and
+/// `bob` (SHA512-CRYPT: only USER/PASS, PLAIN and LOGIN can work), with the corpus in
+/// `user`'s maildrop.
+fn setup_for(user: &'static str, scheme: Scheme) -> Setup {
     require("fetchmail", "fetchmail");
     let srv = TestServer::start();
     srv.add_user("alice", "secret pw");
+    srv.add_user_scheme("bob", "secret pw", Scheme::Sha512Crypt);
+    assert!(user == "alice" && scheme == Scheme::Plain || user == "bob");
     let corpus = corpus();
-    deliver_corpus(&srv, "alice", &corpus);
+    deliver_corpus(&srv, user, &corpus);
     let tmp = scratch();
     std::fs::create_dir(tmp.path().join("mda-out")).expect("mkdir");
-    Setup { srv, corpus, tmp }
+    Setup {
+        srv,
+        user,
+        corpus,
+        tmp,
+    }
 }
 
 enum Tls {
@@ -70,14 +86,20 @@ fn rc(s: &Setup, tls: Tls, server: &str, user: &str) -> String {
         "set no syslog\n\
          set no bouncemail\n\
          set invisible\n\
-         poll localhost with proto POP3 port {port} timeout 30 {server}\n\
-         \tuser \"alice\" there with password \"secret pw\"\n\
+         poll localhost with {proto} port {port} timeout 30 {server}\n\
+         \tuser \"{login}\" there with password \"secret pw\"\n\
          \t{tls_opts} sslcertck sslcertfile \"{cert}\"\n\
          \tno rewrite\n\
          \tmda \"cat > $(mktemp {out}/msg.XXXXXXXXXX)\"\n\
          \t{user}\n",
         cert = s.srv.cert_pem.display(),
         out = s.out().display(),
+        login = s.user,
+        proto = if server.contains("proto ") {
+            ""
+        } else {
+            "proto POP3"
+        },
     );
     write_private(&path, &text);
     path.display().to_string()
@@ -141,7 +163,7 @@ fn fetchmail_stls_keep_uidl() {
     assert!(cmds.iter().any(|c| c == "STLS"), "no STLS\n{}", r.log());
     assert_same_messages("fetchmail STLS keep", &s.corpus, &dir_files(&s.out()));
     assert_eq!(count(&cmds, "DELE"), 0, "DELE with keep\n{}", r.log());
-    assert_eq!(server_count(&s.srv, "alice"), s.corpus.len());
+    assert_eq!(server_count(&s.srv, s.user), s.corpus.len());
 
     // Second run: every UIDL is in the idfile, nothing is fetched (exit 1: no mail).
     let r = fetchmail(&s, &rc, 1);
@@ -169,7 +191,7 @@ fn fetchmail_stls_nokeep_deletes() {
     assert!(sent(&r).iter().any(|c| c == "STLS"), "no STLS\n{}", r.log());
     assert_same_messages("fetchmail STLS no keep", &s.corpus, &dir_files(&s.out()));
     assert_eq!(count(&sent(&r), "DELE"), s.corpus.len(), "{}", r.log());
-    assert_eq!(server_count(&s.srv, "alice"), 0, "{}", r.log());
+    assert_eq!(server_count(&s.srv, s.user), 0, "{}", r.log());
     fetchmail(&s, &rc, 1);
     assert_eq!(dir_files(&s.out()).len(), s.corpus.len());
 }
@@ -189,7 +211,7 @@ fn fetchmail_implicit_tls_keep_uidl() {
         &s.corpus,
         &dir_files(&s.out()),
     );
-    assert_eq!(server_count(&s.srv, "alice"), s.corpus.len());
+    assert_eq!(server_count(&s.srv, s.user), s.corpus.len());
     let r = fetchmail(&s, &rc, 1);
     assert_eq!(downloads(&sent(&r)), 0, "fetched again\n{}", r.log());
 }
@@ -210,5 +232,37 @@ fn fetchmail_implicit_tls_nokeep_user_pass() {
         &s.corpus,
         &dir_files(&s.out()),
     );
-    assert_eq!(server_count(&s.srv, "alice"), 0, "{}", r.log());
+    assert_eq!(server_count(&s.srv, s.user), 0, "{}", r.log());
+}
+
+#[test]
+fn fetchmail_apop() {
+    let s = setup();
+    let rc = rc(&s, Tls::Stls, "proto APOP", "no keep");
+    let r = fetchmail(&s, &rc, 0);
+    let cmds = sent(&r);
+    assert!(
+        cmds.iter().any(|c| c.starts_with("APOP alice ")),
+        "no APOP\n{}",
+        r.log()
+    );
+    assert_same_messages("fetchmail APOP", &s.corpus, &dir_files(&s.out()));
+    assert_eq!(server_count(&s.srv, s.user), 0);
+}
+
+/// The server offers CRAM-MD5 because alice's secret allows it; bob's hashed secret does
+/// not. fetchmail 6.4's `auth any` tries CRAM-MD5 first, gets `-ERR [AUTH]` and must
+/// still be able to fall back to USER/PASS in the same session.
+#[test]
+fn fetchmail_hashed_secret_default_auth() {
+    let s = setup_for("bob", Scheme::Sha512Crypt);
+    let rc = rc(&s, Tls::Implicit, "", "no keep");
+    let r = fetchmail(&s, &rc, 0);
+    assert!(
+        sent(&r).iter().any(|c| c == "USER bob"),
+        "no USER/PASS login\n{}",
+        r.log()
+    );
+    assert_same_messages("fetchmail hashed secret", &s.corpus, &dir_files(&s.out()));
+    assert_eq!(server_count(&s.srv, s.user), 0, "{}", r.log());
 }

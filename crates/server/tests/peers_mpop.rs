@@ -9,6 +9,7 @@
 mod common;
 mod peers_fixtures;
 
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -30,6 +31,8 @@ fn setup() -> Setup {
     require("mpop", "mpop");
     let srv = TestServer::start();
     srv.add_user("alice", "secret pw");
+    // A hashed secret: only USER/PASS, PLAIN and LOGIN can work for bob.
+    srv.add_user_scheme("bob", "secret pw", correio_auth::Scheme::Sha512Crypt);
     let corpus = corpus();
     deliver_corpus(&srv, "alice", &corpus);
     Setup {
@@ -191,6 +194,92 @@ fn mpop_pipelines_and_gets_each_message_once() {
         "mpop never sent two commands in a row\n{}",
         r.log()
     );
+}
+
+/// Every mechanism mpop (through GNU SASL) and the server have in common logs alice in
+/// and brings the corpus byte-exact (keep on, so each run sees all of it).
+#[test]
+fn mpop_each_auth_method() {
+    let s = setup();
+    for method in [
+        "user",
+        "apop",
+        "plain",
+        "login",
+        "cram-md5",
+        "scram-sha-256",
+    ] {
+        let md = s.tmp.path().join(format!("Maildir-{method}"));
+        make_maildir(&md);
+        let rc = config(
+            &s,
+            false,
+            &format!("maildir {}", md.display()),
+            true,
+            &format!("auth {method}\nonly_new off"),
+        );
+        let r = mpop(&s, &rc);
+        let cmds = sent(&r);
+        let login = if method == "user" {
+            "USER alice".to_string()
+        } else if method == "apop" {
+            "APOP alice ".to_string()
+        } else {
+            format!("AUTH {}", method.to_uppercase())
+        };
+        assert!(
+            cmds.iter().any(|c| c.starts_with(&login)),
+            "auth {method}: no {login:?}\n{}",
+            r.log()
+        );
+        assert_same_messages(
+            &format!("mpop auth {method}"),
+            &s.corpus,
+            &maildir_messages(&md),
+        );
+    }
+    assert_eq!(server_count(&s.srv, "alice"), s.corpus.len());
+}
+
+/// A mechanism the user's secret cannot serve fails cleanly (nothing fetched or lost);
+/// mpop's own choice over TLS logs the same user in.
+#[test]
+fn mpop_hashed_secret() {
+    let s = setup();
+    let md = s.tmp.path().join("Maildir");
+    make_maildir(&md);
+    let path = config(&s, false, &format!("maildir {}", md.display()), false, "");
+    let text = std::fs::read_to_string(&path)
+        .expect("rc")
+        .replace("user alice", "user bob");
+    write_private(
+        Path::new(&path),
+        &text.replace("\nkeep off", "\nkeep off\nauth cram-md5"),
+    );
+    s.srv.deliver("bob", b"Subject: for bob\n\nhello bob\n");
+    let mut cmd = Command::new("mpop");
+    cmd.env("HOME", s.tmp.path())
+        .args(["-C", &path, "--debug", "test"]);
+    let r = run_bounded(cmd, LIMIT, s.tmp.path());
+    assert!(
+        !r.status.success(),
+        "CRAM-MD5 for a hashed secret succeeded?\n{}",
+        r.log()
+    );
+    assert!(
+        r.stdout.contains("<-- -ERR [AUTH] "),
+        "no [AUTH] reply\n{}",
+        r.log()
+    );
+    assert_eq!(server_count(&s.srv, "bob"), 1);
+    assert!(maildir_messages(&md).is_empty());
+
+    write_private(Path::new(&path), &text);
+    mpop(&s, &path);
+    let got = maildir_messages(&md);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].1, b"Subject: for bob\n\nhello bob\n");
+    assert_eq!(server_count(&s.srv, "bob"), 0);
 }
 
 /// The longest run of commands mpop sent without reading a reply in between.
