@@ -55,7 +55,16 @@ pub(crate) struct Shared {
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     apop_counter: AtomicU64,
     /// The SASL mechanisms worth advertising, and when that was last computed.
-    mechanisms: Mutex<Option<(tokio::time::Instant, Vec<String>)>>,
+    mechanisms: Mutex<Option<(tokio::time::Instant, Offered)>>,
+}
+
+/// What a connection is offered, from what the stored secrets allow.
+#[derive(Debug, Clone)]
+pub(crate) struct Offered {
+    /// SASL mechanisms.
+    pub(crate) mechanisms: Vec<String>,
+    /// APOP (a timestamp in the greeting).
+    pub(crate) apop: bool,
 }
 
 /// How long the advertised mechanism list is reused before the users are looked at
@@ -63,19 +72,25 @@ pub(crate) struct Shared {
 const MECHANISMS_TTL: Duration = Duration::from_secs(10);
 
 impl Shared {
-    /// The configured mechanisms that at least one user's stored secret allows.
-    /// PLAIN and LOGIN work with every secret; CRAM-MD5 and SCRAM-SHA-256 only with
-    /// some, and a client that sees them in CAPA tends to pick them, so they are only
-    /// advertised when they can succeed for someone.
-    pub(crate) fn offered_mechanisms(&self) -> Vec<String> {
+    /// The configured mechanisms (and APOP) that at least one user's stored secret
+    /// allows. PLAIN and LOGIN work with every secret; CRAM-MD5, SCRAM-SHA-256 and APOP
+    /// only with some, and a client that sees them offered tends to pick them, so they
+    /// are only offered when they can succeed for someone.
+    pub(crate) fn offered(&self) -> Offered {
         let now = tokio::time::Instant::now();
         let mut cache = self.mechanisms.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((at, list)) = cache.as_ref()
+        if let Some((at, offered)) = cache.as_ref()
             && now.duration_since(*at) < MECHANISMS_TTL
         {
-            return list.clone();
+            return offered.clone();
         }
         let _ = self.users.reload_if_changed();
+        let apop = self.config.apop
+            && self
+                .users
+                .records()
+                .iter()
+                .any(|r| correio_auth::secret_caps(r).apop);
         let list: Vec<String> = self
             .config
             .mechanisms
@@ -90,8 +105,12 @@ impl Shared {
             })
             .cloned()
             .collect();
-        *cache = Some((now, list.clone()));
-        list
+        let offered = Offered {
+            mechanisms: list,
+            apop,
+        };
+        *cache = Some((now, offered.clone()));
+        offered
     }
 
     /// A fresh `<pid.counter.nanos@host>` APOP timestamp: the counter makes it unique

@@ -154,9 +154,10 @@ pub(crate) async fn run(
             || (shared.config.cleartext_login_on_loopback
                 && peer.ip().to_canonical().is_loopback()),
     };
-    let timestamp = shared.config.apop.then(|| shared.apop_timestamp());
+    let offered = shared.offered();
+    let timestamp = offered.apop.then(|| shared.apop_timestamp());
     let mut session_config = shared.session_config.clone();
-    session_config.sasl_mechanisms = shared.offered_mechanisms();
+    session_config.sasl_mechanisms = offered.mechanisms;
     let session = ServerSession::new(session_config, info, timestamp.clone());
     let mut driver = Driver {
         framer: LineFramer::new(session.max_line()),

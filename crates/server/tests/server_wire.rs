@@ -39,11 +39,12 @@ fn sizes_are_what_retr_sends() {
 }
 
 #[test]
-fn cram_and_scram_advertised_only_when_some_secret_allows_them() {
+fn cram_scram_apop_offered_only_when_some_secret_allows_them() {
     let srv = TestServer::start();
     srv.add_user_scheme("alice", "secret pw", correio_auth::Scheme::Sha512Crypt);
     let mut w = srv.connect();
-    w.line();
+    // No secret allows APOP either: no timestamp in the greeting.
+    assert_eq!(w.line(), "+OK Correio POP3 server ready\r\n");
     w.send(b"CAPA\r\n");
     let capa = w.multiline();
     assert!(capa.contains("SASL PLAIN LOGIN\r\n"), "{capa}");
@@ -64,6 +65,7 @@ fn cram_and_scram_advertised_only_when_some_secret_allows_them() {
 #[test]
 fn greeting_has_fresh_apop_timestamp() {
     let srv = TestServer::start();
+    srv.add_user("alice", "secret pw");
     let mut a = srv.connect();
     let mut b = srv.connect();
     let (ga, gb) = (a.line(), b.line());
