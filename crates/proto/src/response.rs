@@ -137,17 +137,18 @@ impl StatusLine {
                 out.push(b']');
             }
         }
-        if !self.text.is_empty() {
-            out.push(b' ');
-            let room = crate::MAX_STATUS_LINE.saturating_sub(out.len() - start + 2);
-            let mut text = self.text.as_str();
-            if text.len() > room {
-                let mut cut = room;
-                while !text.is_char_boundary(cut) {
-                    cut -= 1;
-                }
-                text = &text[..cut];
+        // Room for the text after the separating space and before CRLF.
+        let room = crate::MAX_STATUS_LINE.saturating_sub(out.len() - start + 1 + 2);
+        let mut text = self.text.as_str();
+        if text.len() > room {
+            let mut cut = room;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
             }
+            text = &text[..cut];
+        }
+        if !text.is_empty() {
+            out.push(b' ');
             out.extend(
                 text.bytes()
                     .map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }),
@@ -278,6 +279,7 @@ fn is_resp_code(code: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::MAX_STATUS_LINE;
 
     #[test]
     fn status_lines_on_the_wire() {
@@ -287,6 +289,10 @@ mod tests {
             StatusLine::err_code(RespCode::InUse, "locked").to_wire(),
             b"-ERR [IN-USE] locked\r\n"
         );
+        // A code that fits, leaving no room for text: the line is still within 512.
+        let code = "C".repeat(MAX_STATUS_LINE - "-ERR []\r\n".len() - 1);
+        let full = StatusLine::err_code(RespCode::Other(code.clone()), "text").to_wire();
+        assert_eq!(full, format!("-ERR [{code}]\r\n").into_bytes());
         let huge_code = StatusLine::err_code(RespCode::Other("X".repeat(600)), "t").to_wire();
         assert_eq!(huge_code, b"-ERR t\r\n");
         let bad_code = StatusLine::err_code(RespCode::Other("A B]\r\n".into()), "t").to_wire();
