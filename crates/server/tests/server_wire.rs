@@ -800,3 +800,32 @@ fn certificate_reload_keeps_sessions() {
     let mut t2 = TlsWire::connect(srv.pop3s, &srv.cert_pem);
     assert!(t2.line().starts_with("+OK"));
 }
+
+#[test]
+fn tls_1_2_and_1_3_are_both_accepted() {
+    use std::io::{Read as _, Write as _};
+    let srv = TestServer::start();
+    for version in [&rustls::version::TLS12, &rustls::version::TLS13] {
+        let pem = std::fs::read(&srv.cert_pem).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        for c in rustls_pemfile::certs(&mut pem.as_slice()) {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[version])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+        let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+        let tcp = std::net::TcpStream::connect(srv.pop3s).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        let mut buf = [0u8; 64];
+        let n = tls.read(&mut buf).unwrap();
+        assert!(buf[..n].starts_with(b"+OK"), "{version:?}");
+        assert_eq!(tls.conn.protocol_version(), Some(version.version));
+        tls.write_all(b"QUIT\r\n").unwrap();
+    }
+}
