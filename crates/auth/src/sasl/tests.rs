@@ -661,3 +661,30 @@ fn cheap_scheme_failures_take_as_long_as_unknown_users() {
     // A correct password is never padded.
     assert!(right < wrong, "right {right:?} vs wrong {wrong:?}");
 }
+
+#[test]
+fn doveadm_made_scram_and_cram_secrets_work_with_our_mechanisms() {
+    // `doveadm pw -s SCRAM-SHA-256 -p pass` and `-s CRAM-MD5`.
+    let users = vec![
+        rec(
+            "carol:{SCRAM-SHA-256}4096,Y4pQJFL7mRZ3G2kwv1p7xg==,KpUHu6j3B8XkV59/xezd5l9yu9TwDFN77n1CKfVbsaU=,4iOVXZbKpuA0neGfgVEKIF7Tx5hZLVY1Xw+S6xJ3k8Q=",
+        ),
+        rec("dave:{CRAM-MD5}ff5d74b19e3cb9b2b9f4fcb548fe023aeb44f67f231a5a89714d08b5fec22b78"),
+    ];
+    let (r, _) = run(
+        ClientMechanismKind::ScramSha256,
+        Mechanism::ScramSha256,
+        ClientCredentials::new("carol", "pass"),
+        &users,
+        true,
+    );
+    assert_eq!(r, Ok("carol".to_owned()));
+    let (r, _) = run(
+        ClientMechanismKind::CramMd5,
+        Mechanism::CramMd5,
+        ClientCredentials::new("dave", "pass"),
+        &users,
+        false,
+    );
+    assert_eq!(r, Ok("dave".to_owned()));
+}
