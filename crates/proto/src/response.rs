@@ -118,7 +118,8 @@ impl StatusLine {
     /// Appends the line with CRLF, never more than 512 octets in all: text that would
     /// pass the limit is cut (at a UTF-8 boundary), and CR/LF in text become spaces so
     /// that no text can ever end the line early. A code that is not well-formed
-    /// (RFC 2449 §3) or would not fit is left out.
+    /// (RFC 2449 §3) or would not fit is left out. Text should not start with `[`:
+    /// after `-ERR ` that reads as a response code, and POP3 has no escape for it.
     pub fn write_to(&self, out: &mut Vec<u8>) {
         let start = out.len();
         out.extend_from_slice(match self.status {
