@@ -19,7 +19,7 @@ use std::fs;
 use std::io::{self, Write as _};
 use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use crate::scheme::StoredSecret;
 use crate::username::{UsernameError, validate_username};
@@ -331,6 +331,9 @@ pub struct UserDb {
     path: PathBuf,
     options: UserDbOptions,
     snapshot: RwLock<Arc<Snapshot>>,
+    /// The version of the file that last failed to load: not re-parsed (and not
+    /// re-logged) on every lookup until it changes again.
+    failed: Mutex<Option<FileStamp>>,
 }
 
 impl UserDb {
@@ -348,6 +351,7 @@ impl UserDb {
             path: path.as_ref().to_owned(),
             options,
             snapshot: RwLock::new(Arc::default()),
+            failed: Mutex::new(None),
         };
         db.reload()?;
         Ok(db)
@@ -363,6 +367,7 @@ impl UserDb {
             path: path.as_ref().to_owned(),
             options,
             snapshot: RwLock::new(Arc::default()),
+            failed: Mutex::new(None),
         };
         match db.reload() {
             Err(UserDbError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
@@ -379,6 +384,7 @@ impl UserDb {
             path: PathBuf::new(),
             options,
             snapshot: RwLock::new(Arc::default()),
+            failed: Mutex::new(None),
         };
         *db.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(db.build(records, None));
         db
@@ -431,7 +437,9 @@ impl UserDb {
     }
 
     /// Re-reads the file if its inode, size or mtime changed. `Ok(true)` if it was
-    /// reloaded. On error (including a parse error) the previous version stays in use.
+    /// reloaded. On error (including a parse error) the previous version stays in use,
+    /// and that broken version is reported once: later calls return `Ok(false)` until
+    /// the file changes again.
     pub fn reload_if_changed(&self) -> Result<bool, UserDbError> {
         if self.path.as_os_str().is_empty() {
             return Ok(false);
@@ -449,8 +457,20 @@ impl UserDb {
             // locking everybody out because of a half-done manual edit.
             return Ok(false);
         }
-        self.reload()?;
-        Ok(true)
+        let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+        if stamp == *failed {
+            return Ok(false);
+        }
+        match self.reload() {
+            Ok(()) => {
+                *failed = None;
+                Ok(true)
+            }
+            Err(e) => {
+                *failed = stamp;
+                Err(e)
+            }
+        }
     }
 
     /// Looks a user up, reloading the file first if it changed (a reload error is

@@ -145,6 +145,10 @@ fn reloads_on_change_and_keeps_the_old_version_on_errors() {
         db.lookup("b").is_some(),
         "the last good version stays in service"
     );
+    assert!(
+        !db.reload_if_changed().unwrap(),
+        "a broken version is reported once, not re-parsed on every lookup"
+    );
     fs::remove_file(&path).unwrap();
     assert!(
         db.lookup("a").is_some(),
