@@ -3,7 +3,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -452,7 +452,55 @@ fn mailbox_path_that_is_a_file_is_a_temporary_failure() {
     );
 }
 
-#[allow(dead_code)]
-fn exists(p: &Path) -> bool {
-    p.exists()
+/// A full disk (a 1 MiB tmpfs the test mounts; needs root as the suite runs): `452
+/// 4.3.1` for the recipient, earlier messages intact, nothing half-written.
+#[test]
+fn full_disk_is_452_and_leaves_nothing_half_written() {
+    let h = Harness::start(LmtpLimits::default(), false);
+    let mnt = h.dir.path().join("mail");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let st = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    assert!(st.success(), "this test needs root to mount a 1 MiB tmpfs");
+    struct Umount(PathBuf);
+    impl Drop for Umount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _guard = Umount(mnt.clone());
+    let mut c = h.connect();
+    c.cmd("LHLO x");
+    let body: Vec<u8> = std::iter::repeat_n(
+        &b"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\r\n"[..],
+        3000,
+    )
+    .flatten()
+    .copied()
+    .collect();
+    let mut saved = 0;
+    let last = loop {
+        c.cmd("MAIL FROM:<a@b>");
+        c.cmd("RCPT TO:<alice>");
+        assert!(c.cmd("DATA").starts_with("354"));
+        c.send(&body);
+        c.send(b".\r\n");
+        let r = c.reply();
+        if r != "250 2.0.0 <alice> Saved" {
+            break r;
+        }
+        saved += 1;
+        assert!(saved < 20, "1 MiB cannot hold 20 messages of 200 KB");
+    };
+    assert_eq!(last, "452 4.3.1 <alice> Insufficient system storage");
+    assert_eq!(c.cmd("NOOP"), "250 2.0.0 OK", "the session goes on");
+    c.cmd("QUIT");
+    let msgs = read_all(&h.maildir("alice"));
+    assert_eq!(msgs.len(), saved);
+    let expected_len = "Return-Path: <a@b>\n".len() + 3000 * 65;
+    assert!(msgs.iter().all(|m| m.len() == expected_len));
+    assert_eq!(std::fs::read_dir(mnt.join("alice/tmp")).unwrap().count(), 0);
 }

@@ -4,7 +4,6 @@
 
 use std::fs;
 use std::io::Read;
-use std::path::Path;
 use std::time::Duration;
 
 use correio_store::lock::{MboxLock, dotlock_path};
@@ -325,9 +324,4 @@ fn mbox_batch_and_failed_append_truncates_back() {
         contents(&*md),
         vec![b"small\n".to_vec(), b"one\n".to_vec(), b"two\n".to_vec()]
     );
-}
-
-#[allow(dead_code)]
-fn exists(p: &Path) -> bool {
-    p.exists()
 }
