@@ -73,10 +73,7 @@ fn run_session(stored: &[Vec<u8>], chunk: usize, stuff_chunk: usize) -> Outcome 
             let take = chunk.min(c2s.len());
             let piece: Vec<u8> = c2s.drain(..take).collect();
             framer.push(&piece);
-            loop {
-                let Some(line) = framer.next_line() else {
-                    break;
-                };
+            while let Some(line) = framer.next_line() {
                 let mut action = server.handle_line(line);
                 while let Some(a) = action {
                     action = match a {
