@@ -295,7 +295,7 @@ fn list_without_a_users_file() {
 /// password is asked twice, not echoed, and a mismatch is refused.
 fn add_on_tty(data: &Path, name: &str, first: &str, second: &str) -> (i32, String) {
     const SCRIPT: &str = r#"
-import os, pty, select, sys, time
+import os, pty, select, sys, termios, time
 binary, data, name, first, second = sys.argv[1:6]
 pid, fd = pty.fork()
 if pid == 0:
@@ -313,9 +313,19 @@ def expect(word):
         except OSError:
             sys.exit("eof waiting for %r in %r" % (word, out))
         out += chunk
+def wait_no_echo():
+    # The prompt is printed before echo is switched off: typing earlier would be
+    # echoed by the terminal, not by us. On Linux the master sees the pty's termios.
+    deadline = time.time() + 20
+    while termios.tcgetattr(fd)[3] & termios.ECHO:
+        if time.time() > deadline:
+            sys.exit("echo never switched off")
+        time.sleep(0.01)
 expect(b"Password for")
+wait_no_echo()
 os.write(fd, first.encode() + b"\n")
 expect(b"Again")
+wait_no_echo()
 os.write(fd, second.encode() + b"\n")
 while True:
     try:
@@ -364,4 +374,49 @@ fn terminal_prompt_asks_twice_and_hides_the_password() {
     let db = UserDb::load(data.join("users")).unwrap();
     let secret = db.lookup("tty").unwrap().password.unwrap();
     assert_eq!(secret.verify(b"Tty pass 1").ok(), Some(true));
+}
+
+#[test]
+fn config_file_decides_where_the_users_file_is() {
+    let tmp = tempfile::tempdir().unwrap();
+    let users = tmp.path().join("etc").join("users");
+    let cfg = tmp.path().join("correio.toml");
+    fs::write(
+        &cfg,
+        format!("users_file = {:?}\n", users.display().to_string()),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_correio"))
+        .args([
+            "user",
+            "add",
+            "frank",
+            "--password-stdin",
+            "--scheme",
+            "SSHA512",
+            "--config",
+        ])
+        .arg(&cfg)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            c.stdin.take().unwrap().write_all(b"pw\n")?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    ok(&out);
+    assert_eq!(mode(users.parent().unwrap()), 0o700);
+    assert!(
+        fs::read_to_string(&users)
+            .unwrap()
+            .starts_with("frank:{SSHA512}")
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_correio"))
+        .args(["user", "list", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(ok(&out), "frank\tSSHA512\n");
 }

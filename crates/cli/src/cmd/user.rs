@@ -16,15 +16,14 @@ use correio_auth::{
 pub struct Args {
     #[command(subcommand)]
     action: Action,
-    /// Data directory holding the users file (`<DIR>/users`).
-    #[arg(
-        long,
-        global = true,
-        value_name = "DIR",
-        default_value = "./correio-data"
-    )]
-    data: PathBuf,
-    /// Users file to edit instead of `<DIR>/users` (e.g. a Dovecot passwd-file).
+    /// Data directory holding the users file (`<DIR>/users`); default ./correio-data,
+    /// or the config file's `data_dir`.
+    #[arg(long, global = true, value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// Server configuration (TOML) whose `users_file` / `data_dir` to use.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Users file to edit, overriding everything else (e.g. a Dovecot passwd-file).
     #[arg(long, global = true, value_name = "FILE")]
     users: Option<PathBuf>,
 }
@@ -71,12 +70,9 @@ struct SetArgs {
 
 /// Runs `correio user`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let path = args
-        .users
-        .clone()
-        .unwrap_or_else(|| default_users_path(&args.data));
+    let path = users_file(&args)?;
     match args.action {
-        Action::Add(set) => add(&args.data, args.users.is_none(), &path, set),
+        Action::Add(set) => add(&path, set),
         Action::Passwd(set) => passwd(&path, set),
         Action::Del { name } => {
             check_name(&name)?;
@@ -89,6 +85,28 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Action::List { name } => list(&path, name.as_deref()),
     }
+}
+
+/// `--users`, else the config's `users_file` (with `--data` overriding `data_dir`),
+/// else `<--data or ./correio-data>/users`, as `correio serve` resolves it.
+fn users_file(args: &Args) -> anyhow::Result<PathBuf> {
+    if let Some(u) = &args.users {
+        return Ok(u.clone());
+    }
+    if let Some(cfg) = &args.config {
+        let overrides = correio_server::config::Overrides {
+            data_dir: args.data.clone(),
+            ..Default::default()
+        };
+        let config = correio_server::config::Config::load(Some(cfg), &overrides)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", cfg.display()))?;
+        return Ok(config.users_file);
+    }
+    let data = args
+        .data
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("./correio-data"));
+    Ok(default_users_path(&data))
 }
 
 fn check_name(name: &str) -> anyhow::Result<()> {
@@ -139,7 +157,7 @@ fn make_secret(set: &SetArgs) -> anyhow::Result<StoredSecret> {
         .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-fn add(data: &Path, in_data_dir: bool, path: &Path, set: SetArgs) -> anyhow::Result<ExitCode> {
+fn add(path: &Path, set: SetArgs) -> anyhow::Result<ExitCode> {
     check_name(&set.name)?;
     if let Some(m) = &set.mail {
         check_field("--mail", m, true)?;
@@ -160,8 +178,8 @@ fn add(data: &Path, in_data_dir: bool, path: &Path, set: SetArgs) -> anyhow::Res
     {
         return Err(explain(UserDbError::Exists(existing.name)));
     }
-    if in_data_dir {
-        create_private_dir(data)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        create_private_dir(dir)?;
     }
     let secret = make_secret(&set)?;
     let mut rec = UserRecord::new(&set.name, Some(secret));
