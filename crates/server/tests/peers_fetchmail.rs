@@ -105,8 +105,21 @@ fn rc(s: &Setup, tls: Tls, server: &str, user: &str) -> String {
     path.display().to_string()
 }
 
-/// Runs fetchmail once. Exit 0 means mail was fetched, 1 means there was none.
+/// Runs fetchmail once and checks its exit status: 0 means mail was fetched, 1 that
+/// there was none, 9 that the server said the maildrop is locked.
 fn fetchmail(s: &Setup, rc: &str, want_status: i32) -> Run {
+    let r = fetchmail_run(s, rc);
+    assert_eq!(
+        r.status.code(),
+        Some(want_status),
+        "fetchmail exit status\n{}",
+        r.log()
+    );
+    r
+}
+
+/// Runs fetchmail once.
+fn fetchmail_run(s: &Setup, rc: &str) -> Run {
     let mut cmd = Command::new("fetchmail");
     // As root, fetchmail's default lock is /var/run/fetchmail.pid, shared by every
     // test: --pidfile keeps each run on its own.
@@ -116,6 +129,7 @@ fn fetchmail(s: &Setup, rc: &str, want_status: i32) -> Run {
         .env_remove("LOGNAME")
         .env_remove("USER")
         .env("HOME", s.tmp.path())
+        .env("LC_ALL", "C")
         .env("FETCHMAILHOME", s.tmp.path())
         .env("TMPDIR", s.tmp.path())
         .arg("-f")
@@ -126,10 +140,11 @@ fn fetchmail(s: &Setup, rc: &str, want_status: i32) -> Run {
         .arg(s.tmp.path().join("fetchids"))
         .args(["--nodetach", "-v", "-v", "localhost"]);
     let r = run_bounded(cmd, LIMIT, s.tmp.path());
-    assert_eq!(
-        r.status.code(),
-        Some(want_status),
-        "fetchmail exit status\n{}",
+    // fetchmail counts what RETR/TOP brought and compares it with LIST (PROTOCOL.md:
+    // the size is exactly what RETR sends).
+    assert!(
+        !r.stdout.contains("was not the expected length"),
+        "LIST size differs from the message fetchmail received\n{}",
         r.log()
     );
     r
@@ -265,4 +280,32 @@ fn fetchmail_hashed_secret_default_auth() {
     );
     assert_same_messages("fetchmail hashed secret", &s.corpus, &dir_files(&s.out()));
     assert_eq!(server_count(&s.srv, s.user), 0, "{}", r.log());
+}
+
+/// A second session for a locked maildrop: fetchmail gets `-ERR [IN-USE]`, reports the
+/// lock (exit 9, PS_LOCKBUSY), fetches and deletes nothing; once the other session has
+/// quit it fetches everything.
+#[test]
+fn fetchmail_in_use_then_ok() {
+    let s = setup();
+    let rc = rc(&s, Tls::Implicit, "", "no keep");
+    let mut holder = s.srv.connect();
+    holder.login("alice", "secret pw");
+    let r = fetchmail(&s, &rc, 9);
+    assert!(
+        r.stdout.contains("-ERR [IN-USE]"),
+        "no [IN-USE] reply\n{}",
+        r.log()
+    );
+    assert!(dir_files(&s.out()).is_empty());
+    assert_eq!(server_count(&s.srv, s.user), s.corpus.len());
+    assert_eq!(
+        holder.cmd("QUIT"),
+        "+OK Correio POP3 server signing off\r\n"
+    );
+    // UPDATE releases the lock before QUIT is answered: fetchmail gets in right away.
+    let r = fetchmail_run(&s, &rc);
+    assert_eq!(r.status.code(), Some(0), "{}", r.log());
+    assert_same_messages("fetchmail after IN-USE", &s.corpus, &dir_files(&s.out()));
+    assert_eq!(server_count(&s.srv, s.user), 0);
 }

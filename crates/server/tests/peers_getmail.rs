@@ -97,7 +97,7 @@ fn rc(s: &Setup, ssl: bool, delete: bool) {
     };
     let text = format!(
         "[retriever]\n{retriever}server = localhost\nusername = alice\npassword = secret pw\n\
-         timeout = 30\n\n\
+         timeout = 10\n\n\
          [destination]\ntype = Maildir\npath = {}/\n{}\n\
          [options]\nverbose = 2\nread_all = false\ndelete = {delete}\n\
          delivered_to = false\nreceived = false\nmessage_log_syslog = false\n",
@@ -107,16 +107,32 @@ fn rc(s: &Setup, ssl: bool, delete: bool) {
     write_private(&s.tmp.path().join("getmailrc"), &text);
 }
 
-fn getmail(s: &Setup) -> Run {
+/// getmail6 6.18 forks a child for each Maildir delivery and only then installs its
+/// SIGCHLD handler; a child that exits before that is never noticed, and getmail gives
+/// up after `timeout` seconds with "waiting child pid N timed out" (upstream issue
+/// getmail6#226, also reported for 6.19.05). The message was written but not recorded, so
+/// the run cannot simply be repeated. Such a run is reported as this, and the whole
+/// scenario starts again with a fresh server and Maildir.
+#[derive(Debug)]
+struct ForkRace(String);
+
+fn getmail(s: &Setup) -> Result<Run, ForkRace> {
     let mut cmd = Command::new("getmail");
     cmd.env("HOME", s.tmp.path())
+        .env("LC_ALL", "C")
         .env("TMPDIR", s.tmp.path())
         .arg("--getmaildir")
         .arg(s.tmp.path())
         .args(["--rcfile", "getmailrc"]);
     let r = run_bounded(cmd, LIMIT, s.tmp.path());
+    if !r.status.success()
+        && r.stderr.contains("operation error (waiting child pid ")
+        && r.stderr.contains(" timed out)")
+    {
+        return Err(ForkRace(r.log()));
+    }
     assert!(r.status.success(), "getmail failed\n{}", r.log());
-    r
+    Ok(r)
 }
 
 /// getmail's summary line: "N messages (B bytes) retrieved, M skipped".
@@ -133,9 +149,9 @@ fn retrieved(r: &Run) -> usize {
         .unwrap_or_else(|| panic!("no summary line\n{}", r.log()))
 }
 
-fn check(s: &Setup, ssl: bool) {
+fn check(s: &Setup, ssl: bool) -> Result<(), ForkRace> {
     rc(s, ssl, false);
-    let r = getmail(s);
+    let r = getmail(s)?;
     let what = if ssl {
         "getmail POP3-SSL"
     } else {
@@ -155,7 +171,7 @@ fn check(s: &Setup, ssl: bool) {
     );
 
     // read_all = false: the oldmail file makes the second run fetch nothing.
-    let r = getmail(s);
+    let r = getmail(s)?;
     assert_eq!(retrieved(&r), 0, "second run fetched again\n{}", r.log());
     assert_eq!(maildir_messages(&s.maildir()).len(), s.corpus.len());
 
@@ -164,7 +180,7 @@ fn check(s: &Setup, ssl: bool) {
     let extra = b"Return-Path: <late@example.org>\nSubject: late arrival\n\nnew\n";
     s.srv.deliver("alice", extra);
     rc(s, ssl, true);
-    let r = getmail(s);
+    let r = getmail(s)?;
     assert_eq!(retrieved(&r), 1, "{}", r.log());
     let all = maildir_messages(&s.maildir());
     assert_eq!(all.len(), s.corpus.len() + 1);
@@ -173,6 +189,7 @@ fn check(s: &Setup, ssl: bool) {
         "late message not exact"
     );
     assert_eq!(server_count(&s.srv, "alice"), 0, "{}", r.log());
+    Ok(())
 }
 
 /// Python's `email` generator (which getmail6 flattens messages with) writes an empty
@@ -224,12 +241,31 @@ fn server_sends_empty_header_field_unchanged() {
     );
 }
 
+/// Runs the scenario, again from scratch (at most three times in all) only when
+/// getmail hit its own fork race.
+fn check_with_fresh_retries(ssl: bool) {
+    let mut races = Vec::new();
+    for _ in 0..3 {
+        match check(&setup(), ssl) {
+            Ok(()) => return,
+            Err(ForkRace(log)) => {
+                eprintln!("getmail6 lost its delivery child (getmail6#226); starting over\n{log}");
+                races.push(log);
+            }
+        }
+    }
+    panic!(
+        "getmail6 hit its fork race three times in a row:\n{}",
+        races.join("\n")
+    );
+}
+
 #[test]
 fn getmail_pop3_ssl_maildir() {
-    check(&setup(), true);
+    check_with_fresh_retries(true);
 }
 
 #[test]
 fn getmail_pop3_cleartext_loopback_maildir() {
-    check(&setup(), false);
+    check_with_fresh_retries(false);
 }

@@ -18,6 +18,7 @@ use peers_fixtures::{
     Msg, Run, assert_same_messages, corpus, deliver_corpus, dir_files, maildir_messages,
     make_maildir, require, run_bounded, scratch, server_count, write_private,
 };
+use sha2::Digest as _;
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -75,14 +76,21 @@ fn config(s: &Setup, implicit_tls: bool, delivery: &str, keep: bool, extra: &str
     path.display().to_string()
 }
 
+/// Runs mpop once; it must succeed.
 fn mpop(s: &Setup, rc: &str) -> Run {
-    let mut cmd = Command::new("mpop");
-    cmd.env("HOME", s.tmp.path())
-        .env("TMPDIR", s.tmp.path())
-        .args(["-C", rc, "--debug", "test"]);
-    let r = run_bounded(cmd, LIMIT, s.tmp.path());
+    let r = mpop_run(s, rc);
     assert!(r.status.success(), "mpop failed\n{}", r.log());
     r
+}
+
+/// Runs mpop once with its protocol trace (`--debug`) in the output.
+fn mpop_run(s: &Setup, rc: &str) -> Run {
+    let mut cmd = Command::new("mpop");
+    cmd.env("HOME", s.tmp.path())
+        .env("LC_ALL", "C")
+        .env("TMPDIR", s.tmp.path())
+        .args(["-C", rc, "--debug", "test"]);
+    run_bounded(cmd, LIMIT, s.tmp.path())
 }
 
 /// The commands mpop sent (its `--debug` prints them as `--> CMD`).
@@ -257,10 +265,7 @@ fn mpop_hashed_secret() {
         &text.replace("\nkeep off", "\nkeep off\nauth cram-md5"),
     );
     s.srv.deliver("bob", b"Subject: for bob\n\nhello bob\n");
-    let mut cmd = Command::new("mpop");
-    cmd.env("HOME", s.tmp.path())
-        .args(["-C", &path, "--debug", "test"]);
-    let r = run_bounded(cmd, LIMIT, s.tmp.path());
+    let r = mpop_run(&s, &path);
     assert!(
         !r.status.success(),
         "CRAM-MD5 for a hashed secret succeeded?\n{}",
@@ -294,4 +299,55 @@ fn max_burst(r: &Run) -> usize {
         }
     }
     best
+}
+
+/// A second session for a locked maildrop: mpop gets `-ERR [IN-USE]`, fails, and
+/// nothing is fetched or deleted; after the other session quits it gets everything.
+#[test]
+fn mpop_in_use_then_ok() {
+    let s = setup();
+    let md = s.tmp.path().join("Maildir");
+    make_maildir(&md);
+    let rc = config(&s, true, &format!("maildir {}", md.display()), false, "");
+    let mut holder = s.srv.connect();
+    holder.login("alice", "secret pw");
+    let r = mpop_run(&s, &rc);
+    assert!(!r.status.success(), "mpop got in twice\n{}", r.log());
+    assert!(r.stdout.contains("<-- -ERR [IN-USE] "), "{}", r.log());
+    assert!(maildir_messages(&md).is_empty());
+    assert_eq!(server_count(&s.srv, "alice"), s.corpus.len());
+    assert_eq!(
+        holder.cmd("QUIT"),
+        "+OK Correio POP3 server signing off\r\n"
+    );
+    // UPDATE releases the lock before QUIT is answered: mpop gets in right away.
+    let r = mpop_run(&s, &rc);
+    assert!(r.status.success(), "{}", r.log());
+    assert_same_messages("mpop after IN-USE", &s.corpus, &maildir_messages(&md));
+    assert_eq!(server_count(&s.srv, "alice"), 0);
+}
+
+/// `tls_fingerprint` instead of a trust file: the SHA-256 of the server's certificate.
+#[test]
+fn mpop_tls_fingerprint() {
+    let s = setup();
+    let md = s.tmp.path().join("Maildir");
+    make_maildir(&md);
+    let pem = std::fs::read(&s.srv.cert_pem).expect("cert");
+    let der = rustls_pemfile::certs(&mut pem.as_slice())
+        .next()
+        .expect("a certificate")
+        .expect("PEM");
+    let fp: Vec<String> = sha2::Sha256::digest(der.as_ref())
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect();
+    let path = config(&s, true, &format!("maildir {}", md.display()), true, "");
+    let text = std::fs::read_to_string(&path).expect("rc");
+    let trust = format!("tls_trust_file {}\n", s.srv.cert_pem.display());
+    assert!(text.contains(&trust));
+    let text = text.replace(&trust, &format!("tls_fingerprint {}\n", fp.join(":")));
+    write_private(Path::new(&path), &text);
+    mpop(&s, &path);
+    assert_same_messages("mpop tls_fingerprint", &s.corpus, &maildir_messages(&md));
 }

@@ -6,10 +6,11 @@
 //! exactly once and byte-exact, after exactly one documented transformation — the
 //! line-end convention of the peer's output. POP3 carries lines as CRLF; fetchmail
 //! (`stripcr`, on by default for an MDA), mpop and getmail6 all write Unix files with
-//! LF line ends, so the expected bytes are the stored message with LF line ends. No
-//! corpus message contains a CR, so that conversion is undone exactly. A message stored
-//! without a final line end is sent with a CRLF added (PROTOCOL.md), so its expected
-//! form has a final LF added. Nothing else is normalised: a peer that adds a header is
+//! LF line ends, so the expected bytes are the stored message with LF line ends. The
+//! only CRs in the corpus are the line ends of one raw file stored with CRLF (as some
+//! other tools write Maildir files; the server must send them without doubling the
+//! CR), so that conversion is exact. A message stored without a final line end is sent
+//! with a CRLF added (PROTOCOL.md), so its expected form has a final LF added. Nothing else is normalised: a peer that adds a header is
 //! told not to (fetchmail `--invisible`, mpop `received_header off`, getmail6
 //! `received = false` / `delivered_to = false`), and any other difference fails.
 #![allow(dead_code)]
@@ -35,9 +36,16 @@ pub struct Msg {
 }
 
 impl Msg {
-    /// What a peer that writes LF files must store for this message.
+    /// What a peer that writes LF files must store for this message: CRLF (only in the
+    /// raw file written with CRLF line ends) becomes LF, and a final LF is added when
+    /// the stored message has none (the server adds CRLF on the wire).
     pub fn expected_lf(&self) -> Vec<u8> {
-        let mut v = self.bytes.clone();
+        let mut v = Vec::with_capacity(self.bytes.len() + 1);
+        for (i, &b) in self.bytes.iter().enumerate() {
+            if !(b == b'\r' && self.bytes.get(i + 1) == Some(&b'\n')) {
+                v.push(b);
+            }
+        }
         if !v.ends_with(b"\n") {
             v.push(b'\n');
         }
@@ -55,8 +63,9 @@ fn header(name: &str, n: usize) -> String {
 }
 
 /// The corpus: LF-only, dot lines (a line that is just "."), "From " lines, 8-bit and
-/// UTF-8 bytes, a folded header, a raw file without final newline, an empty body, long
-/// lines (998, 1000 and 4000 octets) and a 1 MiB message.
+/// UTF-8 bytes, a folded header, a raw file without final newline, an empty body, a raw
+/// file stored with CRLF line ends, long lines (998, 1000 and 4000 octets) and a 1 MiB
+/// message.
 pub fn corpus() -> Vec<Msg> {
     let mut v = Vec::new();
     let mut push = |name: &'static str, rest: &[u8], raw_file: bool| {
@@ -127,6 +136,17 @@ pub fn corpus() -> Vec<Msg> {
         i += 1;
     }
     push("one-mebibyte", &big, false);
+    let mut crlf = Vec::new();
+    for line in header("crlf-stored", 99).lines() {
+        crlf.extend_from_slice(line.as_bytes());
+        crlf.extend_from_slice(b"\r\n");
+    }
+    crlf.extend_from_slice(b"\r\nstored with CRLF line ends\r\n.\r\n.dot\r\nFrom me\r\n");
+    v.push(Msg {
+        name: "crlf-stored",
+        bytes: crlf,
+        raw_file: true,
+    });
     v
 }
 
