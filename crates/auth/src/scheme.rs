@@ -12,6 +12,11 @@
 //! on an async worker thread: use `tokio::task::spawn_blocking` (or a dedicated thread),
 //! and bound how many run at once (a semaphore) so a login flood cannot exhaust memory.
 //!
+//! **Limits.** Stored parameters are checked before any work: argon2 above 1 GiB / 64
+//! passes / 16 lanes, SHA-crypt above 10,000,000 rounds, bcrypt above cost 20 and SCRAM
+//! or PBKDF2 above 10,000,000 iterations are reported as malformed, so a typo in the
+//! users file cannot make every login burn minutes of CPU or gigabytes of memory.
+//!
 //! **Timing.** Every comparison of secret material is constant-time (`subtle`); plaintext
 //! secrets are compared through SHA-256 digests so lengths do not leak either. For an
 //! unknown user, call [`dummy_verify`] so the failure costs the same as a wrong password.
@@ -244,6 +249,17 @@ impl HashParams {
         }
     }
 }
+
+/// Verification limits. Stored parameters come from the admin's users file, but a typo
+/// (an extra digit) must not let every login pin a CPU for minutes or allocate gigabytes:
+/// above these a secret is reported as malformed instead of being checked.
+const MAX_CRYPT_ROUNDS: usize = 10_000_000;
+/// See [`MAX_CRYPT_ROUNDS`]: bcrypt cost 20 is already about a minute per check.
+const MAX_BCRYPT_COST: u32 = 20;
+/// See [`MAX_CRYPT_ROUNDS`]: 1 GiB of argon2 memory, 64 passes, 16 lanes.
+const MAX_ARGON2_MEMORY_KIB: u32 = 1024 * 1024;
+const MAX_ARGON2_ITERATIONS: u32 = 64;
+const MAX_ARGON2_LANES: u32 = 16;
 
 /// Upper bound on SCRAM PBKDF2 iterations we agree to compute, so a bogus stored value
 /// cannot pin a CPU for minutes.
@@ -585,6 +601,15 @@ fn verify_crypt(scheme: &Scheme, data: &str, password: &[u8]) -> Result<bool, Sc
             argon2::PasswordHash::new(data).map_err(|_| malformed(scheme, "not a PHC string"))?;
         let params =
             argon2::Params::try_from(&hash).map_err(|_| malformed(scheme, "argon2 parameters"))?;
+        if params.m_cost() > MAX_ARGON2_MEMORY_KIB
+            || params.t_cost() > MAX_ARGON2_ITERATIONS
+            || params.p_cost() > MAX_ARGON2_LANES
+        {
+            return Err(malformed(
+                scheme,
+                "argon2 parameters above the verification limit",
+            ));
+        }
         let alg = argon2::Algorithm::try_from(hash.algorithm)
             .map_err(|_| malformed(scheme, "argon2 variant"))?;
         let want = hash.hash.ok_or_else(|| malformed(scheme, "no hash"))?;
@@ -624,6 +649,13 @@ fn verify_crypt(scheme: &Scheme, data: &str, password: &[u8]) -> Result<bool, Sc
         return Ok(bool::from(got.as_bytes().ct_eq(want.as_bytes())));
     }
     if data.starts_with("$2") {
+        let cost: Option<u32> = data.get(4..6).and_then(|c| c.parse().ok());
+        if cost.is_none_or(|c| c > MAX_BCRYPT_COST) {
+            return Err(malformed(
+                scheme,
+                "bcrypt cost missing or above the verification limit",
+            ));
+        }
         return bcrypt::verify(password, data)
             .map_err(|_| malformed(scheme, "not a bcrypt string"));
     }
@@ -639,13 +671,15 @@ fn verify_sha_crypt(scheme: &Scheme, data: &str, password: &[u8]) -> Result<bool
     let is512 = data.starts_with("$6$");
     let mut rest = &data[3..];
     let mut rounds = 5000usize;
-    let mut explicit_rounds = false;
     if let Some(r) = rest.strip_prefix("rounds=") {
         let (n, after) = r.split_once('$').ok_or_else(|| bad("rounds"))?;
         let n: usize = n.parse().map_err(|_| bad("rounds"))?;
-        // crypt(3) clamps the round count into [1000, 999999999].
-        rounds = n.clamp(1000, 999_999_999);
-        explicit_rounds = true;
+        // crypt(3) clamps the round count into [1000, 999999999]; we refuse more than
+        // MAX_CRYPT_ROUNDS (see there).
+        if n > MAX_CRYPT_ROUNDS {
+            return Err(bad("rounds above the verification limit"));
+        }
+        rounds = n.max(1000);
         rest = after;
     }
     let (salt, want) = rest.rsplit_once('$').ok_or_else(|| bad("no hash"))?;
@@ -658,7 +692,6 @@ fn verify_sha_crypt(scheme: &Scheme, data: &str, password: &[u8]) -> Result<bool
         let p = sha_crypt::Sha256Params::new(rounds).map_err(|_| bad("rounds"))?;
         sha_crypt::sha256_crypt_b64(password, salt, &p).map_err(|_| bad("crypt"))?
     };
-    let _ = explicit_rounds;
     Ok(bool::from(got.as_bytes().ct_eq(want.as_bytes())))
 }
 

@@ -200,6 +200,10 @@ fn malformed_and_unknown_secrets_are_errors_not_panics() {
         "{SHA512-CRYPT}$6$rounds=x$salt$hash",
         "{BLF-CRYPT}$2y$99$abc",
         "{CRYPT}abDEF12345678",
+        // Above the verification limits (an admin's typo must not DoS every login).
+        "{ARGON2ID}$argon2id$v=19$m=4194304,t=3,p=1$G4ZeeyZXPdP0NpmUPSeEVg$M++rEfEN7gRulhPLBsUmeVyhVGj4r3abrr5jqne2A1I",
+        "{SHA512-CRYPT}$6$rounds=999999999$m2jp823dpIfYRJBm$i6Bbv13sfK1vCqS1zsSorDsogPOB8eRm6pNaAxGmABWwMYbBjx/Y1a0V3qBxSveXzAIz33cjk5OaGjtdPHKLS1",
+        "{BLF-CRYPT}$2y$31$so8w8.GRHDFRtmW5cYG8be6EebQAhng/IsCGWLL5dTOnd7tcSMhgO",
         "{PLAIN",
         "",
     ] {
