@@ -55,7 +55,7 @@ pub(crate) struct Shared {
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     apop_counter: AtomicU64,
     /// The SASL mechanisms worth advertising, and when that was last computed.
-    mechanisms: Mutex<Option<(tokio::time::Instant, Offered)>>,
+    mechanisms: Mutex<Option<(Option<FileStamp>, Offered)>>,
 }
 
 /// What a connection is offered, from what the stored secrets allow.
@@ -67,9 +67,15 @@ pub(crate) struct Offered {
     pub(crate) apop: bool,
 }
 
-/// How long the advertised mechanism list is reused before the users are looked at
-/// again (a new user with a CRAM-MD5 or SCRAM secret shows up within this time).
-const MECHANISMS_TTL: Duration = Duration::from_secs(10);
+/// What identifies one version of the users file: the offer is recomputed whenever
+/// it changes (a stat per connection, no reading).
+type FileStamp = (std::time::SystemTime, u64, u64);
+
+fn users_file_stamp(path: &std::path::Path) -> Option<FileStamp> {
+    use std::os::unix::fs::MetadataExt as _;
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len(), m.ino()))
+}
 
 impl Shared {
     /// The configured mechanisms (and APOP) that at least one user's stored secret
@@ -77,10 +83,10 @@ impl Shared {
     /// only with some, and a client that sees them offered tends to pick them, so they
     /// are only offered when they can succeed for someone.
     pub(crate) fn offered(&self) -> Offered {
-        let now = tokio::time::Instant::now();
+        let stamp = users_file_stamp(&self.config.users_file);
         let mut cache = self.mechanisms.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((at, offered)) = cache.as_ref()
-            && now.duration_since(*at) < MECHANISMS_TTL
+        if let Some((seen, offered)) = cache.as_ref()
+            && *seen == stamp
         {
             return offered.clone();
         }
@@ -109,7 +115,7 @@ impl Shared {
             mechanisms: list,
             apop,
         };
-        *cache = Some((now, offered.clone()));
+        *cache = Some((stamp, offered.clone()));
         offered
     }
 

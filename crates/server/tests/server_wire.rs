@@ -862,3 +862,27 @@ fn unknown_user_costs_the_same_time_as_a_wrong_password() {
         "wrong password {known:?} vs unknown user {unknown:?}"
     );
 }
+
+#[test]
+fn offer_follows_the_users_file_at_once() {
+    let srv = TestServer::start();
+    srv.add_user_scheme("bob", "pw", correio_auth::Scheme::Sha512Crypt);
+    let capa = |srv: &TestServer| {
+        let mut w = srv.connect();
+        let greeting = w.line();
+        w.send(b"CAPA\r\n");
+        (greeting, w.multiline())
+    };
+    let (g, c) = capa(&srv);
+    assert!(
+        !g.contains('<') && c.contains("SASL PLAIN LOGIN\r\n"),
+        "{g}{c}"
+    );
+    srv.add_user("alice", "secret pw");
+    let (g, c) = capa(&srv);
+    assert!(g.contains('<'), "{g}");
+    assert!(
+        c.contains("SASL SCRAM-SHA-256 CRAM-MD5 PLAIN LOGIN\r\n"),
+        "{c}"
+    );
+}

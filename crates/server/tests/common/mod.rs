@@ -17,7 +17,9 @@
 //! ```
 //!
 //! The server runs on its own thread and runtime, so tests may block (spawn client
-//! processes, use std sockets) freely. Failure delays are cut to milliseconds.
+//! processes, use std sockets) freely. Failure delays are cut to milliseconds. Users
+//! may be added at any time: the server re-reads the users file on change, and what it
+//! offers (APOP, CRAM-MD5, SCRAM-SHA-256: only if some secret allows them) follows.
 #![allow(dead_code)]
 
 use std::io::{Read as _, Write as _};
