@@ -490,6 +490,11 @@ impl UserDb {
             .map(|r| (**r).clone())
     }
 
+    /// Runs `f` on the current records (file order) without copying them.
+    pub(crate) fn with_records<R>(&self, f: impl FnOnce(&[Arc<UserRecord>]) -> R) -> R {
+        f(&self.current().order)
+    }
+
     /// All records in file order.
     pub fn records(&self) -> Vec<UserRecord> {
         self.current().order.iter().map(|r| (**r).clone()).collect()

@@ -228,8 +228,13 @@ pub fn mechanisms_for(record: &UserRecord) -> Vec<Mechanism> {
 
 /// Whether any user in `db` could use `m`: a server advertises CRAM-MD5 or
 /// SCRAM-SHA-256 in CAPA only when this is true.
+///
+/// Picks up a changed users file first (one `stat`); does not copy the records.
 pub fn any_user_allows(db: &UserDb, m: Mechanism) -> bool {
-    db.records().iter().any(|r| secret_caps(r).allows(m))
+    if let Err(e) = db.reload_if_changed() {
+        tracing::error!(error = %e, "users file not reloaded; still using the previous version");
+    }
+    db.with_records(|records| records.iter().any(|r| secret_caps(r).allows(m)))
 }
 
 /// Checks a USER/PASS (or PLAIN/LOGIN) login: looks `user` up, verifies `password`
