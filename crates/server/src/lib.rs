@@ -203,11 +203,11 @@ impl Server {
                 Err(e) if !config.pop3s.is_empty() => return Err(e.into()),
                 Err(e) => {
                     warn!(error = %e, "TLS not available: STLS will not be offered");
-                    TlsStore::none()
+                    TlsStore::unloaded(&config.tls_cert, &config.tls_key)
                 }
             }
         } else {
-            TlsStore::none()
+            TlsStore::unloaded(&config.tls_cert, &config.tls_key)
         };
         if !config.pop3s.is_empty() && tls.current().is_none() {
             return Err(StartError::NoCertificate);

@@ -107,9 +107,15 @@ impl TlsStore {
 
     /// A store without TLS (no STLS, no pop3s).
     pub fn none() -> TlsStore {
+        Self::unloaded(Path::new(""), Path::new(""))
+    }
+
+    /// A store that knows where the pair will be but has none yet: STLS appears after
+    /// a successful [`TlsStore::reload`] (SIGHUP once the files are in place).
+    pub fn unloaded(cert: &Path, key: &Path) -> TlsStore {
         TlsStore {
-            cert: PathBuf::new(),
-            key: PathBuf::new(),
+            cert: cert.to_owned(),
+            key: key.to_owned(),
             current: RwLock::new(None),
         }
     }
@@ -219,6 +225,19 @@ mod tests {
         fs::write(&k, "garbage").unwrap();
         assert!(store.reload().is_err());
         assert!(store.current().is_some());
+    }
+
+    #[test]
+    fn a_pair_added_later_is_picked_up_by_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let (c, k) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+        let store = TlsStore::unloaded(&c, &k);
+        assert!(store.current().is_none());
+        assert!(store.reload().is_err());
+        write_self_signed(&c, &k, &["localhost".into()]).unwrap();
+        store.reload().unwrap();
+        assert!(store.current().is_some());
+        assert!(TlsStore::none().reload().is_ok());
     }
 
     #[test]
