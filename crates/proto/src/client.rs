@@ -868,6 +868,48 @@ fn parse_uid(rest: &[u8], line: &[u8]) -> Result<String, ClientError> {
     Ok(String::from_utf8_lossy(uid).into_owned())
 }
 
+/// Fuzz body (`fuzz/fuzz_targets/client_session.rs`): arbitrary server bytes against a
+/// client that pipelines every command. The first byte picks the chunk size. Must
+/// never panic; the client's buffers stay bounded by what one call fed it.
+#[doc(hidden)]
+pub fn fuzz_client_session(data: &[u8]) {
+    let Some((&first, rest)) = data.split_first() else {
+        return;
+    };
+    let chunk = usize::from(first % 64) + 1;
+    let mut s = ClientSession::new();
+    let mut greeted = false;
+    for piece in rest.chunks(chunk) {
+        s.receive(piece);
+        while let Some(ev) = s.poll_event() {
+            if matches!(ev, Ok(Event::Greeting { .. })) && !greeted {
+                greeted = true;
+                let one = MsgNum::new(1).expect("1 is a message number");
+                for c in [
+                    Command::Capa,
+                    Command::User("u".into()),
+                    Command::Pass(b"p".to_vec()),
+                    Command::Stat,
+                    Command::List(None),
+                    Command::Uidl(None),
+                    Command::Retr(one),
+                    Command::Top { msg: one, lines: 0 },
+                    Command::List(Some(one)),
+                    Command::Uidl(Some(one)),
+                    Command::Dele(one),
+                    Command::Quit,
+                ] {
+                    let _ = s.send(c);
+                }
+            }
+        }
+        let _ = s.take_transmit();
+        assert!(s.framer.buffered().len() <= MAX_RESPONSE_LINE + chunk);
+    }
+    s.receive_eof();
+    while s.poll_event().is_some() {}
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
