@@ -50,8 +50,11 @@ fn setup() -> Setup {
 /// `bob` (SHA512-CRYPT: only USER/PASS, PLAIN and LOGIN can work), with the corpus in
 /// `user`'s maildrop.
 fn setup_for(user: &'static str, scheme: Scheme) -> Setup {
+    setup_on(TestServer::start(), user, scheme)
+}
+
+fn setup_on(srv: TestServer, user: &'static str, scheme: Scheme) -> Setup {
     require("fetchmail", "fetchmail");
-    let srv = TestServer::start();
     srv.add_user("alice", "secret pw");
     srv.add_user_scheme("bob", "secret pw", Scheme::Sha512Crypt);
     assert!(user == "alice" && scheme == Scheme::Plain || user == "bob");
@@ -307,5 +310,29 @@ fn fetchmail_in_use_then_ok() {
     let r = fetchmail_run(&s, &rc);
     assert_eq!(r.status.code(), Some(0), "{}", r.log());
     assert_same_messages("fetchmail after IN-USE", &s.corpus, &dir_files(&s.out()));
+    assert_eq!(server_count(&s.srv, s.user), 0);
+}
+
+/// With cleartext logins refused (loopback treated as remote), the CAPA before STLS
+/// offers no USER/PLAIN; fetchmail upgrades, asks CAPA again and logs in with USER/PASS
+/// (bob's hashed secret allows nothing else).
+#[test]
+fn fetchmail_stls_when_cleartext_login_refused() {
+    let s = setup_on(
+        TestServer::builder().loopback_untrusted().start(),
+        "bob",
+        Scheme::Sha512Crypt,
+    );
+    let rc = rc(&s, Tls::Stls, "", "no keep");
+    let r = fetchmail(&s, &rc, 0);
+    let cmds = sent(&r);
+    let stls = cmds.iter().position(|c| c == "STLS").expect("STLS");
+    let user = cmds.iter().position(|c| c == "USER bob").expect("USER");
+    assert!(stls < user, "{}", r.log());
+    assert_same_messages(
+        "fetchmail STLS, cleartext refused",
+        &s.corpus,
+        &dir_files(&s.out()),
+    );
     assert_eq!(server_count(&s.srv, s.user), 0);
 }

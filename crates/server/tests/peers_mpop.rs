@@ -29,8 +29,11 @@ struct Setup {
 }
 
 fn setup() -> Setup {
+    setup_with(TestServer::start())
+}
+
+fn setup_with(srv: TestServer) -> Setup {
     require("mpop", "mpop");
-    let srv = TestServer::start();
     srv.add_user("alice", "secret pw");
     // A hashed secret: only USER/PASS, PLAIN and LOGIN can work for bob.
     srv.add_user_scheme("bob", "secret pw", correio_auth::Scheme::Sha512Crypt);
@@ -350,4 +353,85 @@ fn mpop_tls_fingerprint() {
     write_private(Path::new(&path), &text);
     mpop(&s, &path);
     assert_same_messages("mpop tls_fingerprint", &s.corpus, &maildir_messages(&md));
+}
+
+/// With cleartext logins refused (loopback treated as remote), the CAPA before STLS
+/// offers no USER/PLAIN; mpop upgrades, reads CAPA again and logs in. Without TLS it
+/// can log in only by challenge-response (SCRAM-SHA-256 / CRAM-MD5), never USER/PASS.
+#[test]
+fn mpop_stls_when_cleartext_login_refused() {
+    let s = setup_with(TestServer::builder().loopback_untrusted().start());
+    let md = s.tmp.path().join("Maildir");
+    make_maildir(&md);
+    let rc = config(&s, false, &format!("maildir {}", md.display()), false, "");
+    let r = mpop(&s, &rc);
+    assert!(sent(&r).contains(&"STLS"), "{}", r.log());
+    assert_same_messages(
+        "mpop STLS, cleartext refused",
+        &s.corpus,
+        &maildir_messages(&md),
+    );
+    assert_eq!(server_count(&s.srv, "alice"), 0);
+
+    // Without TLS only the challenge-response mechanisms are offered: mpop's own choice
+    // logs in without the password on the wire...
+    let text = std::fs::read_to_string(&rc)
+        .expect("rc")
+        .replace("tls on\n", "tls off\n");
+    write_private(Path::new(&rc), &text);
+    s.srv.deliver("alice", b"Subject: one\n\nx\n");
+    let r = mpop(&s, &rc);
+    let cmds = sent(&r);
+    assert!(!cmds.contains(&"STLS"));
+    assert!(
+        cmds.iter()
+            .any(|c| *c == "AUTH SCRAM-SHA-256" || *c == "AUTH CRAM-MD5"),
+        "{}",
+        r.log()
+    );
+    assert_eq!(server_count(&s.srv, "alice"), 0);
+    // ...and USER/PASS does not work. (Forced to `auth user` although CAPA lists no
+    // USER, mpop pipelines USER and PASS, so its password still crosses the wire: the
+    // server refuses USER and then PASS, "-ERR USER first".)
+    s.srv.deliver("alice", b"Subject: two\n\nx\n");
+    write_private(Path::new(&rc), &format!("{text}auth user\n"));
+    let r = mpop_run(&s, &rc);
+    assert!(!r.status.success(), "USER/PASS over cleartext\n{}", r.log());
+    assert!(
+        r.stdout.contains("<-- -ERR [AUTH] "),
+        "no [AUTH] refusal\n{}",
+        r.log()
+    );
+    assert_eq!(server_count(&s.srv, "alice"), 1);
+    assert_eq!(maildir_messages(&md).len(), s.corpus.len() + 1);
+}
+
+/// A client that asked for a big message and reads nothing, and one stuck mid-line,
+/// do not hold up mpop's session on the same server.
+#[test]
+fn mpop_while_other_clients_stall() {
+    let s = setup();
+    s.srv.add_user("big", "pw");
+    let line = b"a line of a big message that somebody requests and never reads\n";
+    let big: Vec<u8> = line.iter().copied().cycle().take(8 << 20).collect();
+    s.srv.deliver("big", &big);
+    let mut slow = s.srv.connect();
+    slow.login("big", "pw");
+    slow.send(b"RETR 1\r\n");
+    let mut half = s.srv.connect();
+    half.line();
+    half.send(b"USER al");
+    let md = s.tmp.path().join("Maildir");
+    make_maildir(&md);
+    let rc = config(&s, true, &format!("maildir {}", md.display()), false, "");
+    let t = std::time::Instant::now();
+    mpop(&s, &rc);
+    let took = t.elapsed();
+    assert_same_messages(
+        "mpop beside stalled clients",
+        &s.corpus,
+        &maildir_messages(&md),
+    );
+    assert!(took < Duration::from_secs(20), "mpop took {took:?}");
+    drop((slow, half));
 }
