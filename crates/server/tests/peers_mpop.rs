@@ -435,3 +435,25 @@ fn mpop_while_other_clients_stall() {
     assert!(took < Duration::from_secs(20), "mpop took {took:?}");
     drop((slow, half));
 }
+
+/// Degenerate stored messages (empty file, header only, no header) come out of mpop
+/// exactly as the server sends them.
+#[test]
+fn mpop_degenerate_messages() {
+    require("mpop", "mpop");
+    let srv = TestServer::start();
+    srv.add_user("alice", "secret pw");
+    let corpus = peers_fixtures::degenerate_corpus();
+    deliver_corpus(&srv, "alice", &corpus);
+    let s = Setup {
+        srv,
+        corpus,
+        tmp: scratch(),
+    };
+    let md = s.tmp.path().join("Maildir");
+    make_maildir(&md);
+    let rc = config(&s, true, &format!("maildir {}", md.display()), false, "");
+    mpop(&s, &rc);
+    assert_same_messages("mpop degenerate", &s.corpus, &maildir_messages(&md));
+    assert_eq!(server_count(&s.srv, "alice"), 0);
+}

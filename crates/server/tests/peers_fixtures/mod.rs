@@ -46,7 +46,8 @@ impl Msg {
                 v.push(b);
             }
         }
-        if !v.ends_with(b"\n") {
+        // An empty file is a message of no lines: nothing to end.
+        if !v.is_empty() && !v.ends_with(b"\n") {
             v.push(b'\n');
         }
         v
@@ -148,6 +149,26 @@ pub fn corpus() -> Vec<Msg> {
         raw_file: true,
     });
     v
+}
+
+/// Degenerate messages another tool could leave in a Maildir, all as raw files: an
+/// empty file, a header without final newline, a header with no body and no blank
+/// line, and a body with an empty header. Not in [`corpus`] because fetchmail and
+/// getmail6 repair such messages (fetchmail adds the missing blank line and invents
+/// headers for a headerless one; getmail6 adds `Return-Path: <unknown>`); mpop stores
+/// them exactly as sent.
+pub fn degenerate_corpus() -> Vec<Msg> {
+    let raw = |name, bytes: &[u8]| Msg {
+        name,
+        bytes: bytes.to_vec(),
+        raw_file: true,
+    };
+    vec![
+        raw("empty-file", b""),
+        raw("header-no-newline", b"Subject: header-no-newline"),
+        raw("header-only", b"Subject: header-only\n"),
+        raw("empty-header", b"\nSubject: empty-header (in the body)\n"),
+    ]
 }
 
 /// Puts the corpus into `user`'s maildrop and checks the store holds what we expect.
