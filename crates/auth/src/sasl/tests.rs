@@ -109,8 +109,11 @@ fn client_and_server_agree_for_every_mechanism_and_secret() {
                         u.name
                     );
                 }
-                if !initial {
-                    // Wrong passwords are padded to a dummy hash's cost: check them once.
+                if !initial
+                    || (mech.is_cleartext() && !["plain", "sha", "nopw"].contains(&u.name.as_str()))
+                {
+                    // Failed PLAIN/LOGIN checks are padded to a dummy ARGON2ID check's
+                    // cost: test wrong passwords once, and for a few secrets only there.
                     continue;
                 }
                 let creds = ClientCredentials::new(&u.name, "wrong");
