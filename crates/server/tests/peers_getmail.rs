@@ -53,8 +53,14 @@ fn server() -> (TestServer, Vec<Msg>) {
 }
 
 fn setup() -> Setup {
+    setup_on(TestServer::start())
+}
+
+fn setup_on(srv: TestServer) -> Setup {
     require("getmail", "getmail6");
-    let (srv, corpus) = server();
+    srv.add_user("alice", "secret pw");
+    let corpus = corpus();
+    deliver_corpus(&srv, "alice", &corpus);
     let tmp = scratch();
     let md = tmp.path().join("Maildir");
     make_maildir(&md);
@@ -86,6 +92,11 @@ fn delivery_user() -> Option<nix::unistd::User> {
 
 /// Writes `getmailrc` (0600) into the getmail dir.
 fn rc(s: &Setup, ssl: bool, delete: bool) {
+    rc_with(s, ssl, delete, "");
+}
+
+/// As [`rc`], with `extra` lines in the retriever section.
+fn rc_with(s: &Setup, ssl: bool, delete: bool, extra: &str) {
     let retriever = if ssl {
         format!(
             "type = SimplePOP3SSLRetriever\nport = {}\nca_certs = {}\nssl_cert_hostname = localhost\n",
@@ -93,7 +104,10 @@ fn rc(s: &Setup, ssl: bool, delete: bool) {
             s.srv.cert_pem.display()
         )
     } else {
-        format!("type = SimplePOP3Retriever\nport = {}\n", s.srv.pop3.port())
+        format!(
+            "type = SimplePOP3Retriever\nport = {}\n{extra}",
+            s.srv.pop3.port()
+        )
     };
     let text = format!(
         "[retriever]\n{retriever}server = localhost\nusername = alice\npassword = secret pw\n\
@@ -244,9 +258,13 @@ fn server_sends_empty_header_field_unchanged() {
 /// Runs the scenario, again from scratch (at most three times in all) only when
 /// getmail hit its own fork race.
 fn check_with_fresh_retries(ssl: bool) {
+    retry_fork_race(|| check(&setup(), ssl));
+}
+
+fn retry_fork_race(mut scenario: impl FnMut() -> Result<(), ForkRace>) {
     let mut races = Vec::new();
     for _ in 0..3 {
-        match check(&setup(), ssl) {
+        match scenario() {
             Ok(()) => return,
             Err(ForkRace(log)) => {
                 eprintln!("getmail6 lost its delivery child (getmail6#226); starting over\n{log}");
@@ -268,4 +286,24 @@ fn getmail_pop3_ssl_maildir() {
 #[test]
 fn getmail_pop3_cleartext_loopback_maildir() {
     check_with_fresh_retries(false);
+}
+
+/// `use_apop = true` on a server that refuses cleartext passwords (loopback treated as
+/// remote): USER/PASS would be refused, so a complete fetch shows APOP worked.
+#[test]
+fn getmail_pop3_apop_where_cleartext_passwords_are_refused() {
+    retry_fork_race(|| {
+        let s = setup_on(TestServer::builder().loopback_untrusted().start());
+        rc_with(&s, false, true, "use_apop = true\n");
+        let r = getmail(&s)?;
+        assert_eq!(retrieved(&r), s.corpus.len(), "{}", r.log());
+        assert_same_messages_after(
+            "getmail APOP",
+            &s.corpus,
+            &maildir_messages(&s.maildir()),
+            python_email_header_rewrite,
+        );
+        assert_eq!(server_count(&s.srv, "alice"), 0, "{}", r.log());
+        Ok(())
+    });
 }
