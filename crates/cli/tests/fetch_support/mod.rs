@@ -129,3 +129,145 @@ pub fn tempdir() -> tempfile::TempDir {
 pub fn p(d: &Path, s: &str) -> PathBuf {
     d.join(s)
 }
+
+/// A tiny DNS server on 127.0.0.1 (UDP) answering SRV queries from a fixed table and
+/// NXDOMAIN to everything else. Stops when dropped.
+pub struct DnsServer {
+    pub addr: std::net::SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl DnsServer {
+    /// `srv`: (query name with trailing dot, target host with trailing dot, port).
+    pub fn start(srv: Vec<(String, String, u16)>) -> DnsServer {
+        use hickory_proto::op::{Message, MessageType, ResponseCode};
+        use hickory_proto::rr::rdata::SRV;
+        use hickory_proto::rr::{Name, RData, Record, RecordType};
+        use std::sync::atomic::Ordering;
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(std::time::Duration::from_millis(50)))
+            .unwrap();
+        let addr = sock.local_addr().unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut buf = [0u8; 1500];
+            while !stop2.load(Ordering::Relaxed) {
+                let Ok((n, from)) = sock.recv_from(&mut buf) else {
+                    continue;
+                };
+                let Ok(req) = Message::from_vec(&buf[..n]) else {
+                    continue;
+                };
+                let mut resp = Message::new();
+                resp.set_id(req.id());
+                resp.set_message_type(MessageType::Response);
+                resp.set_op_code(req.op_code());
+                resp.set_recursion_desired(req.recursion_desired());
+                resp.set_recursion_available(true);
+                resp.add_queries(req.queries().to_vec());
+                for q in req.queries() {
+                    let qname = q.name().to_ascii().to_ascii_lowercase();
+                    for (name, target, port) in &srv {
+                        if q.query_type() == RecordType::SRV && &qname == name {
+                            resp.add_answer(Record::from_rdata(
+                                q.name().clone(),
+                                60,
+                                RData::SRV(SRV::new(
+                                    0,
+                                    0,
+                                    *port,
+                                    Name::from_ascii(target).unwrap(),
+                                )),
+                            ));
+                        }
+                    }
+                }
+                if resp.answers().is_empty() {
+                    resp.set_response_code(ResponseCode::NXDomain);
+                }
+                let _ = sock.send_to(&resp.to_vec().unwrap(), from);
+            }
+        });
+        DnsServer {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for DnsServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A one-path HTTP/1.1 server on 127.0.0.1 serving `body` for requests whose path
+/// starts with `path`, 404 otherwise. Stops when dropped.
+pub struct HttpServer {
+    pub base: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl HttpServer {
+    pub fn start(path: &str, body: String) -> HttpServer {
+        use std::io::{BufRead, BufReader, Write};
+        use std::sync::atomic::Ordering;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.set_nonblocking(true).unwrap();
+        let base = format!("http://{}", l.local_addr().unwrap());
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let path = path.to_owned();
+        let thread = std::thread::spawn(move || {
+            while !stop2.load(Ordering::Relaxed) {
+                let Ok((s, _)) = l.accept() else {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                    continue;
+                };
+                s.set_nonblocking(false).unwrap();
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                let mut first = String::new();
+                let _ = r.read_line(&mut first);
+                loop {
+                    let mut h = String::new();
+                    if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                        break;
+                    }
+                }
+                let req_path = first.split(' ').nth(1).unwrap_or("");
+                let mut s = s;
+                let reply = if req_path.starts_with(&path) {
+                    format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                } else {
+                    "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                        .to_owned()
+                };
+                let _ = s.write_all(reply.as_bytes());
+            }
+        });
+        HttpServer {
+            base,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
