@@ -588,6 +588,26 @@ mod tests {
     }
 
     #[test]
+    fn lf_mask_is_exact() {
+        let naive = |b: &[u8; 64]| (0..64).fold(0u64, |m, i| m | (u64::from(b[i] == b'\n') << i));
+        for v in 0..=255u8 {
+            let mut block = [v; 64];
+            assert_eq!(lf_mask(&block), naive(&block), "all {v:#x}");
+            block[3] = b'\n';
+            block[40] = b'\n';
+            block[63] = b'\n';
+            assert_eq!(lf_mask(&block), naive(&block), "{v:#x} with LFs");
+        }
+        // Neighbours that a borrow or carry between bytes would confuse.
+        let block: [u8; 64] =
+            std::array::from_fn(|i| [b'\n', 0x8a, 0x0b, 0x09, 0x00, 0xff, 0x0a][i % 7]);
+        assert_eq!(lf_mask(&block), naive(&block));
+        let ends: Vec<usize> = LineEnds::new(&block[..50]).collect();
+        let expected: Vec<usize> = (0..50).filter(|&i| block[i] == b'\n').collect();
+        assert_eq!(ends, expected);
+    }
+
+    #[test]
     fn stuffing_rules() {
         assert_eq!(stuff(b""), b".\r\n");
         assert_eq!(stuff(b"a\nb\r\n"), b"a\r\nb\r\n.\r\n");
