@@ -336,3 +336,41 @@ fn fetchmail_stls_when_cleartext_login_refused() {
     );
     assert_eq!(server_count(&s.srv, s.user), 0);
 }
+
+/// `sslcertck` really checks: with a certificate that is not the server's as
+/// `sslcertfile`, fetchmail refuses the server (STLS and implicit TLS), sends no
+/// credentials and fetches nothing.
+#[test]
+fn fetchmail_rejects_wrong_certificate() {
+    let s = setup();
+    let other = peers_fixtures::foreign_cert(s.tmp.path());
+    for tls in [Tls::Stls, Tls::Implicit] {
+        let rc = rc(&s, tls, "", "no keep");
+        let text = std::fs::read_to_string(&rc).expect("rc").replace(
+            &s.srv.cert_pem.display().to_string(),
+            &other.display().to_string(),
+        );
+        write_private(std::path::Path::new(&rc), &text);
+        let r = fetchmail_run(&s, &rc);
+        assert!(
+            r.log().contains("Server certificate verification error"),
+            "{}",
+            r.log()
+        );
+        assert_ne!(
+            r.status.code(),
+            Some(0),
+            "accepted a foreign certificate\n{}",
+            r.log()
+        );
+        assert!(
+            !sent(&r)
+                .iter()
+                .any(|c| c.starts_with("AUTH") || c.starts_with("USER") || c.starts_with("APOP")),
+            "{}",
+            r.log()
+        );
+    }
+    assert!(dir_files(&s.out()).is_empty());
+    assert_eq!(server_count(&s.srv, s.user), s.corpus.len());
+}

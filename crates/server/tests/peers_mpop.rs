@@ -457,3 +457,45 @@ fn mpop_degenerate_messages() {
     assert_same_messages("mpop degenerate", &s.corpus, &maildir_messages(&md));
     assert_eq!(server_count(&s.srv, "alice"), 0);
 }
+
+/// The trust file is really checked: with a certificate that is not the server's, mpop
+/// refuses the server (STLS and implicit TLS) and fetches nothing.
+#[test]
+fn mpop_rejects_wrong_certificate() {
+    let s = setup();
+    let md = s.tmp.path().join("Maildir");
+    make_maildir(&md);
+    let other = peers_fixtures::foreign_cert(s.tmp.path());
+    for implicit in [false, true] {
+        let rc = config(
+            &s,
+            implicit,
+            &format!("maildir {}", md.display()),
+            false,
+            "",
+        );
+        let text = std::fs::read_to_string(&rc).expect("rc").replace(
+            &s.srv.cert_pem.display().to_string(),
+            &other.display().to_string(),
+        );
+        write_private(Path::new(&rc), &text);
+        let r = mpop_run(&s, &rc);
+        assert!(
+            r.log().contains("TLS certificate verification failed"),
+            "{}",
+            r.log()
+        );
+        assert!(
+            !r.status.success(),
+            "accepted a foreign certificate\n{}",
+            r.log()
+        );
+        assert!(
+            !sent(&r)
+                .iter()
+                .any(|c| c.starts_with("AUTH") || c.starts_with("USER"))
+        );
+    }
+    assert!(maildir_messages(&md).is_empty());
+    assert_eq!(server_count(&s.srv, "alice"), s.corpus.len());
+}

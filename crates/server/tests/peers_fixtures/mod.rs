@@ -407,3 +407,16 @@ pub fn make_maildir(dir: &Path) {
         fs::create_dir_all(dir.join(sub)).expect("mkdir maildir");
     }
 }
+
+/// A self-signed certificate for `localhost` that the test server does not use, to
+/// show a peer really verifies the server's certificate.
+pub fn foreign_cert(dir: &Path) -> PathBuf {
+    let cert = dir.join("foreign-cert.pem");
+    correio_server::tls::write_self_signed(
+        &cert,
+        &dir.join("foreign-key.pem"),
+        &["localhost".into(), "127.0.0.1".into()],
+    )
+    .expect("foreign cert");
+    cert
+}
