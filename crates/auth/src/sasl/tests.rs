@@ -691,3 +691,16 @@ fn doveadm_made_scram_and_cram_secrets_work_with_our_mechanisms() {
     );
     assert_eq!(r, Ok("dave".to_owned()));
 }
+
+#[test]
+fn mechanisms_can_move_into_spawn_blocking() {
+    // The documented driving contract moves mechanisms and an `Arc<UserDb>` into
+    // blocking threads: pin the auto traits it relies on.
+    fn send_static<T: Send + 'static>() {}
+    fn shared<T: Send + Sync + 'static>() {}
+    send_static::<ServerMechanism>();
+    send_static::<ClientMechanism>();
+    send_static::<Result<Step, SaslError>>();
+    shared::<crate::userdb::UserDb>();
+    shared::<crate::throttle::Throttle>();
+}
