@@ -273,6 +273,10 @@ pub struct Overrides {
     pub lmtp: Option<LmtpAddr>,
     /// `--allow-cleartext-login`.
     pub allow_cleartext_login: bool,
+    /// `--set KEY=VALUE` (repeatable): any config key by its dotted path, e.g.
+    /// `limits.max_connections=50` or `listen.pop3=["[::]:110"]`. The value is read as
+    /// TOML, or as a string if it is not valid TOML.
+    pub set: Vec<String>,
 }
 
 fn duration(key: &str, v: &Option<String>, default: Duration) -> Result<Duration, ConfigError> {
@@ -302,29 +306,70 @@ impl Config {
     /// Reads and resolves a config file (if any) with overrides. A missing file given
     /// explicitly is an error.
     pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
-        let file = match path {
-            None => FileConfig::default(),
-            Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|e| ConfigError {
-                    file: Some(p.to_owned()),
-                    key: None,
-                    reason: format!("cannot read: {e}"),
-                })?;
-                Self::parse_file(&text).map_err(|mut e| {
-                    e.file = Some(p.to_owned());
-                    e
-                })?
-            }
+        let text = match path {
+            None => String::new(),
+            Some(p) => std::fs::read_to_string(p).map_err(|e| ConfigError {
+                file: Some(p.to_owned()),
+                key: None,
+                reason: format!("cannot read: {e}"),
+            })?,
         };
-        Self::resolve(file, overrides).map_err(|mut e| {
-            e.file = path.map(Path::to_owned);
+        let in_file = |mut e: ConfigError| {
+            if e.key.as_deref() != Some("--set") {
+                e.file = path.map(Path::to_owned);
+            }
             e
-        })
+        };
+        let file = Self::parse_with_sets(&text, &overrides.set).map_err(in_file)?;
+        Self::resolve(file, overrides).map_err(in_file)
     }
 
     /// Parses config text (for tests and `correio check`).
     pub fn from_toml(text: &str, overrides: &Overrides) -> Result<Config, ConfigError> {
-        Self::resolve(Self::parse_file(text)?, overrides)
+        Self::resolve(Self::parse_with_sets(text, &overrides.set)?, overrides)
+    }
+
+    /// The file, then each `--set KEY=VALUE` applied on top of it.
+    fn parse_with_sets(text: &str, sets: &[String]) -> Result<FileConfig, ConfigError> {
+        // Parse the text alone first, so its errors carry line numbers.
+        let file = Self::parse_file(text)?;
+        if sets.is_empty() {
+            return Ok(file);
+        }
+        let set_err = |reason: String| ConfigError {
+            file: None,
+            key: Some("--set".into()),
+            reason,
+        };
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| set_err(e.to_string()))?;
+        for item in sets {
+            let (key, raw) = item
+                .split_once('=')
+                .ok_or_else(|| set_err(format!("{item:?} is not KEY=VALUE")))?;
+            let key = key.trim();
+            let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+                .ok()
+                .and_then(|mut t| t.remove("v"))
+                .unwrap_or_else(|| toml::Value::String(raw.to_owned()));
+            let mut parts = key.split('.').peekable();
+            let mut cur = &mut table;
+            while let Some(part) = parts.next() {
+                if part.is_empty() {
+                    return Err(set_err(format!("{key:?} is not a dotted key")));
+                }
+                if parts.peek().is_none() {
+                    cur.insert(part.to_owned(), value.clone());
+                    break;
+                }
+                let next = cur
+                    .entry(part.to_owned())
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                cur = next
+                    .as_table_mut()
+                    .ok_or_else(|| set_err(format!("{part:?} in {key:?} is not a table")))?;
+            }
+        }
+        FileConfig::deserialize(table).map_err(|e| set_err(e.message().to_owned()))
     }
 
     fn parse_file(text: &str) -> Result<FileConfig, ConfigError> {
@@ -592,6 +637,36 @@ post_login_idle = "30m"
         assert_eq!(c.tls_cert, PathBuf::from("/srv/mail/tls/cert.pem"));
         let s = c.session_config();
         assert_eq!(s.login_delay, Some(900));
+    }
+
+    #[test]
+    fn set_flags_reach_every_key() {
+        let o = Overrides {
+            set: vec![
+                "limits.max_connections=7".into(),
+                "pop3.expire=never".into(),
+                "listen.pop3=[\"127.0.0.1:2110\"]".into(),
+                "hostname=mx.example.org".into(),
+            ],
+            ..Overrides::default()
+        };
+        let c = Config::from_toml("[limits]\nmax_connections = 3\n", &o).unwrap();
+        assert_eq!(c.limits.max_connections, 7);
+        assert_eq!(c.expire, Some(correio_proto::capa::ExpirePolicy::Never));
+        assert_eq!(c.pop3, vec!["127.0.0.1:2110".parse().unwrap()]);
+        assert_eq!(c.hostname, "mx.example.org");
+        let bad = Overrides {
+            set: vec!["limits.bogus=1".into()],
+            ..Overrides::default()
+        };
+        let e = Config::from_toml("", &bad).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("--set"));
+        assert!(e.reason.contains("bogus"), "{e}");
+        let bad = Overrides {
+            set: vec!["novalue".into()],
+            ..Overrides::default()
+        };
+        assert!(Config::from_toml("", &bad).is_err());
     }
 
     #[test]

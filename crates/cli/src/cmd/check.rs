@@ -15,6 +15,9 @@ pub struct Args {
     /// Data directory (overrides `data_dir`).
     #[arg(long, value_name = "DIR")]
     data: Option<PathBuf>,
+    /// Set any config key (repeatable), as `correio serve --set` does.
+    #[arg(long, value_name = "KEY=VALUE")]
+    set: Vec<String>,
 }
 
 /// Every problem found; empty means the configuration is usable.
@@ -66,6 +69,7 @@ fn nix_user_exists(name: &str) -> Option<bool> {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let overrides = Overrides {
         data_dir: args.data,
+        set: args.set,
         ..Overrides::default()
     };
     let config = match Config::load(args.config.as_deref(), &overrides) {

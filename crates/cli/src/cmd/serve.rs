@@ -36,6 +36,9 @@ pub struct Args {
     /// Allow USER/PASS, PLAIN and LOGIN on cleartext connections from other hosts.
     #[arg(long)]
     allow_cleartext_login: bool,
+    /// Set any config key (repeatable), e.g. `--set limits.max_connections=50`.
+    #[arg(long, value_name = "KEY=VALUE")]
+    set: Vec<String>,
 }
 
 fn parse_lmtp(s: &str) -> Result<LmtpAddr, String> {
@@ -57,6 +60,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         pop3s: args.pop3s.clone(),
         lmtp: args.lmtp.clone(),
         allow_cleartext_login: args.allow_cleartext_login,
+        set: args.set.clone(),
     };
     let config = Config::load(args.config.as_deref(), &overrides).map_err(anyhow::Error::msg)?;
     let first_run = config.pop3.is_empty() && config.pop3s.is_empty();
