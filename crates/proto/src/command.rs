@@ -502,8 +502,15 @@ impl Arg<'_> {
             .ok_or(CommandError::InvalidNumber)
     }
 
+    /// TOP's line count: any non-negative decimal number. A count beyond `u32` means
+    /// "more lines than any message has", so it saturates instead of failing.
     fn count(self) -> Result<u32, CommandError> {
-        u32::try_from(self.digits()?).map_err(|_| CommandError::InvalidNumber)
+        if self.0.is_empty() || !self.0.iter().all(u8::is_ascii_digit) {
+            return Err(CommandError::InvalidNumber);
+        }
+        Ok(self.0.iter().fold(0u32, |n, d| {
+            n.saturating_mul(10).saturating_add(u32::from(d - b'0'))
+        }))
     }
 }
 

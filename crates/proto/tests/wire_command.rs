@@ -175,7 +175,15 @@ fn transaction_commands() {
     one("TOP 0 1\r\n", err(CommandError::InvalidNumber));
     one("TOP 1 -1\r\n", err(CommandError::InvalidNumber));
     one("TOP 1 x\r\n", err(CommandError::InvalidNumber));
-    one("TOP 1 4294967296\r\n", err(CommandError::InvalidNumber));
+    // More lines than any message has: the whole message, not an error.
+    one(
+        "TOP 1 99999999999999999999\r\n",
+        Verdict::Cmd(Command::Top {
+            msg: n(1),
+            lines: u32::MAX,
+        }),
+    );
+    one("TOP 1 +5\r\n", err(CommandError::InvalidNumber));
     one("UIDL\r\n", Verdict::Cmd(Command::Uidl(None)));
     one("UIDL 7\r\n", Verdict::Cmd(Command::Uidl(Some(n(7)))));
     one("UIDL 0\r\n", err(CommandError::InvalidNumber));
