@@ -587,6 +587,28 @@ impl Config {
     }
 }
 
+/// Fuzz body (`fuzz/fuzz_targets/server_config.rs`): config text, then NUL-separated
+/// `--set` items. Must never panic; an accepted config must keep the limits' promises.
+#[doc(hidden)]
+pub fn fuzz_config(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let mut parts = text.split('\0');
+    let toml_text = parts.next().unwrap_or("");
+    let overrides = Overrides {
+        data_dir: Some(PathBuf::from("/nonexistent-fuzz")),
+        set: parts.map(str::to_owned).collect(),
+        ..Overrides::default()
+    };
+    if let Ok(c) = Config::from_toml(toml_text, &overrides) {
+        assert!(c.limits.post_login_idle >= Duration::from_secs(600));
+        assert!((255..=8192).contains(&c.limits.max_command_line));
+        assert!(c.limits.max_connections >= 1 && c.limits.max_connections_per_ip >= 1);
+        assert!(c.mail_location.starts_with("maildir:") || c.mail_location.starts_with("mbox:"));
+        let _ = c.session_config();
+    }
+    let _ = LmtpAddr::parse(toml_text);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -694,26 +716,4 @@ post_login_idle = "30m"
             .unwrap_err();
         assert_eq!(e.key.as_deref(), Some("limits.max_command_line"));
     }
-}
-
-/// Fuzz body (`fuzz/fuzz_targets/server_config.rs`): config text, then NUL-separated
-/// `--set` items. Must never panic; an accepted config must keep the limits' promises.
-#[doc(hidden)]
-pub fn fuzz_config(data: &[u8]) {
-    let text = String::from_utf8_lossy(data);
-    let mut parts = text.split('\0');
-    let toml_text = parts.next().unwrap_or("");
-    let overrides = Overrides {
-        data_dir: Some(PathBuf::from("/nonexistent-fuzz")),
-        set: parts.map(str::to_owned).collect(),
-        ..Overrides::default()
-    };
-    if let Ok(c) = Config::from_toml(toml_text, &overrides) {
-        assert!(c.limits.post_login_idle >= Duration::from_secs(600));
-        assert!((255..=8192).contains(&c.limits.max_command_line));
-        assert!(c.limits.max_connections >= 1 && c.limits.max_connections_per_ip >= 1);
-        assert!(c.mail_location.starts_with("maildir:") || c.mail_location.starts_with("mbox:"));
-        let _ = c.session_config();
-    }
-    let _ = LmtpAddr::parse(toml_text);
 }
