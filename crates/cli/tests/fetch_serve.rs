@@ -1,0 +1,122 @@
+//! `correio fetch` against `correio serve` (both the real binary): STLS and implicit
+//! TLS with the server's own certificate, keep then delete, byte-exact.
+
+mod fetch_support;
+
+use std::io::Write;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use fetch_support::*;
+
+/// Kills the server (by its pid) on every exit path.
+struct Guard(Child);
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn run_ok(args: &[&str], stdin: &[u8]) {
+    let mut c = correio()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin.take().unwrap().write_all(stdin).unwrap();
+    let out = c.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "correio {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn fetch_from_correio_serve_over_stls_and_pop3s() {
+    let work = tempdir();
+    let data = work.path().join("data");
+    let data_s = data.to_str().unwrap();
+    let msgs = corpus(21);
+    run_ok(
+        &["user", "add", "bob", "--data", data_s, "--password-stdin"],
+        b"b0b pass\n",
+    );
+    for m in &msgs {
+        run_ok(&["deliver", "--user", "bob", "--data", data_s], m);
+    }
+    let pop3 = correio_testkit::free_port().unwrap();
+    let pop3s = correio_testkit::free_port().unwrap();
+    let child = correio()
+        .args(["serve", "--data", data_s])
+        .args(["--pop3", &format!("127.0.0.1:{pop3}")])
+        .args(["--pop3s", &format!("127.0.0.1:{pop3s}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _guard = Guard(child);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", pop3s)).is_err()
+        || std::net::TcpStream::connect(("127.0.0.1", pop3)).is_err()
+    {
+        assert!(Instant::now() < deadline, "correio serve did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let ca = data.join("tls/cert.pem");
+    let ca_s = ca.to_str().unwrap();
+
+    // Keep mode over STLS.
+    let st1 = tempdir();
+    let md1 = st1.path().join("M");
+    let to1 = format!("maildir:{}", md1.display());
+    let v = run_json(fetch_cmd(
+        "localhost",
+        pop3,
+        "bob",
+        "b0b pass",
+        st1.path(),
+        &["--tls", "starttls", "--ca", ca_s, "--to", &to1],
+    ));
+    assert_eq!(summary(&v)["fetched"], 21, "{v}");
+    assert_eq!(maildir_messages(&md1), sorted(&msgs));
+    let v = run_json(fetch_cmd(
+        "localhost",
+        pop3,
+        "bob",
+        "b0b pass",
+        st1.path(),
+        &["--tls", "starttls", "--ca", ca_s, "--to", &to1],
+    ));
+    assert_eq!(summary(&v)["fetched"], 0, "{v}");
+
+    // Delete mode over implicit TLS, into mbox.
+    let st2 = tempdir();
+    let mbox = st2.path().join("mbox");
+    let to2 = format!("mbox:{}", mbox.display());
+    let v = run_json(fetch_cmd(
+        "localhost",
+        pop3s,
+        "bob",
+        "b0b pass",
+        st2.path(),
+        &["--tls", "implicit", "--ca", ca_s, "--delete", "--to", &to2],
+    ));
+    assert_eq!(summary(&v)["fetched"], 21, "{v}");
+    assert_eq!(summary(&v)["deleted"], 21, "{v}");
+    // The server is empty now.
+    let v = run_json(fetch_cmd(
+        "localhost",
+        pop3s,
+        "bob",
+        "b0b pass",
+        st2.path(),
+        &["--tls", "implicit", "--ca", ca_s, "--to", &to2],
+    ));
+    assert_eq!(summary(&v)["on_server"], 0, "{v}");
+    let text = std::fs::read_to_string(&mbox).unwrap();
+    assert_eq!(text.matches("\nFrom MAILER-DAEMON ").count() + 1, 21);
+}
