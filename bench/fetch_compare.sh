@@ -88,7 +88,7 @@ for _ in $(seq 100); do
 done
 
 fresh() { rm -rf "$T/out" "$T/st"; mkdir -p "$T/out/cur" "$T/out/new" "$T/out/tmp" "$T/st"; }
-count() { ls "$T/out/new" "$T/out/cur" | grep -vc ':$' || true; }
+count() { find "$T/out/new" "$T/out/cur" -type f | wc -l; }
 
 run_correio() {
   "$CORREIO" fetch --host 127.0.0.1 --port "$PORT" --user bench --tls none \
