@@ -43,21 +43,16 @@ impl Setup {
 }
 
 fn setup() -> Setup {
-    setup_for("alice", Scheme::Plain)
+    setup_on(TestServer::start(), "alice")
 }
 
-/// A server whose users are `alice` (PLAIN secret: every mechanism and APOP work) and
-/// `bob` (SHA512-CRYPT: only USER/PASS, PLAIN and LOGIN can work), with the corpus in
-/// `user`'s maildrop.
-fn setup_for(user: &'static str, scheme: Scheme) -> Setup {
-    setup_on(TestServer::start(), user, scheme)
-}
-
-fn setup_on(srv: TestServer, user: &'static str, scheme: Scheme) -> Setup {
+/// Users `alice` (PLAIN secret: every mechanism and APOP work) and `bob`
+/// (SHA512-CRYPT: only USER/PASS, PLAIN and LOGIN can work) on `srv`, with the corpus
+/// in `user`'s maildrop; fetchmail logs in as `user`.
+fn setup_on(srv: TestServer, user: &'static str) -> Setup {
     require("fetchmail", "fetchmail");
     srv.add_user("alice", "secret pw");
     srv.add_user_scheme("bob", "secret pw", Scheme::Sha512Crypt);
-    assert!(user == "alice" && scheme == Scheme::Plain || user == "bob");
     let corpus = corpus();
     deliver_corpus(&srv, user, &corpus);
     let tmp = scratch();
@@ -273,7 +268,7 @@ fn fetchmail_apop() {
 /// still be able to fall back to USER/PASS in the same session.
 #[test]
 fn fetchmail_hashed_secret_default_auth() {
-    let s = setup_for("bob", Scheme::Sha512Crypt);
+    let s = setup_on(TestServer::start(), "bob");
     let rc = rc(&s, Tls::Implicit, "", "no keep");
     let r = fetchmail(&s, &rc, 0);
     assert!(
@@ -318,11 +313,7 @@ fn fetchmail_in_use_then_ok() {
 /// (bob's hashed secret allows nothing else).
 #[test]
 fn fetchmail_stls_when_cleartext_login_refused() {
-    let s = setup_on(
-        TestServer::builder().loopback_untrusted().start(),
-        "bob",
-        Scheme::Sha512Crypt,
-    );
+    let s = setup_on(TestServer::builder().loopback_untrusted().start(), "bob");
     let rc = rc(&s, Tls::Stls, "", "no keep");
     let r = fetchmail(&s, &rc, 0);
     let cmds = sent(&r);

@@ -3,16 +3,19 @@
 //! comparison of what the client stored with what was delivered.
 //!
 //! The contract every peer test checks: each delivered message comes out of the peer
-//! exactly once and byte-exact, after exactly one documented transformation — the
-//! line-end convention of the peer's output. POP3 carries lines as CRLF; fetchmail
-//! (`stripcr`, on by default for an MDA), mpop and getmail6 all write Unix files with
-//! LF line ends, so the expected bytes are the stored message with LF line ends. The
-//! only CRs in the corpus are the line ends of one raw file stored with CRLF (as some
-//! other tools write Maildir files; the server must send them without doubling the
-//! CR), so that conversion is exact. A message stored without a final line end is sent
-//! with a CRLF added (PROTOCOL.md), so its expected form has a final LF added. Nothing else is normalised: a peer that adds a header is
-//! told not to (fetchmail `--invisible`, mpop `received_header off`, getmail6
-//! `received = false` / `delivered_to = false`), and any other difference fails.
+//! exactly once and byte-exact, up to the line-end convention of the peer's output
+//! ([`Msg::expected_lf`]). POP3 carries lines as CRLF; fetchmail (`stripcr`, on by
+//! default for an MDA), mpop and getmail6 all write Unix files with LF line ends, so
+//! the expected bytes are the stored message with LF line ends. The only CRs in the
+//! corpus are the line ends of one raw file stored with CRLF (as some other tools write
+//! Maildir files; the server must send them without doubling the CR), so that
+//! conversion is exact. A non-empty message stored without a final line end is sent
+//! with a CRLF added (PROTOCOL.md), so its expected form has a final LF added. Nothing
+//! else is normalised: a peer that adds a header is told not to (fetchmail
+//! `--invisible`, mpop `received_header off`, getmail6 `received = false` /
+//! `delivered_to = false`), and any other difference fails. The one peer rewrite a
+//! test accounts for (getmail6's, see `peers_getmail.rs`) is shown there not to come
+//! from the server.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
