@@ -357,3 +357,129 @@ fn split_mboxrd(data: &[u8]) -> Vec<Vec<u8>> {
     }
     msgs
 }
+
+#[test]
+fn every_auth_method_dovecot_offers() {
+    let msgs = corpus(2);
+    let mut cfg = DovecotConfig::with_user(USER, PASS);
+    cfg.extra_config = "auth_mechanisms = plain login cram-md5 scram-sha-256\n".into();
+    let d = Dovecot::start(&cfg).expect("start dovecot");
+    fill_maildir(&d.maildir(USER), &msgs);
+    d.give_mail_to_owner().unwrap();
+    for auth in [
+        "user",
+        "plain",
+        "login",
+        "cram-md5",
+        "scram-sha-256",
+        "auto",
+    ] {
+        let work = tempdir();
+        let md = work.path().join("Mail");
+        let to = format!("maildir:{}", md.display());
+        let v = run_json(fetch_cmd(
+            "127.0.0.1",
+            d.pop3_addr().port(),
+            USER,
+            PASS,
+            work.path(),
+            &["--tls", "none", "--auth", auth, "--to", &to],
+        ));
+        assert_eq!(summary(&v)["fetched"], 2, "{auth}: {v}");
+    }
+    // A wrong password is a clear failure, and nothing is stored.
+    let work = tempdir();
+    let out = fetch_cmd(
+        "127.0.0.1",
+        d.pop3_addr().port(),
+        USER,
+        "wrong",
+        work.path(),
+        &[
+            "--tls",
+            "none",
+            "--auth",
+            "scram-sha-256",
+            "--to",
+            "maildir:/nonexistent/x",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("login failed"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn config_file_accounts_run_concurrently_with_shared_defaults() {
+    let a = corpus(4);
+    let b: Vec<Vec<u8>> = corpus(9)[4..].to_vec();
+    let cfg = DovecotConfig {
+        users: vec![("ann".into(), "pa".into()), ("ben".into(), "pb".into())],
+        ..Default::default()
+    };
+    let d = Dovecot::start(&cfg).expect("start dovecot");
+    fill_maildir(&d.maildir("ann"), &a);
+    fill_maildir(&d.maildir("ben"), &b);
+    d.give_mail_to_owner().unwrap();
+    let work = tempdir();
+    let w = work.path().display();
+    let port = d.pop3_addr().port();
+    let toml = format!(
+        r#"
+[defaults]
+host = "127.0.0.1"
+port = {port}
+tls = "none"
+state_dir = "{w}/state"
+delete = true
+
+[account.ann]
+user = "ann"
+password_command = "echo pa"
+to = "maildir:{w}/ann"
+
+[account.ben]
+user = "ben"
+password_command = "echo pb"
+to = "mbox:{w}/ben.mbox"
+keep = true
+delete = false
+"#
+    );
+    fs::write(work.path().join("f.toml"), toml).unwrap();
+    let mut c = correio();
+    c.args([
+        "fetch",
+        "--config",
+        work.path().join("f.toml").to_str().unwrap(),
+    ])
+    .env("HOME", work.path());
+    let v = run_json(c);
+    let accts = v["accounts"].as_array().unwrap();
+    assert_eq!(accts.len(), 2, "{v}");
+    assert_eq!(accts[0]["summary"]["account"], "ann");
+    assert_eq!(accts[0]["summary"]["deleted"], 4);
+    assert_eq!(accts[1]["summary"]["fetched"], 5);
+    assert_eq!(accts[1]["summary"]["deleted"], 0);
+    assert_eq!(maildir_messages(&work.path().join("ann")), sorted(&a));
+    assert!(maildir_messages(&d.maildir("ann")).is_empty());
+    assert_eq!(maildir_messages(&d.maildir("ben")).len(), 5);
+    // --account picks one.
+    let mut c = correio();
+    c.args([
+        "fetch",
+        "--config",
+        work.path().join("f.toml").to_str().unwrap(),
+        "--account",
+        "ben",
+    ])
+    .env("HOME", work.path());
+    let v = run_json(c);
+    assert_eq!(v["accounts"].as_array().unwrap().len(), 1);
+    assert_eq!(summary(&v)["fetched"], 0);
+}
