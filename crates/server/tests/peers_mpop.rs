@@ -499,3 +499,67 @@ fn mpop_rejects_wrong_certificate() {
     assert!(maildir_messages(&md).is_empty());
     assert_eq!(server_count(&s.srv, "alice"), s.corpus.len());
 }
+
+/// Four mpop processes at once, one per user, over both ports: every maildrop comes out
+/// complete and byte-exact, nothing crosses between sessions.
+#[test]
+fn mpop_parallel_accounts() {
+    let s = setup();
+    let users = ["u0", "u1", "u2", "u3"];
+    for u in users {
+        s.srv.add_user(u, "secret pw");
+        deliver_corpus(&s.srv, u, &s.corpus);
+    }
+    let jobs: Vec<(String, std::path::PathBuf)> = users
+        .iter()
+        .enumerate()
+        .map(|(i, u)| {
+            let md = s.tmp.path().join(format!("Maildir-{u}"));
+            make_maildir(&md);
+            let rc = config(
+                &s,
+                i % 2 == 0,
+                &format!("maildir {}", md.display()),
+                false,
+                "",
+            );
+            let text = std::fs::read_to_string(&rc)
+                .expect("rc")
+                .replace("user alice\n", &format!("user {u}\n"))
+                .replace("/uidls\n", &format!("/uidls-{u}\n"));
+            let own = s.tmp.path().join(format!("mpoprc-{u}"));
+            write_private(&own, &text);
+            (own.display().to_string(), md)
+        })
+        .collect();
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = jobs
+            .iter()
+            .enumerate()
+            .map(|(i, (rc, _))| {
+                let dir = s.tmp.path().join(format!("run-{i}"));
+                std::fs::create_dir(&dir).expect("mkdir");
+                scope.spawn(move || {
+                    let mut cmd = Command::new("mpop");
+                    cmd.env("HOME", &dir)
+                        .env("LC_ALL", "C")
+                        .args(["-C", rc, "test"]);
+                    run_bounded(cmd, LIMIT, &dir)
+                })
+            })
+            .collect();
+        for h in handles {
+            let r = h.join().expect("thread");
+            assert!(r.status.success(), "{}", r.log());
+        }
+    });
+    for (u, (_, md)) in users.iter().zip(&jobs) {
+        assert_same_messages(
+            &format!("mpop parallel {u}"),
+            &s.corpus,
+            &maildir_messages(md),
+        );
+        assert_eq!(server_count(&s.srv, u), 0);
+    }
+    assert_eq!(server_count(&s.srv, "alice"), s.corpus.len());
+}
