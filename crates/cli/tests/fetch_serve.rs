@@ -120,3 +120,78 @@ fn fetch_from_correio_serve_over_stls_and_pop3s() {
     let text = std::fs::read_to_string(&mbox).unwrap();
     assert_eq!(text.matches("\nFrom MAILER-DAEMON ").count() + 1, 21);
 }
+
+#[test]
+fn lmtp_target_delivers_into_correio_serve() {
+    use correio_testkit::{Dovecot, DovecotConfig};
+    let msgs = corpus(8);
+    let d = Dovecot::start(&DovecotConfig::with_user("src", "pw")).unwrap();
+    fill_maildir(&d.maildir("src"), &msgs);
+    d.give_mail_to_owner().unwrap();
+
+    let work = tempdir();
+    let data = work.path().join("data");
+    let data_s = data.to_str().unwrap();
+    run_ok(
+        &["user", "add", "bob", "--data", data_s, "--password-stdin"],
+        b"pb\n",
+    );
+    let pop3 = correio_testkit::free_port().unwrap();
+    let lmtp = correio_testkit::free_port().unwrap();
+    let child = correio()
+        .args(["serve", "--data", data_s])
+        .args(["--pop3", &format!("127.0.0.1:{pop3}")])
+        .args(["--lmtp", &format!("127.0.0.1:{lmtp}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _guard = Guard(child);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", lmtp)).is_err()
+        || std::net::TcpStream::connect(("127.0.0.1", pop3)).is_err()
+    {
+        assert!(Instant::now() < deadline, "correio serve did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Dovecot -> correio fetch -> LMTP -> correio serve.
+    let st = tempdir();
+    let to = format!("lmtp:127.0.0.1:{lmtp}:bob");
+    let v = run_json(fetch_cmd(
+        "127.0.0.1",
+        d.pop3_addr().port(),
+        "src",
+        "pw",
+        st.path(),
+        &["--tls", "none", "--delete", "--to", &to],
+    ));
+    assert_eq!(summary(&v)["fetched"], 8, "{v}");
+    assert!(maildir_messages(&d.maildir("src")).is_empty());
+    // correio serve -> correio fetch -> Maildir: each message arrives whole (the
+    // LMTP server may add trace headers in front).
+    let st2 = tempdir();
+    let md = st2.path().join("M");
+    let v = run_json(fetch_cmd(
+        "127.0.0.1",
+        pop3,
+        "bob",
+        "pb",
+        st2.path(),
+        &[
+            "--tls",
+            "none",
+            "--to",
+            &format!("maildir:{}", md.display()),
+        ],
+    ));
+    assert_eq!(summary(&v)["fetched"], 8, "{v}");
+    let got = maildir_messages(&md);
+    for m in &msgs {
+        assert_eq!(
+            got.iter().filter(|g| g.ends_with(m)).count(),
+            1,
+            "{}",
+            String::from_utf8_lossy(m)
+        );
+    }
+}
