@@ -377,7 +377,7 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     Ok((status, location, body))
 }
 
-fn dechunk(mut data: &[u8]) -> Result<Vec<u8>, String> {
+pub(crate) fn dechunk(mut data: &[u8]) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
     loop {
         let eol = data

@@ -29,6 +29,8 @@
 mod conn;
 pub mod discover;
 pub mod fetch;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod sasl;
 pub mod tls;
 

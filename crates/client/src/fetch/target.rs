@@ -323,6 +323,29 @@ impl RenameWriter {
     }
 }
 
+/// How old a temporary file must be before it counts as left over by a crash (the
+/// Maildir convention: 36 hours, far longer than any delivery takes).
+const STALE_TMP: Duration = Duration::from_secs(36 * 3600);
+
+/// Removes temporary files a crashed delivery left behind (best effort: another
+/// program's files in tmp/ follow the same convention).
+fn remove_stale_tmp(dir: &Path, ours: impl Fn(&str) -> bool) {
+    let Ok(rd) = fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let old = e
+            .metadata()
+            .ok()
+            .filter(|m| m.is_file())
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > STALE_TMP);
+        if old && ours(&name) {
+            let _ = fs::remove_file(e.path());
+        }
+    }
+}
+
 /// A Maildir (created if missing): tmp/ → new/.
 #[derive(Debug)]
 pub struct Maildir {
@@ -336,6 +359,7 @@ impl Maildir {
         for sub in ["cur", "new", "tmp"] {
             fs::create_dir_all(root.join(sub))?;
         }
+        remove_stale_tmp(&root.join("tmp"), |_| true);
         Ok(Maildir {
             root: root.to_owned(),
             w: RenameWriter::new(true),
@@ -386,6 +410,9 @@ impl EmlDir {
     /// Opens (creating the folder if needed).
     pub fn open(dir: &Path) -> io::Result<EmlDir> {
         fs::create_dir_all(dir)?;
+        remove_stale_tmp(dir, |name| {
+            name.starts_with('.') && name.ends_with(".eml.tmp")
+        });
         Ok(EmlDir {
             dir: dir.to_owned(),
             w: RenameWriter::new(false),
