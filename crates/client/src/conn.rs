@@ -411,6 +411,45 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     /// Downloads many messages, pipelined within `window` (use [`Window::SERIAL`] when
     /// the server does not offer PIPELINING). Bodies go to `sink` in request order;
     /// a `-ERR` for one message is reported to the sink and the others go on.
+    ///
+    /// ```no_run
+    /// use correio_client::{BodySink, Client, Request, Window};
+    /// use correio_proto::{MsgNum, StatusLine};
+    ///
+    /// /// Counts the bytes of each message instead of storing them.
+    /// struct Sizes(Vec<(MsgNum, u64)>);
+    /// impl BodySink for Sizes {
+    ///     fn start(&mut self, msg: MsgNum) -> std::io::Result<()> {
+    ///         self.0.push((msg, 0));
+    ///         Ok(())
+    ///     }
+    ///     fn data(&mut self, _: MsgNum, bytes: &[u8]) -> std::io::Result<()> {
+    ///         if let Some(last) = self.0.last_mut() {
+    ///             last.1 += bytes.len() as u64;
+    ///         }
+    ///         Ok(())
+    ///     }
+    ///     fn end(&mut self, _: MsgNum) -> std::io::Result<()> { Ok(()) }
+    ///     fn refused(&mut self, _: MsgNum, _: &StatusLine) -> std::io::Result<()> { Ok(()) }
+    /// }
+    ///
+    /// # async fn demo() -> Result<(), correio_client::Error> {
+    /// let tcp = tokio::net::TcpStream::connect("127.0.0.1:110").await?;
+    /// let mut client = Client::connect(tcp).await?;
+    /// let pipelining = client.capa().await?.pipelining;
+    /// client.login("alice", b"secret").await?;
+    /// let requests: Vec<Request> = client
+    ///     .list()
+    ///     .await?
+    ///     .into_iter()
+    ///     .map(|(msg, size)| Request { msg, top_lines: None, size })
+    ///     .collect();
+    /// let window = if pipelining { Window::default() } else { Window::SERIAL };
+    /// let mut sizes = Sizes(Vec::new());
+    /// client.retr_many(&requests, window, &mut sizes).await?;
+    /// client.quit().await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn retr_many(
         &mut self,
         requests: &[Request],
