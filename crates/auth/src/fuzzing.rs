@@ -22,7 +22,7 @@ pub fn passwd_file(data: &[u8]) {
             assert_eq!(again, Ok(Some(r)), "record must survive a round trip");
         }
     }
-    for line in text.lines() {
+    for line in text.split('\n') {
         if let Ok(Some(r)) = UserRecord::parse_line(line) {
             let _ = r.password.as_ref().map(|p| p.scheme().clone());
             let _ = r.mail_location();

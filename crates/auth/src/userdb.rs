@@ -72,6 +72,9 @@ pub enum LineError {
     /// The user name fails [`validate_username`].
     #[error("invalid user name: {0}")]
     BadName(UsernameError),
+    /// The line contains a control character other than TAB (e.g. a stray CR or NUL).
+    #[error("control character in the line")]
+    ControlChar,
 }
 
 impl UserRecord {
@@ -95,6 +98,11 @@ impl UserRecord {
         let line = line.strip_suffix('\r').unwrap_or(line);
         if line.trim().is_empty() || line.trim_start().starts_with('#') {
             return Ok(None);
+        }
+        // A stray CR or NUL inside a line is corruption, and a field ending in CR could
+        // not be written back unambiguously (it would read as a CRLF line end).
+        if line.chars().any(|c| c.is_control() && c != '\t') {
+            return Err(LineError::ControlChar);
         }
         let mut parts = line.splitn(8, ':');
         let mut next = || parts.next().unwrap_or("").to_owned();
@@ -308,10 +316,19 @@ struct Snapshot {
     stamp: Option<FileStamp>,
 }
 
+/// Splits a file into lines at LF only (each line keeps a CR of a CRLF ending, which
+/// [`UserRecord::parse_line`] removes); a final LF does not start another line.
+fn file_lines(text: &str) -> impl Iterator<Item = &str> {
+    text.strip_suffix('\n')
+        .unwrap_or(text)
+        .split('\n')
+        .filter(move |_| !text.is_empty())
+}
+
 /// Parses a whole users file's text. Lines that fail are errors (`line` is 1-based).
 pub fn parse_users(text: &str) -> Result<Vec<UserRecord>, (usize, LineError)> {
     let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
+    for (i, line) in file_lines(text).enumerate() {
         if let Some(rec) = UserRecord::parse_line(line).map_err(|e| (i + 1, e))? {
             out.push(rec);
         }
@@ -615,7 +632,8 @@ fn edit_file<T>(
         line,
         error,
     })?;
-    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    // Lines keep a CRLF ending's CR, so untouched lines are written back byte for byte.
+    let mut lines: Vec<String> = file_lines(&text).map(str::to_owned).collect();
     let out = edit(&mut lines)?;
     let mut new_text = lines.join("\n");
     if !new_text.is_empty() {

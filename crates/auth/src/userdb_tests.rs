@@ -157,8 +157,14 @@ fn reloads_on_change_and_keeps_the_old_version_on_errors() {
     replace(&path, "c:{PLAIN}3\n");
     assert!(db.lookup("c").is_some() && db.lookup("a").is_none());
     replace(&path, "c:\u{1}bad\n");
-    // (A control character in a password field is allowed; the file is still valid.)
-    assert!(db.reload_if_changed().unwrap());
+    // A control character inside a line is corruption: the old version stays.
+    assert!(matches!(
+        db.reload_if_changed(),
+        Err(UserDbError::Line {
+            error: LineError::ControlChar,
+            ..
+        })
+    ));
     fs::write(&path, b"x:\xff\xfe\n").unwrap();
     assert!(matches!(db.reload(), Err(UserDbError::NotUtf8 { .. })));
     assert!(db.lookup_cached("c").is_some());
@@ -325,4 +331,43 @@ fn edits_refuse_broken_files_and_unwritable_fields() {
     let err = update_user(&path, "Bob", |r| r.gecos = "x\ny".into()).unwrap_err();
     assert!(matches!(err, UserDbError::BadRecord(_)));
     assert_eq!(fs::read_to_string(&path).unwrap(), "Bob:{PLAIN}x\n");
+}
+
+#[test]
+fn crlf_files_and_control_characters() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("users");
+    write(&path, "# windows\r\na:{PLAIN}x\r\nb:{PLAIN}y\r\n");
+    let db = UserDb::load(&path).unwrap();
+    assert_eq!(
+        db.lookup("a").unwrap().password.unwrap().plaintext(),
+        Some(&b"x"[..])
+    );
+    add_user(
+        &path,
+        &UserRecord::new("c", Some(StoredSecret::parse("{PLAIN}z"))),
+    )
+    .unwrap();
+    assert_eq!(
+        fs::read_to_string(&path).unwrap(),
+        "# windows\r\na:{PLAIN}x\r\nb:{PLAIN}y\r\nc:{PLAIN}z:::::\n",
+        "untouched CRLF lines are kept byte for byte"
+    );
+    // Found by fuzzing: a field ending in CR cannot be written back unambiguously.
+    assert_eq!(
+        UserRecord::parse_line("a:x:::::sh\r\r"),
+        Err(LineError::ControlChar)
+    );
+    assert_eq!(
+        UserRecord::parse_line("a:x\0y"),
+        Err(LineError::ControlChar)
+    );
+    assert!(
+        UserRecord::parse_line("a:x::::::k=v\tflag")
+            .unwrap()
+            .unwrap()
+            .flag("flag")
+    );
+    assert!(parse_users("a:x\n\nb:y").unwrap().len() == 2);
+    assert!(parse_users("").unwrap().is_empty());
 }
