@@ -24,6 +24,10 @@ struct Faults {
     missing_uid: bool,
     fake_pipelining: bool,
     long_greeting: bool,
+    /// Announce LOGIN-DELAY 900 in CAPA.
+    login_delay: bool,
+    /// Refuse PASS with [LOGIN-DELAY].
+    refuse_login_delay: bool,
 }
 
 /// Messages as stored (LF), served as CRLF (or LF with `bare_lf`).
@@ -112,7 +116,13 @@ async fn session(mut sock: tokio::net::TcpStream, srv: &FakeServer) -> std::io::
                 out.extend(line("UIDL"));
                 out.extend(line("TOP"));
                 out.extend(line("PIPELINING"));
+                if f.login_delay {
+                    out.extend(line("LOGIN-DELAY 900"));
+                }
                 out.extend(line("."));
+            }
+            "PASS" if f.refuse_login_delay => {
+                out.extend(line("-ERR [LOGIN-DELAY] wait 15 minutes"))
             }
             "USER" | "PASS" | "NOOP" | "RSET" => out.extend(line("+OK")),
             "STAT" => out.extend(line(&format!("+OK {} 0", live.len()))),
@@ -375,4 +385,31 @@ async fn pipelining_advertised_but_not_honoured_falls_back() {
     );
     assert_eq!(stored(dir.path()), sorted(corpus()));
     assert_eq!(srv.removed.lock().unwrap().len(), 5);
+}
+
+#[tokio::test]
+async fn login_delay_is_reported_for_the_daemon() {
+    let (_srv, port) = start(
+        corpus(),
+        Faults {
+            login_delay: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let s = run(&account(port, dir.path(), false)).await.unwrap();
+    assert_eq!(s.login_delay, Some(900));
+
+    let (_srv, port) = start(
+        corpus(),
+        Faults {
+            refuse_login_delay: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let e = run(&account(port, dir.path(), false)).await.unwrap_err();
+    assert!(matches!(e, FetchError::LoginDelay(_)), "{e}");
 }
