@@ -144,3 +144,29 @@ fn ipv6_listener() {
         run.await.unwrap();
     });
 }
+
+#[test]
+fn unusable_mail_location_is_sys_perm_and_the_session_goes_on() {
+    let srv = TestServer::start();
+    let secret = hash_password(
+        &Scheme::Plain,
+        b"pw",
+        &HashParams::insecure_fast_for_tests(),
+    )
+    .unwrap();
+    let mut rec = UserRecord::new("carol", Some(secret));
+    // A relative path can never be a mail location.
+    rec.set_field("userdb_mail", Some("maildir:relative/path"));
+    add_user(&srv.users_file(), &rec).unwrap();
+    srv.add_user("alice", "secret pw");
+    let mut w = srv.connect();
+    w.line();
+    assert_eq!(w.cmd("USER carol"), "+OK Send PASS\r\n");
+    assert_eq!(
+        w.cmd("PASS pw"),
+        "-ERR [SYS/PERM] Maildrop cannot be opened\r\n"
+    );
+    // Still in AUTHORIZATION: another login works on the same connection.
+    assert_eq!(w.cmd("USER alice"), "+OK Send PASS\r\n");
+    assert!(w.cmd("PASS secret pw").starts_with("+OK Logged in"));
+}
