@@ -186,6 +186,17 @@ fn passwd_del_and_list_keep_other_lines() {
         ))
         .contains("does not exist")
     );
+    // Without --scheme, passwd keeps the user's scheme (dave is PLAIN: APOP keeps working).
+    ok(&correio(
+        data,
+        &["passwd", "dave", "--password-stdin"],
+        Some("pw2\n"),
+    ));
+    assert!(
+        fs::read_to_string(&users)
+            .unwrap()
+            .contains("dave:{PLAIN}pw2:")
+    );
     ok(&correio(data, &["del", "dave"], None));
     assert!(err(&correio(data, &["del", "dave"], None)).contains("does not exist"));
     assert_eq!(

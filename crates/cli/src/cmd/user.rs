@@ -53,12 +53,13 @@ struct SetArgs {
     /// Read the password from the first line of standard input.
     #[arg(long)]
     password_stdin: bool,
-    /// Password scheme: ARGON2ID (default), ARGON2I, SHA512-CRYPT, SHA256-CRYPT,
-    /// BLF-CRYPT, SSHA512, SSHA256, SSHA, SHA512, SHA256, SHA, PLAIN, PLAIN-MD5,
-    /// CRAM-MD5, SCRAM-SHA-256. PLAIN also allows APOP, CRAM-MD5 and SCRAM-SHA-256
-    /// logins; CRAM-MD5 and SCRAM-SHA-256 allow their own mechanism.
-    #[arg(long, value_name = "S", default_value = "ARGON2ID")]
-    scheme: String,
+    /// Password scheme: ARGON2ID (default for `add`; `passwd` keeps the user's
+    /// current scheme), ARGON2I, SHA512-CRYPT, SHA256-CRYPT, BLF-CRYPT, SSHA512, SSHA256,
+    /// SSHA, SHA512, SHA256, SHA, PLAIN, PLAIN-MD5, CRAM-MD5, SCRAM-SHA-256. PLAIN also
+    /// allows APOP, CRAM-MD5 and SCRAM-SHA-256 logins; CRAM-MD5 and SCRAM-SHA-256 allow
+    /// their own mechanism.
+    #[arg(long, value_name = "S")]
+    scheme: Option<String>,
     /// Where this user's mail lives (stored as `userdb_mail=`), e.g.
     /// `maildir:/var/mail/alice` or `mbox:/var/mail/alice`.
     #[arg(long, value_name = "LOCATION")]
@@ -150,15 +151,15 @@ fn check_field(what: &str, v: &str, forbid_space: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn make_secret(set: &SetArgs) -> anyhow::Result<StoredSecret> {
-    let scheme = parse_scheme(&set.scheme)?;
+fn make_secret(set: &SetArgs, scheme: &Scheme) -> anyhow::Result<StoredSecret> {
     let password = read_password(set.password_stdin, &set.name)?;
-    hash_password(&scheme, password.as_bytes(), &HashParams::default())
+    hash_password(scheme, password.as_bytes(), &HashParams::default())
         .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 fn add(path: &Path, set: SetArgs) -> anyhow::Result<ExitCode> {
     check_name(&set.name)?;
+    let scheme = parse_scheme(set.scheme.as_deref().unwrap_or("ARGON2ID"))?;
     if let Some(m) = &set.mail {
         check_field("--mail", m, true)?;
     }
@@ -181,7 +182,7 @@ fn add(path: &Path, set: SetArgs) -> anyhow::Result<ExitCode> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         create_private_dir(dir)?;
     }
-    let secret = make_secret(&set)?;
+    let secret = make_secret(&set, &scheme)?;
     let mut rec = UserRecord::new(&set.name, Some(secret));
     if let Some(h) = &set.home {
         rec.home = h.clone();
@@ -190,29 +191,38 @@ fn add(path: &Path, set: SetArgs) -> anyhow::Result<ExitCode> {
         rec.set_field("userdb_mail", Some(m));
     }
     correio_auth::add_user(path, &rec).map_err(explain)?;
-    eprintln!(
-        "added user {} ({}) to {}",
-        set.name,
-        set.scheme.to_ascii_uppercase(),
-        path.display()
-    );
+    eprintln!("added user {} ({scheme}) to {}", set.name, path.display());
     Ok(ExitCode::SUCCESS)
 }
 
 fn passwd(path: &Path, set: SetArgs) -> anyhow::Result<ExitCode> {
     check_name(&set.name)?;
     let db = UserDb::load(path).map_err(explain)?;
-    if db.lookup_cached(&set.name).is_none() {
+    let Some(current) = db.lookup_cached(&set.name) else {
         return Err(explain(UserDbError::NotFound(set.name.clone())));
-    }
-    let secret = make_secret(&set)?;
+    };
     let (mail, home) = (set.mail.clone(), set.home.clone());
     if let Some(m) = &mail {
         check_field("--mail", m, true)?;
     }
     if let Some(h) = &home {
         check_field("--home", h, false)?;
+        if h.contains(':') {
+            bail!("--home cannot contain ':'");
+        }
     }
+    // Keep the current scheme unless told otherwise: a PLAIN or CRAM-MD5 user may rely
+    // on APOP or CRAM-MD5, which a silent switch to ARGON2ID would break.
+    let scheme = match &set.scheme {
+        Some(s) => parse_scheme(s)?,
+        None => current
+            .password
+            .as_ref()
+            .map(|p| p.scheme().clone())
+            .filter(Scheme::can_generate)
+            .unwrap_or_default(),
+    };
+    let secret = make_secret(&set, &scheme)?;
     correio_auth::update_user(path, &set.name, move |r| {
         r.password = Some(secret);
         if let Some(m) = &mail {
@@ -223,11 +233,7 @@ fn passwd(path: &Path, set: SetArgs) -> anyhow::Result<ExitCode> {
         }
     })
     .map_err(explain)?;
-    eprintln!(
-        "changed the password of {} ({})",
-        set.name,
-        set.scheme.to_ascii_uppercase()
-    );
+    eprintln!("changed the password of {} ({scheme})", set.name);
     Ok(ExitCode::SUCCESS)
 }
 
