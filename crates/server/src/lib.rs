@@ -257,13 +257,10 @@ impl Server {
             (&self.shared.config.pop3s, &mut l.pop3s),
         ] {
             for addr in addrs {
-                let listener =
-                    TcpListener::bind(addr)
-                        .await
-                        .map_err(|source| StartError::Bind {
-                            addr: *addr,
-                            source,
-                        })?;
+                let listener = bind_listener(*addr).map_err(|source| StartError::Bind {
+                    addr: *addr,
+                    source,
+                })?;
                 out.push(listener);
             }
         }
@@ -320,6 +317,33 @@ impl Server {
 
 /// Accepts on every listener from one loop, so that the one permit taken before
 /// accepting is never parked on an idle listener while another has clients waiting.
+/// Binds one listening socket. IPv6 sockets are IPv6-only, so `0.0.0.0:110` and
+/// `[::]:110` can both be listed (as nginx does) instead of the second failing with
+/// "address in use" on Linux's dual-stack default. Call inside the runtime (tokio's
+/// `from_std` needs its I/O driver): [`Server::bind`] does.
+fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType, sockopt};
+    let family = if addr.is_ipv6() {
+        AddressFamily::INET6
+    } else {
+        AddressFamily::INET
+    };
+    let fd = rustix::net::socket_with(
+        family,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+        None,
+    )?;
+    // Restarts must not wait for old connections in TIME_WAIT.
+    sockopt::set_socket_reuseaddr(&fd, true)?;
+    if addr.is_ipv6() {
+        sockopt::set_ipv6_v6only(&fd, true)?;
+    }
+    rustix::net::bind(&fd, &addr)?;
+    rustix::net::listen(&fd, 1024)?;
+    TcpListener::from_std(std::net::TcpListener::from(fd))
+}
+
 async fn accept_loop(
     shared: Arc<Shared>,
     listeners: Vec<(TcpListener, bool)>,

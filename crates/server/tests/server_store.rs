@@ -106,11 +106,17 @@ fn ipv6_listener() {
         return;
     }
     drop(probe);
-    // Bound through the config file alone (TestServer's overrides are IPv4).
+    // Bound through the config file alone (TestServer's overrides are IPv4). The same
+    // port on IPv4 and IPv6 must both bind (IPv6 sockets are IPv6-only).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let dir = tempfile::tempdir().unwrap();
     let config = correio_server::config::Config::from_toml(
         &format!(
-            "data_dir = \"{}\"\n[listen]\npop3 = [\"[::1]:0\"]\n",
+            "data_dir = \"{}\"\n[listen]\npop3 = [\"[::1]:{port}\", \"127.0.0.1:{port}\"]\n",
             dir.path().display()
         ),
         &correio_server::config::Overrides::default(),
@@ -123,8 +129,10 @@ fn ipv6_listener() {
         .unwrap();
     rt.block_on(async {
         let listeners = server.bind().await.unwrap();
-        let addr = listeners.addrs().0[0];
-        assert!(addr.is_ipv6());
+        let addrs = listeners.addrs().0;
+        assert_eq!(addrs.len(), 2);
+        let addr = addrs[0];
+        assert!(addr.is_ipv6() && addrs[1].is_ipv4());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let run = tokio::spawn(async move {
             server
