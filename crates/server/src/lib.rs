@@ -35,7 +35,7 @@ use correio_auth::{Throttle, ThrottleConfig, UserDb, UserDbOptions};
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc, watch};
-use tracing::{info, warn};
+use tracing::{Instrument as _, info, warn};
 
 use crate::config::Config;
 use crate::tls::TlsStore;
@@ -54,6 +54,7 @@ pub(crate) struct Shared {
     pub(crate) last_login: Mutex<HashMap<String, tokio::time::Instant>>,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     apop_counter: AtomicU64,
+    conn_counter: AtomicU64,
     /// The SASL mechanisms worth advertising, and when that was last computed.
     mechanisms: Mutex<Option<(Option<FileStamp>, Offered)>>,
 }
@@ -222,6 +223,7 @@ impl Server {
                 last_login: Mutex::new(HashMap::new()),
                 per_ip: Mutex::new(HashMap::new()),
                 apop_counter: AtomicU64::new(0),
+                conn_counter: AtomicU64::new(1),
                 mechanisms: Mutex::new(None),
                 config,
             }),
@@ -393,6 +395,7 @@ async fn accept_loop(
                 false
             }
         };
+        let conn_id = shared.conn_counter.fetch_add(1, Ordering::Relaxed);
         let shared2 = Arc::clone(&shared);
         let close = close.clone();
         let done = done.clone();
@@ -408,7 +411,12 @@ async fn accept_loop(
                 shared: Arc::clone(&shared2),
                 ip,
             };
-            session::run(shared2, tcp, peer, implicit_tls, close).await;
+            // Every line a session logs carries its connection number, so one
+            // session's lines can be picked out of a busy log.
+            let span = tracing::info_span!("pop3", conn = conn_id);
+            session::run(shared2, tcp, peer, implicit_tls, close)
+                .instrument(span)
+                .await;
         });
     }
 }
