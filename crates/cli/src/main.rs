@@ -31,6 +31,8 @@ enum Command {
     Cert(cmd::cert::Args),
     /// Validate a configuration file.
     Check(cmd::check::Args),
+    /// POP3 load generator for any server (and its own ceiling, --self-test).
+    Bench(Box<cmd::bench::Args>),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +44,7 @@ fn main() -> ExitCode {
         Command::Fetch(a) => cmd::fetch::run(a),
         Command::Cert(a) => cmd::cert::run(a),
         Command::Check(a) => cmd::check::run(a),
+        Command::Bench(a) => cmd::bench::run(*a),
     };
     match result {
         Ok(code) => code,
