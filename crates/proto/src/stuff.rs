@@ -398,15 +398,6 @@ pub enum LineEnding {
     Lf,
 }
 
-impl LineEnding {
-    fn bytes(self) -> &'static [u8] {
-        match self {
-            LineEnding::Crlf => b"\r\n",
-            LineEnding::Lf => b"\n",
-        }
-    }
-}
-
 /// The end of stream came before the terminating `.` CRLF.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MissingTerminator;
@@ -464,7 +455,16 @@ impl DotUnstuffer {
     /// `input` it consumed: all of them, except after the terminating line, where it
     /// stops right after its LF.
     pub fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> usize {
-        let eol = self.ending.bytes();
+        let crlf = self.ending == LineEnding::Crlf;
+        // Constant-length stores: a slice of run-time length would cost a memcpy call
+        // per line.
+        let eol = |out: &mut Vec<u8>| {
+            if crlf {
+                out.extend_from_slice(b"\r\n");
+            } else {
+                out.push(b'\n');
+            }
+        };
         let n = input.len();
         let mut i = 0;
         out.reserve(n + OVERCOPY);
@@ -507,7 +507,7 @@ impl DotUnstuffer {
             if self.pending_cr {
                 self.pending_cr = false;
                 if input[i] == b'\n' {
-                    out.extend_from_slice(eol);
+                    eol(out);
                     self.state = Unstuff::LineStart;
                     i += 1;
                     continue;
@@ -526,7 +526,7 @@ impl DotUnstuffer {
                     lf
                 };
                 copy_run(rest, begin, end, out);
-                out.extend_from_slice(eol);
+                eol(out);
                 begin = lf + 1;
                 if rest.get(begin) == Some(&b'.') {
                     at_dot = true;
