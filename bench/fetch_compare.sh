@@ -12,6 +12,7 @@
 set -euo pipefail
 N=${1:-500}
 ROUNDS=${2:-3}
+TOOLS=${TOOLS:-"correio mpop fetchmail"}   # e.g. TOOLS=correio to time one tool
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 for p in /usr/sbin/dovecot mpop fetchmail python3; do
   command -v "$p" >/dev/null || { echo "missing $p (apt-get install dovecot-pop3d mpop fetchmail python3)" >&2; exit 1; }
@@ -91,7 +92,7 @@ fresh() { rm -rf "$T/out" "$T/st"; mkdir -p "$T/out/cur" "$T/out/new" "$T/out/tm
 count() { find "$T/out/new" "$T/out/cur" -type f | wc -l; }
 
 run_correio() {
-  "$CORREIO" fetch --host 127.0.0.1 --port "$PORT" --user bench --tls none \
+  ${CORREIO_WRAP:-} "$CORREIO" fetch --host 127.0.0.1 --port "$PORT" --user bench --tls none \
     --password-command 'echo pw' --keep --to "maildir:$T/out" --state-dir "$T/st" --quiet
 }
 run_mpop() {
@@ -120,11 +121,11 @@ time_it() { # prints seconds
 
 # Warm Dovecot's index and the page cache once.
 fresh; run_correio
-printf '%-10s' "round"; for t in correio mpop fetchmail; do printf '%12s' "$t"; done; echo
+printf '%-10s' "round"; for t in $TOOLS; do printf '%12s' "$t"; done; echo
 declare -A SUM
 for r in $(seq "$ROUNDS"); do
   printf '%-10s' "$r"
-  for t in correio mpop fetchmail; do
+  for t in $TOOLS; do
     fresh
     secs=$(time_it "run_$t")
     got=$(count)
@@ -135,5 +136,5 @@ for r in $(seq "$ROUNDS"); do
   echo
 done
 printf '%-10s' "mean"
-for t in correio mpop fetchmail; do printf '%11ss' "$(python3 -c "print(f'{${SUM[$t]}/$ROUNDS:.3f}')")"; done
+for t in $TOOLS; do printf '%11ss' "$(python3 -c "print(f'{${SUM[$t]}/$ROUNDS:.3f}')")"; done
 echo
