@@ -53,9 +53,15 @@ fn crash_helper() {
         .unwrap()
         .as_nanos() as u64;
     let mut i = seed % 1_000_000_000 * 1000;
+    assert_eq!(i % 1000, 0);
     while start.elapsed() < Duration::from_secs(20) {
         i += 1;
         deliver(&loc, &message(i)[..], &DeliverOptions::default()).unwrap();
+        if i % 1000 == 1 {
+            // Tells the parent we are up, so its random delay lands inside the loop.
+            println!("started");
+            std::io::Write::flush(&mut std::io::stdout()).unwrap();
+        }
         if mode.ends_with("update") {
             let md = open_maildrop(&loc).unwrap();
             let n = md.messages().len();
@@ -130,14 +136,38 @@ fn crash_loop(mode: &str, loc: &MailLocation, target: &Path, rounds: usize) {
             ])
             .env(MODE, mode)
             .env(TARGET, target)
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(10 + rng.next() % 60));
+        // Wait for the helper's first delivery (it gives up by itself after 20 s).
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        while std::io::BufRead::read_line(&mut out, &mut line).unwrap() > 0
+            && !line.trim_end().ends_with("started")
+        {
+            line.clear();
+        }
+        std::thread::sleep(Duration::from_millis(rng.next() % 50));
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         total = check_intact(loc, round);
+    }
+    // Whatever the kills left next to the mailbox is cleaned up by the next session.
+    drop(open_maildrop(loc).unwrap());
+    if let MailLocation::Mbox(p) = loc {
+        let dir = p.parent().unwrap();
+        let litter: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| {
+                n.contains(".correio-tmp.")
+                    || n.contains(".lock.")
+                    || n.ends_with(".lock")
+                    || n.ends_with(".correio-journal")
+            })
+            .collect();
+        assert!(litter.is_empty(), "left behind: {litter:?}");
     }
     eprintln!("{mode}: {rounds} kills, {total} messages at the end, all intact");
 }

@@ -148,6 +148,30 @@ fn list_dir(root: &Path, sub: Sub, out: &mut Vec<Entry>) -> Result<(), StoreErro
     Ok(())
 }
 
+/// How old a file in `tmp/` must be before it counts as left behind by a crashed
+/// writer (the Maildir specification's 36 hours).
+pub const STALE_TMP: std::time::Duration = std::time::Duration::from_secs(36 * 3600);
+
+/// Removes files in `tmp/` older than [`STALE_TMP`]: deliveries that died half-way.
+/// Best effort; a live delivery is never that old.
+fn clean_tmp(root: &Path) {
+    let dir = root.join("tmp");
+    let Ok(rd) = fs::read_dir(&dir) else { return };
+    let now = std::time::SystemTime::now();
+    for ent in rd.flatten() {
+        let Ok(meta) = ent.metadata() else { continue };
+        let old = meta
+            .modified()
+            .ok()
+            .and_then(|m| now.duration_since(m).ok())
+            .is_some_and(|age| age > STALE_TMP);
+        if meta.is_file() && old {
+            tracing::info!(path = %ent.path().display(), "removing a stale file from tmp/");
+            let _ = fs::remove_file(ent.path());
+        }
+    }
+}
+
 fn wire_size_of_file(path: &Path) -> io::Result<u64> {
     let mut f = File::open(path)?;
     let mut c = crate::wire::WireCounter::new();
@@ -172,6 +196,7 @@ impl MaildirDrop {
     pub fn open(root: &Path) -> Result<MaildirDrop, StoreError> {
         ensure_maildir(root)?;
         let lock = SessionLock::acquire(&root.join(SESSION_LOCK_FILE))?;
+        clean_tmp(root);
         let mut entries = Vec::new();
         // cur/ first: if a tool left one message under both names, we keep the cur/ one.
         list_dir(root, Sub::Cur, &mut entries)?;

@@ -109,6 +109,7 @@ impl MboxDrop {
         }
         let mail_lock = MboxLock::acquire(path, false, lock_timeout)?;
         recover_interrupted_append(path, &mail_lock)?;
+        clean_leftovers(path);
         let file = mail_lock
             .file()
             .try_clone()
@@ -345,6 +346,41 @@ fn rewrite_ranges(path: &Path, lock: &MboxLock, ranges: &[(u64, u64)]) -> Result
         return Err(StoreError::io("cannot rewrite", path, e));
     }
     Ok(())
+}
+
+/// Removes what killed processes may leave next to an mbox: rewrite temporaries
+/// (`.<name>.correio-tmp.<pid>`; only mail-lock holders create them, so with the lock
+/// held any of them is stale) and dotlock temporaries (`<name>.lock.<pid>`) of
+/// processes that no longer exist. Call with the mail locks held. Best effort.
+fn clean_leftovers(path: &Path) {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return;
+    };
+    let Ok(rd) = fs::read_dir(parent_dir(path)) else {
+        return;
+    };
+    let rewrite_tmp = format!(".{name}.correio-tmp.");
+    let lock_tmp = format!("{name}.lock.");
+    for ent in rd.flatten() {
+        let f = ent.file_name();
+        let Some(f) = f.to_str() else { continue };
+        let stale = if let Some(pid) = f.strip_prefix(&rewrite_tmp) {
+            pid.bytes().all(|b| b.is_ascii_digit())
+        } else if let Some(pid) = f.strip_prefix(&lock_tmp) {
+            pid.parse::<i32>()
+                .ok()
+                .and_then(rustix::process::Pid::from_raw)
+                .is_some_and(|p| {
+                    rustix::process::test_kill_process(p).err() == Some(rustix::io::Errno::SRCH)
+                })
+        } else {
+            false
+        };
+        if stale {
+            tracing::info!(path = %ent.path().display(), "removing a file left by a killed process");
+            let _ = fs::remove_file(ent.path());
+        }
+    }
 }
 
 fn parent_dir(path: &Path) -> &Path {
