@@ -50,19 +50,44 @@ pub fn fill_maildir(maildir: &Path, msgs: &[Vec<u8>]) {
     }
 }
 
-/// Every message in a Maildir (new and cur), sorted by content.
+/// Every message in a Maildir (new and cur), sorted by content. Dovecot may rename
+/// files (new/ to cur/, flags) while we list; a listing that raced with a rename is
+/// taken again.
 pub fn maildir_messages(maildir: &Path) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    for sub in ["new", "cur"] {
-        let Ok(rd) = fs::read_dir(maildir.join(sub)) else {
-            continue;
-        };
-        for e in rd {
-            out.push(fs::read(e.unwrap().path()).unwrap());
-        }
+    fn names(maildir: &Path) -> Vec<std::path::PathBuf> {
+        let mut v: Vec<_> = ["new", "cur"]
+            .iter()
+            .flat_map(|sub| fs::read_dir(maildir.join(sub)).into_iter().flatten())
+            .map(|e| e.unwrap().path())
+            .collect();
+        v.sort();
+        v
     }
-    out.sort();
-    out
+    'again: for _ in 0..100 {
+        let before = names(maildir);
+        let mut out = Vec::new();
+        for sub in ["new", "cur"] {
+            let Ok(rd) = fs::read_dir(maildir.join(sub)) else {
+                continue;
+            };
+            for e in rd {
+                match fs::read(e.unwrap().path()) {
+                    Ok(m) => out.push(m),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                        continue 'again;
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        }
+        if names(maildir) != before {
+            continue 'again;
+        }
+        out.sort();
+        return out;
+    }
+    panic!("{} keeps changing", maildir.display());
 }
 
 /// Sorted copy.
