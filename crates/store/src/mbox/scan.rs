@@ -309,6 +309,9 @@ struct Current {
     in_header: bool,
     skipping_field: bool,
     content_length: Option<u64>,
+    /// Header lines counted one octet shorter for `>From ` unquoting; given back if
+    /// the message turns out to be mboxcl2 (verbatim, no unquoting at all).
+    header_unquoted: u64,
     /// A blank line not yet counted: (offset, CRLF?). It is the separator if a From_
     /// line or EOF follows, else content.
     pending_blank: Option<(u64, bool)>,
@@ -389,6 +392,7 @@ pub(crate) fn scan<S: Source>(src: &S, len: u64) -> io::Result<Scan> {
                 in_header: true,
                 skipping_field: false,
                 content_length: None,
+                header_unquoted: 0,
                 pending_blank: None,
             });
             continue;
@@ -422,6 +426,7 @@ pub(crate) fn scan<S: Source>(src: &S, len: u64) -> io::Result<Scan> {
             // taken verbatim.
             c.flush_pending();
             c.msg.encoding = Encoding::Verbatim;
+            c.msg.wire_size += c.header_unquoted;
             while w.pos() < end {
                 let hasher = &mut c.hasher;
                 let Some(info) = next_line(&mut w, end, |p| hasher.update(p))? else {
@@ -457,6 +462,9 @@ pub(crate) fn scan<S: Source>(src: &S, len: u64) -> io::Result<Scan> {
         else {
             break;
         };
+        if c.in_header && info.quoted_from {
+            c.header_unquoted += 1;
+        }
         c.msg.wire_size += line_wire(&info, true);
     }
     if let Some(c) = cur.take() {
