@@ -304,32 +304,18 @@ impl Pop3 {
     }
 
     async fn body(&mut self) -> Result<u64, BenchError> {
-        // An empty body is the terminator right at the start.
-        while self.end - self.start < 3 {
-            if self.buf[self.start..self.end] != b".\r\n"[..self.end - self.start] {
-                break;
-            }
-            self.fill().await?;
-        }
-        if self.buf[self.start..self.end].starts_with(b".\r\n") {
-            self.start += 3;
-            return Ok(0);
-        }
-        let finder = memmem::Finder::new(b"\r\n.\r\n");
-        let mut bytes = 0u64;
+        let mut end = BodyEnd::new();
         loop {
-            let avail = &self.buf[self.start..self.end];
-            if let Some(i) = finder.find(avail) {
-                bytes += (i + 2) as u64;
-                self.start += i + 5;
-                return Ok(bytes);
+            match end.scan(&self.buf[self.start..self.end]) {
+                Scan::Done { consumed, body } => {
+                    self.start += consumed;
+                    return Ok(body);
+                }
+                Scan::More { consumed } => {
+                    self.start += consumed;
+                    self.fill().await?;
+                }
             }
-            // Keep the last 4 bytes: they may be the start of the terminator.
-            let keep = avail.len().min(4);
-            let drop = avail.len() - keep;
-            bytes += drop as u64;
-            self.start += drop;
-            self.fill().await?;
         }
     }
 
@@ -340,6 +326,66 @@ impl Pop3 {
         self.expect_ok("QUIT").await?;
         let _ = timeout(Duration::from_secs(1), self.stream.shutdown()).await;
         Ok(())
+    }
+}
+
+/// Finds the end of a multi-line reply's body (sans-IO): fed the unconsumed bytes
+/// after the status line again and again (each time with more appended), it says how
+/// many it is done with. The body ends at the first `CRLF.CRLF` (or at `.CRLF` right at
+/// its start): byte-stuffing guarantees that sequence cannot occur inside a body, so
+/// one substring search finds it; the last 4 bytes are kept back in case the
+/// terminator is split across reads.
+#[derive(Debug)]
+pub(crate) struct BodyEnd {
+    started: bool,
+    bytes: u64,
+    finder: memmem::Finder<'static>,
+}
+
+/// What [`BodyEnd::scan`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Scan {
+    /// The body ended: `consumed` bytes (terminator included) are done with; the body
+    /// (stuffed, CRLFs included, terminator excluded) had `body` bytes in all.
+    Done { consumed: usize, body: u64 },
+    /// Not yet: `consumed` bytes are done with, the rest must be offered again with
+    /// more bytes after it.
+    More { consumed: usize },
+}
+
+impl BodyEnd {
+    pub(crate) fn new() -> BodyEnd {
+        BodyEnd {
+            started: false,
+            bytes: 0,
+            finder: memmem::Finder::new(b"\r\n.\r\n"),
+        }
+    }
+
+    pub(crate) fn scan(&mut self, avail: &[u8]) -> Scan {
+        if !self.started {
+            // An empty body is the terminator right at the start.
+            if avail.len() < 3 && b".\r\n".starts_with(avail) {
+                return Scan::More { consumed: 0 };
+            }
+            self.started = true;
+            if avail.starts_with(b".\r\n") {
+                return Scan::Done {
+                    consumed: 3,
+                    body: 0,
+                };
+            }
+        }
+        if let Some(i) = self.finder.find(avail) {
+            self.bytes += (i + 2) as u64;
+            return Scan::Done {
+                consumed: i + 5,
+                body: self.bytes,
+            };
+        }
+        let drop = avail.len().saturating_sub(4);
+        self.bytes += drop as u64;
+        Scan::More { consumed: drop }
     }
 }
 

@@ -25,6 +25,8 @@
 
 pub mod canned;
 mod conn;
+#[doc(hidden)]
+pub mod fuzzing;
 mod lmtp;
 mod stats;
 
@@ -122,6 +124,12 @@ impl Credential {
             )));
         }
         let text = std::fs::read_to_string(path).map_err(|e| BenchError::Io("users file", e))?;
+        Credential::parse_lines(&text, &path.display().to_string())
+    }
+
+    /// Parses the text of a users file (see [`Credential::read_file`]); `origin` names
+    /// it in errors.
+    pub fn parse_lines(text: &str, origin: &str) -> Result<Vec<Credential>, BenchError> {
         let mut out = Vec::new();
         for (i, line) in text.lines().enumerate() {
             let line = line.trim_end_matches('\r');
@@ -131,9 +139,10 @@ impl Credential {
             if out.len() >= 1_000_000 {
                 return Err(BenchError::Settings("more than 1,000,000 users".into()));
             }
-            out.push(Credential::parse(line).map_err(|e| {
-                BenchError::Settings(format!("{} line {}: {e}", path.display(), i + 1))
-            })?);
+            out.push(
+                Credential::parse(line)
+                    .map_err(|e| BenchError::Settings(format!("{origin} line {}: {e}", i + 1)))?,
+            );
         }
         Ok(out)
     }

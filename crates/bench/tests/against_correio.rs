@@ -34,9 +34,13 @@ impl Drop for Fixture {
     }
 }
 
+/// Message `i` of the maildrops: mostly a few KiB; every 10th is around 100-300 KiB,
+/// so both the small-message and the large-message RETR paths of the server run, in
+/// the same pipelined batch.
 fn message(i: usize) -> Vec<u8> {
     let mut m = format!("Subject: m{i}\n\n").into_bytes();
-    for l in 0..40 {
+    let lines = if i % 10 == 3 { 2000 * (1 + i % 3) } else { 40 };
+    for l in 0..lines {
         // Every 7th line starts with a dot: the server stuffs it, the reader must cope.
         if l % 7 == 0 {
             m.extend_from_slice(b".");
