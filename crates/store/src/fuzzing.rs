@@ -71,3 +71,10 @@ pub fn maildir_index(data: &[u8]) {
 pub fn dovecot_uidlist(data: &[u8]) {
     crate::maildir::fuzz_uidlist(data);
 }
+
+/// Retrieval-date file parsing (`EXPIRE n` state): never panics; whatever it accepts
+/// renders back to the same records.
+#[doc(hidden)]
+pub fn expiry_retrieved(data: &[u8]) {
+    crate::expiry::fuzz_retrieved(data);
+}

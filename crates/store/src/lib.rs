@@ -7,7 +7,9 @@
 //! - [`Maildrop`] / [`open_maildrop`]: one POP3 session's view of a mailbox: an exclusive
 //!   cross-process lock (fails fast with [`StoreError::InUse`]), a snapshot of the
 //!   messages with their exact CRLF sizes and stable UIDLs, streaming reads, and the
-//!   UPDATE step ([`Maildrop::commit`]).
+//!   UPDATE step ([`Maildrop::update`] / [`Maildrop::commit`]).
+//! - [`expiry`]: what `EXPIRE n` and `LOGIN-DELAY n` need to outlive a restart: first
+//!   retrieval dates per UIDL (applied at UPDATE, [`Update`]) and the last login time.
 //! - [`MailLocation`]: `maildir:/path` or `mbox:/path/file`, with Dovecot's
 //!   `mail_location` templates (`%u`, `%n`, `%d`, `%h`, `~`).
 //! - [`deliver()`]: atomic, durable delivery of one message (Maildir tmp → fsync →
@@ -26,6 +28,7 @@
 
 pub mod deliver;
 mod error;
+pub mod expiry;
 pub mod fuzzing;
 mod location;
 pub mod lock;
@@ -37,5 +40,6 @@ mod wire;
 
 pub use deliver::{DeliverError, DeliverErrorKind, DeliverOptions, Delivered, deliver};
 pub use error::StoreError;
+pub use expiry::Update;
 pub use location::{LocationError, MailLocation, TemplateVars};
 pub use maildrop::{CommitReport, Maildrop, MessageInfo, MessageReader, open_maildrop};

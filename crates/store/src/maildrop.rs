@@ -4,6 +4,7 @@ use std::fmt;
 use std::io::Read;
 
 use crate::error::StoreError;
+use crate::expiry::Update;
 use crate::location::MailLocation;
 
 /// A message body being read: a plain byte stream in the stored form (normally LF line
@@ -39,6 +40,9 @@ pub struct CommitReport {
     /// Messages asked for deletion that were already gone (removed by another
     /// program); deletion is idempotent, so this is not an error.
     pub already_gone: usize,
+    /// Of the removed or already gone messages, how many were not marked deleted but
+    /// due under `EXPIRE n` ([`Update::expire_after`]).
+    pub expired: usize,
 }
 
 /// One POP3 session's maildrop: locked while this value lives.
@@ -50,8 +54,10 @@ pub struct CommitReport {
 ///    `messages()[n - 1]`. It never changes during the session: messages delivered
 ///    meanwhile appear in the next session.
 /// 3. [`Maildrop::open_message`] streams one message (never whole into memory).
-/// 4. [`Maildrop::commit`] is the UPDATE state: it removes the given messages and
-///    releases the lock. Dropping the maildrop without commit (connection lost, timeout,
+/// 4. [`Maildrop::update`] (or its short form [`Maildrop::commit`]) is the UPDATE
+///    state: it removes the given messages (and, under `EXPIRE n`, those first
+///    retrieved at least n days ago), records when this session's retrieved messages
+///    were first retrieved, and releases the lock. Dropping the maildrop without commit (connection lost, timeout,
 ///    panic) releases the lock and deletes nothing.
 ///
 /// All methods block (file I/O): call them from `tokio::task::spawn_blocking`. The
@@ -66,11 +72,23 @@ pub trait Maildrop: Send + fmt::Debug {
     /// `messages()[index].size` octets.
     fn open_message(&self, index: usize) -> Result<MessageReader, StoreError>;
 
-    /// UPDATE: removes the messages at `deletions` (0-based indexes into the snapshot;
-    /// duplicates are ignored), makes the removal durable, then releases the lock.
-    /// Each message ends up either fully removed or fully intact, even on a crash.
-    /// An index outside the snapshot is refused before anything is removed.
-    fn commit(self: Box<Self>, deletions: &[usize]) -> Result<CommitReport, StoreError>;
+    /// UPDATE: records the first retrieval date (`update.now`) of each message in
+    /// `update.retrieved` that has none yet; removes the messages at
+    /// `update.deletions` (0-based indexes into the snapshot; duplicates are ignored)
+    /// and, when `update.expire_after` is set, every message of the snapshot whose
+    /// recorded first retrieval is at least that old; makes all of it durable, then
+    /// releases the lock. Each message ends up either fully removed or fully intact,
+    /// even on a crash. An index outside the snapshot is refused before anything is
+    /// removed. Dropping the maildrop instead records and removes nothing.
+    fn update(self: Box<Self>, update: &Update) -> Result<CommitReport, StoreError>;
+
+    /// UPDATE without retrieval dates or expiry: removes the messages at `deletions`.
+    fn commit(self: Box<Self>, deletions: &[usize]) -> Result<CommitReport, StoreError> {
+        self.update(&Update::new(
+            deletions.to_vec(),
+            std::time::SystemTime::now(),
+        ))
+    }
 
     /// The total wire size of the snapshot (STAT).
     fn total_size(&self) -> u64 {

@@ -69,3 +69,8 @@ fn mbox_bodies_on_generated_inputs() {
         }
     }
 }
+
+#[test]
+fn store_expiry_retrieved_corpus() {
+    replay("store_expiry_retrieved", fuzzing::expiry_retrieved);
+}

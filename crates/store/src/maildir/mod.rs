@@ -17,8 +17,9 @@
 //! fsync `new/`. The message becomes visible at the rename, after its bytes are durable;
 //! success is reported only after the directory fsync.
 //!
-//! Files: `correio-session.lock` (the POP3 session lock) and `correio-index` live in
-//! the Maildir root, where Dovecot and other tools ignore unknown files.
+//! Files: `correio-session.lock` (the POP3 session lock), `correio-index`, and the
+//! [`crate::expiry`] files `correio-retrieved` and `correio-last-login` live in the
+//! Maildir root, where Dovecot and other tools ignore unknown files.
 
 mod dovecot;
 mod index;
@@ -34,6 +35,7 @@ use std::path::{Path, PathBuf};
 
 use crate::deliver::{DeliverError, DeliverErrorKind, DeliverOptions, Delivered, pump};
 use crate::error::StoreError;
+use crate::expiry::Update;
 use crate::location::LocationError;
 use crate::lock::SessionLock;
 use crate::maildrop::{CommitReport, Maildrop, MessageInfo, MessageReader, checked_deletions};
@@ -345,7 +347,16 @@ impl Maildrop for MaildirDrop {
         }
     }
 
-    fn commit(mut self: Box<Self>, deletions: &[usize]) -> Result<CommitReport, StoreError> {
+    fn update(mut self: Box<Self>, update: &Update) -> Result<CommitReport, StoreError> {
+        let path = self.root.join(crate::expiry::RETRIEVED_FILE);
+        let messages = std::mem::take(&mut self.messages);
+        crate::expiry::update_with(&path, &messages, update, |d| self.remove(d))
+    }
+}
+
+impl MaildirDrop {
+    /// Removes the messages at `deletions` (the UPDATE's unlinks, see the module docs).
+    fn remove(&mut self, deletions: &[usize]) -> Result<CommitReport, StoreError> {
         let deletions = checked_deletions(deletions, self.entries.len())?;
         let mut report = CommitReport::default();
         let mut first_error = None;

@@ -43,6 +43,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::deliver::{DeliverError, DeliverErrorKind, DeliverOptions, Delivered, pump};
 use crate::error::StoreError;
+use crate::expiry::Update;
 use crate::location::LocationError;
 use crate::lock::{DEFAULT_LOCK_TIMEOUT, MboxLock, SessionLock};
 use crate::maildrop::{CommitReport, Maildrop, MessageInfo, MessageReader, checked_deletions};
@@ -242,7 +243,15 @@ impl Maildrop for MboxDrop {
         Ok(reader_for(file, m))
     }
 
-    fn commit(self: Box<Self>, deletions: &[usize]) -> Result<CommitReport, StoreError> {
+    fn update(self: Box<Self>, update: &Update) -> Result<CommitReport, StoreError> {
+        let path = crate::expiry::retrieved_path(&crate::MailLocation::Mbox(self.path.clone()));
+        crate::expiry::update_with(&path, &self.messages, update, |d| self.remove(d))
+    }
+}
+
+impl MboxDrop {
+    /// Rewrites the mbox without the messages at `deletions` (the UPDATE).
+    fn remove(&self, deletions: &[usize]) -> Result<CommitReport, StoreError> {
         let deletions = checked_deletions(deletions, self.scanned.len())?;
         if deletions.is_empty() {
             return Ok(CommitReport::default());
@@ -263,6 +272,7 @@ impl Maildrop for MboxDrop {
         Ok(CommitReport {
             removed,
             already_gone: deletions.len() - removed,
+            ..CommitReport::default()
         })
     }
 }
