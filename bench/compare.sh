@@ -401,6 +401,7 @@ row("50,000 msgs first open, no size tags", "open-first", "session_latency.mean_
 row("logins/s ({PLAIN} both), 20 at once", "login-storm", "sessions_per_s", "login/s", 2)
 row("login latency p99 in the storm", "login-storm", "login_latency.p99_ms", "ms")
 row("idle: server RSS per held session", "idle", "server.rss_kib_per_session", "KiB", absolute=32)
+row("idle: server PSS per held session", "idle", "server.pss_kib_per_session", "KiB", absolute=32)
 row("idle: sessions held", "idle", "held", "")
 row("mixed RETR+DELE+LMTP: msg/s retrieved", "mixed", "messages_per_s", "msg/s")
 row("mixed: LMTP deliveries in the run", "mixed", "deliveries", "")

@@ -135,6 +135,12 @@ pub struct ServerUsage {
     pub processes: usize,
     /// (rss_kib - rss_before_kib) / sessions held (idle scenario only).
     pub rss_kib_per_session: Option<f64>,
+    /// Proportional set size before the run, KiB (shared pages split among sharers).
+    pub pss_before_kib: u64,
+    /// Proportional set size at the measuring point, KiB.
+    pub pss_kib: u64,
+    /// (pss_kib - pss_before_kib) / sessions held (idle scenario only).
+    pub pss_kib_per_session: Option<f64>,
 }
 
 /// The result of one run.
@@ -253,6 +259,9 @@ impl Report {
             if let Some(x) = u.rss_kib_per_session {
                 let _ = write!(s, ", {x:.1} KiB rss/session");
             }
+            if let Some(x) = u.pss_kib_per_session {
+                let _ = write!(s, ", {x:.1} KiB pss/session");
+            }
             s.push('\n');
         }
         let _ = writeln!(s, "  load generator cpu {:.3} s", self.client_cpu_s);
@@ -282,6 +291,14 @@ fn proc_stat(pid: u32) -> Option<(u32, u64, u64)> {
     Some((ppid, ut + st, cut + cst))
 }
 
+/// Proportional set size: shared pages divided among the processes sharing them, so a
+/// sum over many forked processes (Dovecot) does not count its libraries N times.
+fn pss_kib(pid: u32) -> Option<u64> {
+    let s = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    let line = s.lines().find(|l| l.starts_with("Pss:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
 fn vm_rss_kib(pid: u32) -> Option<u64> {
     let s = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
@@ -293,6 +310,7 @@ fn vm_rss_kib(pid: u32) -> Option<u64> {
 pub(crate) struct TreeSample {
     pub(crate) cpu_ticks: u64,
     pub(crate) rss_kib: u64,
+    pub(crate) pss_kib: u64,
     pub(crate) processes: usize,
 }
 
@@ -338,6 +356,7 @@ pub(crate) fn sample_trees(roots: &[u32]) -> TreeSample {
             out.cpu_ticks += children;
         }
         out.rss_kib += vm_rss_kib(pid).unwrap_or(0);
+        out.pss_kib += pss_kib(pid).unwrap_or(0);
         out.processes += 1;
     }
     out
@@ -372,6 +391,11 @@ pub(crate) fn usage(
         rss_kib_per_session: held
             .filter(|h| *h > 0)
             .map(|h| at_point.rss_kib.saturating_sub(before.rss_kib) as f64 / h as f64),
+        pss_before_kib: before.pss_kib,
+        pss_kib: at_point.pss_kib,
+        pss_kib_per_session: held
+            .filter(|h| *h > 0)
+            .map(|h| at_point.pss_kib.saturating_sub(before.pss_kib) as f64 / h as f64),
     }
 }
 
@@ -385,6 +409,10 @@ mod tests {
         let s = sample_trees(&[me]);
         assert!(s.processes >= 1);
         assert!(s.rss_kib > 0);
+        assert!(
+            s.pss_kib > 0,
+            "smaps_rollup is readable for our own process"
+        );
         assert!(proc_stat(me).is_some());
     }
 
