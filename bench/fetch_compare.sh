@@ -3,6 +3,11 @@
 # `correio fetch` (release build), mpop and fetchmail, side by side in one run.
 #
 #   bench/fetch_compare.sh [MESSAGES] [ROUNDS]      (defaults: 500 messages, 3 rounds)
+#   DELAY_MS=50 bench/fetch_compare.sh ...          (the clients see 50 ms more RTT)
+#
+# DELAY_MS: the clients connect through bench/delay_proxy.py, which holds every chunk
+# DELAY_MS/2 in each direction, unless DELAY_BY_NETEM=1 says the caller runs this
+# script in a network namespace whose loopback already delays packets (compare.sh).
 #
 # Needs: dovecot-pop3d, mpop, fetchmail, python3 (Debian packages of those names).
 # Everything runs on loopback in a temporary directory, in keep mode, each tool with a
@@ -24,7 +29,13 @@ CORREIO=$CARGO_TARGET_DIR/release/correio
 T=$(mktemp -d /tmp/correio-bench.XXXXXX)
 chmod 755 "$T"
 DOVECOT_PID=
-cleanup() { [ -n "$DOVECOT_PID" ] && kill "$DOVECOT_PID" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$T"; }
+PROXY_PID=
+cleanup() {
+  [ -n "$PROXY_PID" ] && kill "$PROXY_PID" 2>/dev/null
+  [ -n "$DOVECOT_PID" ] && kill "$DOVECOT_PID" 2>/dev/null
+  wait 2>/dev/null || true
+  rm -rf "$T"
+}
 trap cleanup EXIT
 
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
@@ -88,15 +99,28 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 
+# The port the clients use: Dovecot's, or the delaying proxy's in front of it.
+FETCH_PORT=$PORT
+if [ -n "${DELAY_MS:-}" ] && [ "${DELAY_BY_NETEM:-0}" != 1 ]; then
+  FETCH_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  python3 "$ROOT/bench/delay_proxy.py" "$FETCH_PORT" "$PORT" "$DELAY_MS" >/dev/null &
+  PROXY_PID=$!
+  for _ in $(seq 100); do
+    python3 -c "import socket; socket.create_connection(('127.0.0.1',$FETCH_PORT)).recv(10)" 2>/dev/null && break
+    sleep 0.1
+  done
+  echo "clients connect through a proxy adding ${DELAY_MS} ms round-trip time" >&2
+fi
+
 fresh() { rm -rf "$T/out" "$T/st"; mkdir -p "$T/out/cur" "$T/out/new" "$T/out/tmp" "$T/st"; }
 count() { find "$T/out/new" "$T/out/cur" -type f | wc -l; }
 
 run_correio() {
-  ${CORREIO_WRAP:-} "$CORREIO" fetch --host 127.0.0.1 --port "$PORT" --user bench --tls none \
+  ${CORREIO_WRAP:-} "$CORREIO" fetch --host 127.0.0.1 --port "$FETCH_PORT" --user bench --tls none \
     --password-command 'echo pw' --keep --to "maildir:$T/out" --state-dir "$T/st" --quiet
 }
 run_mpop() {
-  mpop --host=127.0.0.1 --port="$PORT" --tls=off --auth=user --user=bench \
+  mpop --host=127.0.0.1 --port="$FETCH_PORT" --tls=off --auth=user --user=bench \
     --passwordeval='echo pw' --keep=on --only-new=on --received-header=off \
     --pipelining=auto --uidls-file="$T/st/mpop-uidls" --delivery="maildir,$T/out" -q
 }
@@ -104,7 +128,7 @@ run_fetchmail() {
   cat > "$T/st/rc" <<RC
 set no syslog
 set idfile "$T/st/fetchids"
-poll 127.0.0.1 service $PORT protocol pop3 uidl auth password:
+poll 127.0.0.1 service $FETCH_PORT protocol pop3 uidl auth password:
   user "bench" there password "pw" is "root" here
   keep fetchall no rewrite
   mda "sh -c 'cat > $T/out/tmp/m.\$\$ && mv $T/out/tmp/m.\$\$ $T/out/new/\$(date +%s%N).\$\$'"

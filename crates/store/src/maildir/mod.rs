@@ -205,9 +205,14 @@ impl MaildirDrop {
         list_dir(root, Sub::New, &mut entries)?;
         let mut seen = std::collections::HashSet::new();
         entries.retain(|e| seen.insert(e.base.clone()));
-        entries.sort_by(|a, b| {
-            (names::time_of(&a.base), &a.base).cmp(&(names::time_of(&b.base), &b.base))
-        });
+        // The time is parsed once per entry, not twice per comparison (a sort of 50,000
+        // names made ~1.6 million parses: a third of a warm open's CPU, profiled).
+        let mut keyed: Vec<((u64, u64), Entry)> = entries
+            .into_iter()
+            .map(|e| (names::time_of(&e.base), e))
+            .collect();
+        keyed.sort_by(|a, b| (a.0, &a.1.base).cmp(&(b.0, &b.1.base)));
+        let entries: Vec<Entry> = keyed.into_iter().map(|(_, e)| e).collect();
 
         let old_index = index::load(root);
         let mut new_index = index::Index::with_capacity(entries.len());
@@ -215,8 +220,10 @@ impl MaildirDrop {
         let mut used_uidls = std::collections::HashSet::with_capacity(entries.len());
         let mut messages = Vec::with_capacity(entries.len());
         let mut kept = Vec::with_capacity(entries.len());
+        // Whether the index on disk still says exactly this (then it is not rewritten);
+        // tracked per entry instead of comparing whole maps afterwards.
+        let mut unchanged = true;
         for e in entries {
-            let path = root.join(e.sub.name()).join(&e.name);
             let (s_size, w_size) = names::sizes_of(e.name.as_bytes());
             let old = old_index.get(&e.base);
             let mut rec = index::IndexEntry {
@@ -228,6 +235,7 @@ impl MaildirDrop {
             let wire = match w_size {
                 Some(w) => w,
                 None => {
+                    let path = root.join(e.sub.name()).join(&e.name);
                     let meta = match fs::metadata(&path) {
                         Ok(m) => m,
                         // Removed by another program while we listed: not in the snapshot.
@@ -278,15 +286,15 @@ impl MaildirDrop {
                 }
             }
             rec.uidl = uidl.clone();
+            unchanged &= old == Some(&rec);
             new_index.insert(e.base.clone(), rec);
             messages.push(MessageInfo::new(wire, uidl));
             kept.push(e);
         }
         // Keep records of messages that vanished during listing out; keep the index
         // small. Write only on change: sessions on an unchanged Maildir cost no write.
-        if new_index != old_index
-            && let Err(err) = index::store(root, &new_index)
-        {
+        unchanged &= new_index.len() == old_index.len();
+        if !unchanged && let Err(err) = index::store(root, &new_index) {
             // The index is a cache of derivable facts; serving without it is safe.
             tracing::warn!(path = %root.display(), error = %err, "cannot write Maildir index");
         }
