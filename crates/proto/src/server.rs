@@ -50,8 +50,9 @@ pub struct ServerConfig {
     /// it and answers [`AuthOutcome::LoginDelay`].
     pub login_delay: Option<u32>,
     /// The `EXPIRE` announcement (RFC 2449 §6.7). `Some(ExpirePolicy::Days(0))` is enforced
-    /// here: messages retrieved in a session are deleted at its `QUIT`. Longer
-    /// periods are an announcement only (the store keeps no retrieval dates).
+    /// here: messages retrieved in a session are deleted at its `QUIT`. For longer
+    /// periods the driver enforces it at UPDATE from stored first-retrieval dates,
+    /// using [`ServerSession::retrieved`].
     pub expire: Option<ExpirePolicy>,
     /// Offer `UTF8` and `LANG` (RFC 6856).
     pub utf8: bool,
@@ -446,6 +447,14 @@ impl ServerSession {
     /// Whether TLS is up.
     pub fn is_tls(&self) -> bool {
         self.conn.tls
+    }
+
+    /// The messages (0-based indexes, ascending) retrieved in full with RETR in this
+    /// session, for the driver's `EXPIRE n` bookkeeping at UPDATE. TOP never counts.
+    pub fn retrieved(&self) -> Vec<usize> {
+        (0..self.maildrop.retrieved.len())
+            .filter(|&i| self.maildrop.retrieved[i])
+            .collect()
     }
 
     /// Counters for the logout log line.

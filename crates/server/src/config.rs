@@ -23,8 +23,10 @@
 //! [pop3]
 //! mechanisms = ["SCRAM-SHA-256", "CRAM-MD5", "PLAIN", "LOGIN"]
 //! apop = true
-//! login_delay = "0s"                     # announced and enforced when > 0
-//! expire = "never"                       # or a number of days; 0 is enforced
+//! login_delay = "0s"                     # announced and enforced when > 0; the last
+//!                                        # login is kept beside the maildrop (restarts)
+//! expire = "never"                       # or days: 0 = retrieved messages go at QUIT;
+//!                                        # n = at the first QUIT n days after first RETR
 //! greeting = "Correio POP3 server ready"
 //!
 //! [limits]
@@ -252,7 +254,9 @@ pub struct Config {
     pub apop: bool,
     /// LOGIN-DELAY, announced and enforced (zero: none).
     pub login_delay: Duration,
-    /// EXPIRE policy: `None` announces nothing.
+    /// EXPIRE policy: `None` announces nothing. `Days(0)`: messages retrieved (RETR)
+    /// in a session are removed at its QUIT. `Days(n)`: a message is removed at the
+    /// first UPDATE at least n days after its first RETR (dates kept by the store).
     pub expire: Option<correio_proto::capa::ExpirePolicy>,
     /// Greeting text.
     pub greeting: String,

@@ -50,7 +50,9 @@ pub(crate) struct Shared {
     pub(crate) tls: TlsStore,
     pub(crate) users: Arc<UserDb>,
     pub(crate) throttle: Throttle,
-    /// Last successful login per user, for LOGIN-DELAY (in memory: a restart forgets).
+    /// Last successful login per user, for LOGIN-DELAY within this process (it also
+    /// closes the race between two logins at once); the store keeps the time on disk
+    /// beside each maildrop, so a restart does not forget it.
     pub(crate) last_login: Mutex<HashMap<String, tokio::time::Instant>>,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     apop_counter: AtomicU64,

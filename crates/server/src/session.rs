@@ -14,19 +14,20 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use correio_auth::{
     Mechanism, SaslError, ServerMechanism, ServerParams, Step, UserRecord, apop_verify,
     validate_username, verify_login,
 };
+use correio_proto::capa::ExpirePolicy;
 use correio_proto::server::{
     Action, AuthOutcome, ConnectionInfo, Credentials, Event, MessageInfo, OpenError, ServerSession,
     State, StreamKind,
 };
 use correio_proto::stuff::DotStuffer;
 use correio_proto::{Line, LineFramer};
-use correio_store::{MailLocation, Maildrop, StoreError, TemplateVars, open_maildrop};
+use correio_store::{MailLocation, Maildrop, StoreError, TemplateVars, Update, open_maildrop};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -308,10 +309,26 @@ impl Driver {
         AuthOutcome::Failure
     }
 
-    /// The success path: LOGIN-DELAY check, throttle reset, remember the record.
-    fn logged_in(&mut self, record: UserRecord) -> AuthOutcome {
+    /// The success path: LOGIN-DELAY check (the time kept beside the maildrop, so it
+    /// outlives a restart, and this process's own memory), throttle reset, remember
+    /// the record.
+    async fn logged_in(&mut self, record: UserRecord) -> AuthOutcome {
         let delay = self.shared.config.login_delay;
         if !delay.is_zero() {
+            if let Ok(location) = self.location(&record) {
+                let last = tokio::task::spawn_blocking(move || {
+                    correio_store::expiry::last_login(&location)
+                })
+                .await
+                .ok()
+                .flatten();
+                // A time in the future (the clock went back) does not lock the user out.
+                if let Some(elapsed) = last.and_then(|t| SystemTime::now().duration_since(t).ok())
+                    && elapsed < delay
+                {
+                    return AuthOutcome::LoginDelay;
+                }
+            }
             let now = Instant::now();
             let mut last = self
                 .shared
@@ -342,7 +359,7 @@ impl Driver {
         let result =
             tokio::task::spawn_blocking(move || verify_login(&*users, &c.user, &c.password)).await;
         match result {
-            Ok(Ok(record)) => self.logged_in(record),
+            Ok(Ok(record)) => self.logged_in(record).await,
             Ok(Err(e)) => self.failed_login(Some(&user), &sasl_reason(&e)).await,
             Err(_) => AuthOutcome::TempFail,
         }
@@ -361,7 +378,7 @@ impl Driver {
         })
         .await;
         match result {
-            Ok(Ok(Some(record))) => self.logged_in(record),
+            Ok(Ok(Some(record))) => self.logged_in(record).await,
             Ok(Ok(None)) => AuthOutcome::TempFail,
             Ok(Err(reason)) => self.failed_login(Some(&user), &reason.to_string()).await,
             Err(_) => AuthOutcome::TempFail,
@@ -412,7 +429,7 @@ impl Driver {
             Ok(Step::Success { user }) => {
                 self.sasl = None;
                 match self.shared.users.lookup(&user) {
-                    Some(record) => Event::Auth(self.logged_in(record)),
+                    Some(record) => Event::Auth(self.logged_in(record).await),
                     None => Event::Auth(AuthOutcome::TempFail),
                 }
             }
@@ -428,29 +445,44 @@ impl Driver {
         }
     }
 
+    /// Where `record`'s mail lives.
+    fn location(&self, record: &UserRecord) -> Result<MailLocation, correio_store::LocationError> {
+        let template = record
+            .mail_location()
+            .unwrap_or(&self.shared.config.mail_location);
+        let home = record.home_dir().map(std::path::PathBuf::from);
+        MailLocation::from_template(
+            template,
+            &TemplateVars {
+                user: &record.name,
+                home: home.as_deref(),
+            },
+        )
+    }
+
     async fn open_maildrop(&mut self, user: String) -> Event {
         let Some(record) = self.record.clone() else {
             return Event::MaildropOpened(Err(OpenError::Temporary));
         };
-        let template = record
-            .mail_location()
-            .unwrap_or(&self.shared.config.mail_location)
-            .to_owned();
-        let home = record.home_dir().map(std::path::PathBuf::from);
-        let location = match MailLocation::from_template(
-            &template,
-            &TemplateVars {
-                user: &user,
-                home: home.as_deref(),
-            },
-        ) {
+        let location = match self.location(&record) {
             Ok(l) => l,
             Err(e) => {
                 warn!(user = %user, error = %e, "mail location unusable");
                 return Event::MaildropOpened(Err(OpenError::Permanent));
             }
         };
-        let result = tokio::task::spawn_blocking(move || open_maildrop(&location)).await;
+        let record_login = !self.shared.config.login_delay.is_zero();
+        let result = tokio::task::spawn_blocking(move || {
+            let md = open_maildrop(&location)?;
+            // A login counts for LOGIN-DELAY once it reached TRANSACTION (not on [IN-USE]).
+            if record_login
+                && let Err(e) = correio_store::expiry::record_login(&location, SystemTime::now())
+            {
+                warn!(error = %e, "cannot record the login time for LOGIN-DELAY");
+            }
+            Ok::<_, StoreError>(md)
+        })
+        .await;
         match result {
             Ok(Ok(md)) => {
                 let listing: Vec<MessageInfo> = md
@@ -572,9 +604,24 @@ impl Driver {
         let Some(md) = self.maildrop.take() else {
             return Event::Committed(Err(OpenError::Temporary));
         };
-        let result = tokio::task::spawn_blocking(move || md.commit(&deletions)).await;
+        let mut update = Update::new(deletions, SystemTime::now());
+        // Dates are kept only while they matter (EXPIRE n > 0): other policies cost no
+        // extra write at QUIT.
+        if let Some(ExpirePolicy::Days(days)) = self.shared.config.expire
+            && days > 0
+        {
+            update = update
+                .with_retrieved(self.session.retrieved())
+                .with_expiry(Duration::from_secs(u64::from(days) * 86_400));
+        }
+        let result = tokio::task::spawn_blocking(move || md.update(&update)).await;
         match result {
-            Ok(Ok(_report)) => Event::Committed(Ok(())),
+            Ok(Ok(report)) => {
+                if report.expired > 0 {
+                    info!(target: "correio::session", remote = %self.peer, expired = report.expired, "EXPIRE removed messages");
+                }
+                Event::Committed(Ok(()))
+            }
             Ok(Err(e)) => {
                 warn!(remote = %self.peer, error = %e, "UPDATE failed");
                 Event::Committed(Err(open_error(&e)))
