@@ -173,9 +173,11 @@ fn load_retrieved(path: &Path) -> Result<BTreeMap<String, u64>, StoreError> {
 }
 
 /// Writes `bytes` to `path` atomically: temporary file, fsync, rename, fsync dir.
+/// Writers hold the maildrop's session lock, so one fixed temporary name suffices, and
+/// a leftover from a killed process is simply overwritten by the next write.
 fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let mut tmp = path.as_os_str().to_os_string();
-    tmp.push(format!(".tmp.{}", std::process::id()));
+    tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
     let result = (|| {
         let mut f = OpenOptions::new()
@@ -312,7 +314,8 @@ pub fn last_login(location: &MailLocation) -> Option<SystemTime> {
 }
 
 /// Records `now` as the last successful login to the maildrop at `location`
-/// (atomically and durably, so a restarted server still knows it).
+/// (atomically and durably, so a restarted server still knows it). Call it while
+/// holding the maildrop's session lock (an open [`crate::Maildrop`]).
 pub fn record_login(location: &MailLocation, now: SystemTime) -> Result<(), StoreError> {
     let path = last_login_path(location);
     let ms = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
