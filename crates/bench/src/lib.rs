@@ -294,6 +294,12 @@ pub async fn run(settings: Settings) -> Result<Report, BenchError> {
         }
     };
     let elapsed = start.elapsed().as_secs_f64().max(1e-9);
+    if !settings.server_pids.is_empty() {
+        // Per-session server processes (Dovecot's pop3) that got the last QUIT are
+        // exiting now; once reaped, their CPU shows in the parent's cutime. Sampling
+        // at once could miss a process that is gone but not yet reaped.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
     let after = sample_trees(&settings.server_pids);
     let server = (!settings.server_pids.is_empty()).then(|| {
         usage(
