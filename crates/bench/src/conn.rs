@@ -36,6 +36,17 @@ pub enum TlsMode {
     Implicit,
 }
 
+impl TlsMode {
+    /// The name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            TlsMode::None => "none",
+            TlsMode::Starttls => "starttls",
+            TlsMode::Implicit => "implicit",
+        }
+    }
+}
+
 /// Where and how to connect.
 #[derive(Clone)]
 pub struct Target {

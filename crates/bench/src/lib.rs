@@ -52,9 +52,10 @@ use crate::stats::{Tally, TreeSample, sample_trees, self_cpu_s, usage};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BenchError {
-    /// A socket operation failed.
+    /// A socket or file operation failed. (The I/O error is part of the message,
+    /// not a `source`, so error chains do not print it twice.)
     #[error("{0}: {1}")]
-    Io(&'static str, #[source] std::io::Error),
+    Io(&'static str, std::io::Error),
     /// A socket operation took longer than the I/O timeout.
     #[error("{0} timed out")]
     Timeout(&'static str),
@@ -116,14 +117,16 @@ impl Credential {
     /// Reads a users file: one `user:password` per line; empty lines and lines
     /// starting with `#` are skipped. At most 1,000,000 users.
     pub fn read_file(path: &Path) -> Result<Vec<Credential>, BenchError> {
-        let meta = std::fs::metadata(path).map_err(|e| BenchError::Io("users file", e))?;
+        let err =
+            |e: std::io::Error| BenchError::Settings(format!("users file {}: {e}", path.display()));
+        let meta = std::fs::metadata(path).map_err(err)?;
         if meta.len() > 256 * 1024 * 1024 {
             return Err(BenchError::Settings(format!(
                 "{}: users file larger than 256 MiB",
                 path.display()
             )));
         }
-        let text = std::fs::read_to_string(path).map_err(|e| BenchError::Io("users file", e))?;
+        let text = std::fs::read_to_string(path).map_err(err)?;
         Credential::parse_lines(&text, &path.display().to_string())
     }
 

@@ -202,12 +202,12 @@ impl Report {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "{} {}{} against {} ({:?}), {} sessions at once, {:.2} s",
+            "{} {}{} against {} (TLS: {}), {} sessions at once, {:.2} s",
             self.scenario,
             self.label,
             if self.label.is_empty() { "" } else { ":" },
             self.target,
-            self.tls,
+            self.tls.name(),
             self.concurrency,
             self.elapsed_s
         );

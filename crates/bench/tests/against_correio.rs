@@ -333,6 +333,21 @@ fn bad_settings_are_refused() {
     assert!(Credential::parse("nocolon").is_err());
     assert!(Credential::parse(":pw").is_err());
     assert_eq!(Credential::parse("a:b:c").unwrap().pass, "b:c");
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-users");
+    let e = Credential::read_file(&missing).unwrap_err().to_string();
+    assert!(e.contains("no-such-users"), "{e}");
+    let file = dir.path().join("users");
+    fs::write(&file, "# bench users\na:1\n\nb:2:3\r\nbroken\n").unwrap();
+    let e = Credential::read_file(&file).unwrap_err().to_string();
+    assert!(e.contains("line 5"), "{e}");
+    fs::write(&file, "# bench users\na:1\n\nb:2:3\r\n").unwrap();
+    let users = Credential::read_file(&file).unwrap();
+    assert_eq!(users.len(), 2);
+    assert_eq!(
+        (users[1].user.as_str(), users[1].pass.as_str()),
+        ("b", "2:3")
+    );
 }
 
 #[test]
