@@ -54,7 +54,9 @@ fn multiset_check(
 }
 
 fn kill_run(keep: bool) {
-    let msgs = corpus(120);
+    // Enough messages that a whole run takes far longer than the kill delays below even
+    // on an idle machine (a run that ends before its kill would end the test early).
+    let msgs = corpus(400);
     let d = Dovecot::start(&DovecotConfig::with_user(USER, PASS)).expect("start dovecot");
     fill_maildir(&d.maildir(USER), &msgs);
     d.give_mail_to_owner().unwrap();
@@ -95,11 +97,13 @@ fn kill_run(keep: bool) {
         // start-up and login.
         let how = round % 3;
         let goal = stored + 1 + rng.next(8) as usize;
-        let extra = Duration::from_micros(rng.next(3000));
+        let extra = Duration::from_micros(rng.next(1000));
         let tmp_before = count(&md.join("tmp"));
         let deadline = Instant::now() + Duration::from_secs(15);
         if how == 2 {
-            std::thread::sleep(Duration::from_micros(rng.next(40_000)));
+            // Start-up, connect and login take a few ms; on an idle machine 40 ms was
+            // enough to finish a whole run before the kill, so stay within that phase.
+            std::thread::sleep(Duration::from_micros(rng.next(8_000)));
         } else {
             loop {
                 if child.try_wait().unwrap().is_some() || Instant::now() > deadline {
@@ -107,7 +111,9 @@ fn kill_run(keep: bool) {
                 }
                 let hit = match how {
                     0 => count(&md.join("new")) >= goal,
-                    _ => count(&md.join("tmp")) > tmp_before,
+                    // A tmp/ file can live shorter than one poll; the first newly
+                    // published message is the fallback so the run is still cut.
+                    _ => count(&md.join("tmp")) > tmp_before || count(&md.join("new")) > stored,
                 };
                 if hit {
                     std::thread::sleep(extra);
@@ -131,6 +137,10 @@ fn kill_run(keep: bool) {
             round,
         );
     }
+    eprintln!(
+        "{}: {kills} kills, stored counts seen at round starts: {intermediate:?}",
+        if keep { "keep" } else { "delete" }
+    );
     assert!(
         kills >= 8,
         "only {kills} runs were actually killed; the test lost its point"
