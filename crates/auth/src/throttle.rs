@@ -180,7 +180,7 @@ struct Tables {
 /// methods take `&self`.
 #[derive(Debug)]
 pub struct Throttle {
-    config: ThrottleConfig,
+    config: Mutex<ThrottleConfig>,
     tables: Mutex<Tables>,
 }
 
@@ -188,7 +188,7 @@ impl Throttle {
     /// A throttle with `config`.
     pub fn new(config: ThrottleConfig) -> Throttle {
         Throttle {
-            config,
+            config: Mutex::new(config),
             tables: Mutex::new(Tables {
                 ips: Table::new(),
                 users: Table::new(),
@@ -197,8 +197,16 @@ impl Throttle {
     }
 
     /// The configuration.
-    pub fn config(&self) -> &ThrottleConfig {
-        &self.config
+    pub fn config(&self) -> ThrottleConfig {
+        self.config
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Replaces the configuration (a reload); the scores recorded so far stay.
+    pub fn set_config(&self, config: ThrottleConfig) {
+        *self.config.lock().unwrap_or_else(|p| p.into_inner()) = config;
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Tables> {
@@ -207,36 +215,38 @@ impl Throttle {
         self.tables.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn delay_for(&self, score: f64) -> Duration {
+    fn delay_for(config: &ThrottleConfig, score: f64) -> Duration {
         if score < 0.5 {
             return Duration::ZERO;
         }
         let factor = 2f64.powf((score - 1.0).clamp(0.0, 40.0));
-        let secs = self.config.base_delay.as_secs_f64() * factor;
+        let secs = config.base_delay.as_secs_f64() * factor;
         Duration::try_from_secs_f64(secs)
-            .unwrap_or(self.config.max_delay)
-            .min(self.config.max_delay)
+            .unwrap_or(config.max_delay)
+            .min(config.max_delay)
     }
 
     /// The delay a failure reply would get now, without recording anything.
     pub fn delay_before_reply(&self, ip: IpAddr, user: Option<&str>, now: Instant) -> Duration {
+        let config = self.config();
         let t = self.lock();
-        let hl = self.config.half_life;
+        let hl = config.half_life;
         let ip_score = t.ips.score(&ip_key(ip), now, hl);
         let user_score = user.map_or(0.0, |u| t.users.score(&user_key(u), now, hl));
-        self.delay_for(ip_score.max(user_score))
+        Self::delay_for(&config, ip_score.max(user_score))
     }
 
     /// Records a failed login (wrong password, unknown user, bad SASL exchange) and
     /// returns how long to wait before sending the failure reply. `user` is the name
     /// the client tried, if it got that far (and passed `validate_username`).
     pub fn record_failure(&self, ip: IpAddr, user: Option<&str>, now: Instant) -> Duration {
+        let config = self.config();
         let mut t = self.lock();
-        t.users.prune(now, self.config.half_life);
-        let ip_score = t.ips.add(ip_key(ip), 1.0, now, &self.config);
-        let user_score = user.map_or(0.0, |u| t.users.add(user_key(u), 1.0, now, &self.config));
+        t.users.prune(now, config.half_life);
+        let ip_score = t.ips.add(ip_key(ip), 1.0, now, &config);
+        let user_score = user.map_or(0.0, |u| t.users.add(user_key(u), 1.0, now, &config));
         drop(t);
-        self.delay_for(ip_score.max(user_score))
+        Self::delay_for(&config, ip_score.max(user_score))
     }
 
     /// Records a successful login: forgets the user's failures (the IP's stay).

@@ -64,9 +64,10 @@ fn delivers_and_strips_the_from_line() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The From_ line's sender becomes the Return-Path, as LMTP's MAIL FROM does.
     assert_eq!(
         new_files(&d.path().join("mail/alice/new")),
-        vec![b"Subject: hi\n\nbody\n".to_vec()]
+        vec![b"Return-Path: <bounce@example.org>\nSubject: hi\n\nbody\n".to_vec()]
     );
     // Into an mbox: the From_ line carries the envelope sender.
     let out = run(

@@ -255,12 +255,26 @@ fn check_says_what_is_wrong_and_where() {
         "{err}"
     );
 
-    let (ok, _, err) = check(
+    // The default pair missing is the first run: serve creates it, check agrees.
+    let (ok, out, err) = check(
         d,
         &format!("{base}[listen]\npop3s = [\"127.0.0.1:1995\"]\n"),
     );
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("will create a self-signed one"), "{out}");
+    // A pair the configuration names must exist: check names the path.
+    let (ok, _, err) = check(
+        d,
+        &format!(
+            "{base}[tls]\ncert = \"{0}/nope/cert.pem\"\nkey = \"{0}/nope/key.pem\"\n",
+            d.display()
+        ),
+    );
     assert!(!ok);
-    assert!(err.contains("tls:") && err.contains("cert.pem"), "{err}");
+    assert!(
+        err.contains("tls:") && err.contains("nope/cert.pem"),
+        "{err}"
+    );
 
     std::fs::write(
         data.join("users"),
@@ -444,7 +458,16 @@ fn retr_of_a_large_message_keeps_server_memory_flat() {
     }
     correio(
         dir.path(),
-        &["deliver", "--user", "alice", "--data", data_s],
+        // Past the default 64 MiB delivery limit: raised for this message.
+        &[
+            "deliver",
+            "--user",
+            "alice",
+            "--data",
+            data_s,
+            "--max-size",
+            "100000000",
+        ],
         &msg,
     );
     let pop3 = free_port();

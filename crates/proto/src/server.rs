@@ -357,6 +357,13 @@ enum Pending {
     Commit,
 }
 
+/// Errors in the arguments of a known command (as opposed to an unknown command or
+/// garbage on the line).
+fn is_argument_error(e: crate::command::CommandError) -> bool {
+    use crate::command::CommandError as E;
+    matches!(e, E::Syntax | E::InvalidNumber | E::ArgumentTooLong)
+}
+
 /// Where AUTHORIZATION is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Login {
@@ -499,6 +506,13 @@ impl ServerSession {
             Ok(cmd) => self.command(cmd),
             Err(e) => {
                 self.reply(StatusLine::err(e.wire_text()));
+                // After login, a known command with a bad argument (`RETR one`,
+                // `UIDL 0`, `RETR` alone) is a legitimate client mistake, like asking
+                // for a deleted message: answer -ERR and go on. Unknown commands, and
+                // anything before login, count toward the limit.
+                if self.state == State::Transaction && is_argument_error(e) {
+                    return None;
+                }
                 self.bad_command()
             }
         }

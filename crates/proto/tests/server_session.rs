@@ -752,3 +752,36 @@ fn message_opened_error_gives_sys_temp() {
     );
     assert!(!s.is_waiting());
 }
+
+/// Issue #9 item 7: a logged-in client asking for a missing message with a bad
+/// argument (`RETR one`, `UIDL 0`, `RETR` alone) gets -ERR and keeps its session, however
+/// often; unknown commands still count, and so does anything before login.
+#[test]
+fn argument_errors_after_login_never_close_the_session() {
+    let mut cfg = ServerConfig::default();
+    cfg.max_bad_commands = 3;
+    let bad_args = "RETR one\r\nUIDL 0\r\nRETR\r\nTOP 1\r\nLIST 1 2\r\n".repeat(3);
+    let input = format!("{LOGIN}{bad_args}STAT\r\nXYZZY\r\nFOO\r\nBAR\r\nSTAT\r\n");
+    let one_round = "-ERR Syntax error in arguments\r\n-ERR Invalid message number\r\n\
+                     -ERR Syntax error in arguments\r\n-ERR Syntax error in arguments\r\n\
+                     -ERR Syntax error in arguments\r\n"
+        .replace(
+            "-ERR Syntax error in arguments\r\n-ERR Invalid message number",
+            "-ERR Invalid message number\r\n-ERR Invalid message number",
+        );
+    let expected = format!(
+        "{GREETING}{LOGGED_IN}{}+OK 3 66\r\n-ERR Unknown command\r\n-ERR Unknown command\r\n\
+         -ERR Unknown command\r\n-ERR Too many bad commands, closing\r\n",
+        one_round.repeat(3)
+    );
+    let f = script_cfg(cfg.clone(), loopback(), Fake::default, &input, &expected);
+    assert!(f.closed);
+    // Before login the same argument errors count.
+    let input = "RETR one\r\nUIDL 0\r\nRETR\r\nCAPA\r\n";
+    let expected = format!(
+        "{GREETING}-ERR Invalid message number\r\n-ERR Invalid message number\r\n\
+         -ERR Syntax error in arguments\r\n-ERR Too many bad commands, closing\r\n"
+    );
+    let f = script_cfg(cfg, loopback(), Fake::default, input, &expected);
+    assert!(f.closed);
+}

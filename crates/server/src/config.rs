@@ -8,6 +8,7 @@
 //! hostname = "mail.example.org"          # APOP timestamp, CRAM-MD5 challenge
 //! allow_cleartext_login = false          # passwords over non-TLS, non-loopback
 //! cleartext_login_on_loopback = true     # local tools may log in without TLS
+//! trusted_networks = ["10.0.0.0/8"]      # no failed-login throttle, cleartext login ok
 //! user = "correio"                       # drop root to this user after binding
 //! group = "correio"
 //!
@@ -21,13 +22,26 @@
 //! key = "/etc/correio/key.pem"           # default: <data_dir>/tls/key.pem
 //!
 //! [pop3]
-//! mechanisms = ["SCRAM-SHA-256", "CRAM-MD5", "PLAIN", "LOGIN"]
-//! apop = true
+//! mechanisms = ["PLAIN", "LOGIN"]        # default; SCRAM-SHA-256 and CRAM-MD5 only
+//!                                        # when listed (they need special secrets)
+//! apop = false                           # APOP needs PLAIN secrets: opt in
 //! login_delay = "0s"                     # announced and enforced when > 0; the last
 //!                                        # login is kept beside the maildrop (restarts)
 //! expire = "never"                       # or days: 0 = retrieved messages go at QUIT;
 //!                                        # n = at the first QUIT n days after first RETR
 //! greeting = "Correio POP3 server ready"
+//!
+//! [auth]
+//! username_format = "%u"                 # "%Lu": logins are case-insensitive
+//! default_domain = "example.org"         # appended to logins without "@"
+//! failure_delay = "2s"                   # first failed login from an address/user
+//! failure_delay_max = "5s"               # ceiling (below common client timeouts)
+//!
+//! [delivery]                             # LMTP and `correio deliver`
+//! max_message_size = 67108864
+//! quota_bytes = 0                        # 0: none
+//! quota_messages = 0
+//! quota_permanent = false                # over quota: 4.2.2 (retry), true: 5.2.2
 //!
 //! [limits]
 //! max_connections = 1000
@@ -57,6 +71,27 @@ pub const DEFAULT_DATA_DIR: &str = "correio-data";
 
 /// Every SASL mechanism the server can run, in advertising order.
 pub const ALL_MECHANISMS: [&str; 4] = ["SCRAM-SHA-256", "CRAM-MD5", "PLAIN", "LOGIN"];
+
+/// The mechanisms offered when the config lists none: the ones every stored secret can
+/// complete. SCRAM-SHA-256 and CRAM-MD5 need secrets of their own (or PLAIN ones); a
+/// client that sees them offered tends to pick them, so they are opt-in.
+pub const DEFAULT_MECHANISMS: [&str; 2] = ["PLAIN", "LOGIN"];
+
+/// The configuration file read when no `--config` is given, if it exists.
+pub const SYSTEM_CONFIG: &str = "/etc/correio/correio.toml";
+
+/// The config file a subcommand reads: `--config`, else [`SYSTEM_CONFIG`] when it
+/// exists, else none (the `./correio-data` defaults). Every subcommand that needs the
+/// server's configuration resolves it here, so they all agree.
+pub fn config_path(explicit: Option<&Path>) -> Option<PathBuf> {
+    match explicit {
+        Some(p) => Some(p.to_owned()),
+        None => {
+            let sys = Path::new(SYSTEM_CONFIG);
+            sys.exists().then(|| sys.to_owned())
+        }
+    }
+}
 
 /// A configuration error: where and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,10 +136,15 @@ struct FileConfig {
     hostname: Option<String>,
     allow_cleartext_login: Option<bool>,
     cleartext_login_on_loopback: Option<bool>,
+    trusted_networks: Option<Vec<String>>,
     user: Option<String>,
     group: Option<String>,
     #[serde(default)]
     listen: FileListen,
+    #[serde(default)]
+    auth: FileAuth,
+    #[serde(default)]
+    delivery: FileDelivery,
     #[serde(default)]
     tls: FileTls,
     #[serde(default)]
@@ -136,6 +176,24 @@ struct FilePop3 {
     login_delay: Option<String>,
     expire: Option<toml::Value>,
     greeting: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileAuth {
+    username_format: Option<String>,
+    default_domain: Option<String>,
+    failure_delay: Option<String>,
+    failure_delay_max: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileDelivery {
+    max_message_size: Option<u64>,
+    quota_bytes: Option<u64>,
+    quota_messages: Option<u64>,
+    quota_permanent: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -219,8 +277,110 @@ impl Default for Limits {
     }
 }
 
+/// How a login name is rewritten before lookup (Dovecot's `auth_username_format`
+/// and `auth_default_realm`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UsernamePolicy {
+    /// Fold names to lower case (`%Lu`, `%Ln`).
+    pub lowercase: bool,
+    /// Drop the `@domain` part (`%n`, `%Ln`).
+    pub strip_domain: bool,
+    /// Appended as `@domain` to names without one.
+    pub default_domain: Option<String>,
+}
+
+impl UsernamePolicy {
+    /// The name to look up for what the client sent. The domain is added before case
+    /// folding, so `Bob` with default domain `Example.Org` and `%Lu` is
+    /// `bob@example.org`.
+    pub fn apply(&self, name: &str) -> String {
+        let mut out = match &self.default_domain {
+            Some(d) if !name.contains('@') => format!("{name}@{d}"),
+            _ => name.to_owned(),
+        };
+        if self.strip_domain
+            && let Some((local, _)) = out.split_once('@')
+        {
+            out = local.to_owned();
+        }
+        if self.lowercase {
+            out = out.to_lowercase();
+        }
+        out
+    }
+
+    /// Names to try in the users file, best first: the rewritten name, then (when the
+    /// default domain was what made it `user@domain`) the bare local part, so a users
+    /// file of bare names keeps working when the admin sets a default domain.
+    pub fn candidates(&self, name: &str) -> Vec<String> {
+        let first = self.apply(name);
+        let mut out = vec![first.clone()];
+        if let Some(d) = &self.default_domain
+            && !self.strip_domain
+            && let Some((local, domain)) = first.rsplit_once('@')
+            && domain.eq_ignore_ascii_case(d)
+            && !local.is_empty()
+        {
+            out.push(local.to_owned());
+        }
+        out
+    }
+}
+
+/// Delivery settings shared by the LMTP listener and `correio deliver`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// Largest message accepted, in octets.
+    pub max_message_size: u64,
+    /// Mailbox quota in octets.
+    pub quota_bytes: Option<u64>,
+    /// Mailbox quota in messages.
+    pub quota_messages: Option<u64>,
+    /// Whether a quota overrun bounces (5.2.2) instead of being retried (4.2.2).
+    pub quota_permanent: bool,
+}
+
+impl Default for Delivery {
+    fn default() -> Self {
+        Delivery {
+            max_message_size: 64 * 1024 * 1024,
+            quota_bytes: None,
+            quota_messages: None,
+            quota_permanent: false,
+        }
+    }
+}
+
+impl Delivery {
+    /// The store's delivery options for these settings.
+    pub fn options(&self) -> correio_store::DeliverOptions {
+        correio_store::DeliverOptions::default()
+            .max_message_size(Some(self.max_message_size))
+            .quota(self.quota_bytes, self.quota_messages)
+            .quota_permanent(self.quota_permanent)
+    }
+}
+
+/// The failed-login throttle's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthThrottle {
+    /// Delay after the first failure.
+    pub failure_delay: Duration,
+    /// The delay never exceeds this.
+    pub failure_delay_max: Duration,
+}
+
+impl Default for AuthThrottle {
+    fn default() -> Self {
+        AuthThrottle {
+            failure_delay: Duration::from_secs(2),
+            failure_delay_max: Duration::from_secs(5),
+        }
+    }
+}
+
 /// The resolved configuration.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// The data directory.
     pub data_dir: PathBuf,
@@ -234,6 +394,14 @@ pub struct Config {
     pub allow_cleartext_login: bool,
     /// Treat loopback connections as safe for cleartext logins (default: yes).
     pub cleartext_login_on_loopback: bool,
+    /// Networks exempt from the failed-login throttle and allowed cleartext logins.
+    pub trusted_networks: Vec<ipnet::IpNet>,
+    /// How login names are rewritten before lookup.
+    pub username: UsernamePolicy,
+    /// The failed-login throttle.
+    pub throttle: AuthThrottle,
+    /// Delivery (LMTP and `correio deliver`): size limit and quotas.
+    pub delivery: Delivery,
     /// Drop root to this user after binding.
     pub run_as_user: Option<String>,
     /// Drop root to this group after binding.
@@ -248,6 +416,10 @@ pub struct Config {
     pub tls_cert: PathBuf,
     /// Private key, PEM.
     pub tls_key: PathBuf,
+    /// The pair was named in the configuration (`[tls] cert`/`key`): it must load.
+    /// Otherwise it is the data directory's default pair, which `correio serve`
+    /// creates on its first run.
+    pub tls_explicit: bool,
     /// SASL mechanisms offered (a user gets only those their secret allows).
     pub mechanisms: Vec<String>,
     /// Offer APOP.
@@ -446,7 +618,7 @@ impl Config {
         };
 
         let mechanisms = match f.pop3.mechanisms {
-            None => ALL_MECHANISMS.iter().map(|m| (*m).to_owned()).collect(),
+            None => DEFAULT_MECHANISMS.iter().map(|m| (*m).to_owned()).collect(),
             Some(list) => {
                 let mut out = Vec::new();
                 for m in list {
@@ -491,6 +663,49 @@ impl Config {
                 "pop3.greeting",
                 "must be one line of at most 200 printable characters",
             ));
+        }
+
+        let trusted_networks = f
+            .trusted_networks
+            .unwrap_or_default()
+            .iter()
+            .map(|n| parse_network(n).map_err(|r| err("trusted_networks", r)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let username = username_policy(&f.auth)?;
+        let dt = AuthThrottle::default();
+        let throttle = AuthThrottle {
+            failure_delay: duration(
+                "auth.failure_delay",
+                &f.auth.failure_delay,
+                dt.failure_delay,
+            )?,
+            failure_delay_max: duration(
+                "auth.failure_delay_max",
+                &f.auth.failure_delay_max,
+                dt.failure_delay_max,
+            )?,
+        };
+        if throttle.failure_delay > throttle.failure_delay_max {
+            return Err(err(
+                "auth.failure_delay",
+                "must not be more than auth.failure_delay_max",
+            ));
+        }
+        if throttle.failure_delay_max > Duration::from_secs(60) {
+            return Err(err(
+                "auth.failure_delay_max",
+                "must be at most 60s (clients time out long before)",
+            ));
+        }
+        let dd = Delivery::default();
+        let delivery = Delivery {
+            max_message_size: f.delivery.max_message_size.unwrap_or(dd.max_message_size),
+            quota_bytes: f.delivery.quota_bytes.filter(|n| *n > 0),
+            quota_messages: f.delivery.quota_messages.filter(|n| *n > 0),
+            quota_permanent: f.delivery.quota_permanent.unwrap_or(false),
+        };
+        if delivery.max_message_size == 0 {
+            return Err(err("delivery.max_message_size", "must be at least 1"));
         }
 
         let d = Limits::default();
@@ -552,11 +767,16 @@ impl Config {
             allow_cleartext_login: o.allow_cleartext_login
                 || f.allow_cleartext_login.unwrap_or(false),
             cleartext_login_on_loopback: f.cleartext_login_on_loopback.unwrap_or(true),
+            trusted_networks,
+            username,
+            throttle,
+            delivery,
             run_as_user: f.user,
             run_as_group: f.group,
             pop3,
             pop3s,
             lmtp,
+            tls_explicit: f.tls.cert.is_some() || f.tls.key.is_some(),
             tls_cert: f
                 .tls
                 .cert
@@ -566,13 +786,114 @@ impl Config {
                 .key
                 .unwrap_or_else(|| data_dir.join("tls").join("key.pem")),
             mechanisms,
-            apop: f.pop3.apop.unwrap_or(true),
+            apop: f.pop3.apop.unwrap_or(false),
             login_delay: duration("pop3.login_delay", &f.pop3.login_delay, Duration::ZERO)?,
             expire,
             greeting,
             limits,
             data_dir,
         })
+    }
+
+    /// Whether `ip` is in `trusted_networks`.
+    pub fn is_trusted(&self, ip: std::net::IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.trusted_networks.iter().any(|n| n.contains(&ip))
+    }
+
+    /// Every setting as `key = value`, in file order: what `correio check` prints and
+    /// what a reload compares to log what changed.
+    pub fn settings(&self) -> Vec<(&'static str, String)> {
+        let list = |v: &[SocketAddr]| {
+            v.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let opt = |v: Option<u64>| v.map_or("none".to_owned(), |n| n.to_string());
+        let dur = |d: Duration| humantime::format_duration(d).to_string();
+        let l = &self.limits;
+        vec![
+            ("data_dir", self.data_dir.display().to_string()),
+            ("users_file", self.users_file.display().to_string()),
+            ("mail_location", self.mail_location.clone()),
+            ("hostname", self.hostname.clone()),
+            (
+                "allow_cleartext_login",
+                self.allow_cleartext_login.to_string(),
+            ),
+            (
+                "cleartext_login_on_loopback",
+                self.cleartext_login_on_loopback.to_string(),
+            ),
+            (
+                "trusted_networks",
+                self.trusted_networks
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ),
+            ("user", self.run_as_user.clone().unwrap_or_default()),
+            ("group", self.run_as_group.clone().unwrap_or_default()),
+            ("listen.pop3", list(&self.pop3)),
+            ("listen.pop3s", list(&self.pop3s)),
+            (
+                "listen.lmtp",
+                match &self.lmtp {
+                    None => String::new(),
+                    Some(LmtpAddr::Tcp(a)) => a.to_string(),
+                    Some(LmtpAddr::Unix(p)) => format!("unix:{}", p.display()),
+                },
+            ),
+            ("tls.cert", self.tls_cert.display().to_string()),
+            ("tls.key", self.tls_key.display().to_string()),
+            ("pop3.mechanisms", self.mechanisms.join(" ")),
+            ("pop3.apop", self.apop.to_string()),
+            ("pop3.login_delay", dur(self.login_delay)),
+            (
+                "pop3.expire",
+                match self.expire {
+                    None => "(not announced)".into(),
+                    Some(correio_proto::capa::ExpirePolicy::Never) => "never".into(),
+                    Some(correio_proto::capa::ExpirePolicy::Days(n)) => n.to_string(),
+                },
+            ),
+            ("pop3.greeting", self.greeting.clone()),
+            ("auth.username_format", self.username.format()),
+            (
+                "auth.default_domain",
+                self.username.default_domain.clone().unwrap_or_default(),
+            ),
+            ("auth.failure_delay", dur(self.throttle.failure_delay)),
+            (
+                "auth.failure_delay_max",
+                dur(self.throttle.failure_delay_max),
+            ),
+            (
+                "delivery.max_message_size",
+                self.delivery.max_message_size.to_string(),
+            ),
+            ("delivery.quota_bytes", opt(self.delivery.quota_bytes)),
+            ("delivery.quota_messages", opt(self.delivery.quota_messages)),
+            (
+                "delivery.quota_permanent",
+                self.delivery.quota_permanent.to_string(),
+            ),
+            ("limits.max_connections", l.max_connections.to_string()),
+            (
+                "limits.max_connections_per_ip",
+                l.max_connections_per_ip.to_string(),
+            ),
+            ("limits.pre_login_idle", dur(l.pre_login_idle)),
+            ("limits.post_login_idle", dur(l.post_login_idle)),
+            ("limits.tls_handshake", dur(l.tls_handshake)),
+            ("limits.write_stall", dur(l.write_stall)),
+            ("limits.max_command_line", l.max_command_line.to_string()),
+            ("limits.max_bad_commands", l.max_bad_commands.to_string()),
+            ("limits.max_auth_failures", l.max_auth_failures.to_string()),
+            ("limits.shutdown_grace", dur(l.shutdown_grace)),
+        ]
     }
 
     /// The session policy for the protocol machine.
@@ -588,6 +909,64 @@ impl Config {
             max_command_line: self.limits.max_command_line,
             ..correio_proto::server::ServerConfig::default()
         }
+    }
+}
+
+/// Parses `10.0.0.0/8`, `2001:db8::/32` or a single address (a /32 or /128).
+fn parse_network(s: &str) -> Result<ipnet::IpNet, String> {
+    let s = s.trim();
+    if let Ok(n) = s.parse::<ipnet::IpNet>() {
+        return Ok(n.trunc());
+    }
+    s.parse::<std::net::IpAddr>()
+        .map(ipnet::IpNet::from)
+        .map_err(|_| format!("{s:?} is not an address or ADDRESS/PREFIX (e.g. \"10.0.0.0/8\")"))
+}
+
+fn username_policy(a: &FileAuth) -> Result<UsernamePolicy, ConfigError> {
+    let (lowercase, strip_domain) = match a.username_format.as_deref().unwrap_or("%u") {
+        "%u" => (false, false),
+        "%Lu" => (true, false),
+        "%n" => (false, true),
+        "%Ln" => (true, true),
+        other => {
+            return Err(err(
+                "auth.username_format",
+                format!("{other:?} is not one of \"%u\", \"%Lu\", \"%n\", \"%Ln\""),
+            ));
+        }
+    };
+    let default_domain = match &a.default_domain {
+        None => None,
+        Some(d) if d.is_empty() => None,
+        Some(d) => {
+            let d = d.strip_prefix('@').unwrap_or(d);
+            if correio_auth::validate_username(&format!("u@{d}")).is_err() || d.contains('@') {
+                return Err(err(
+                    "auth.default_domain",
+                    format!("{d:?} is not a domain name"),
+                ));
+            }
+            Some(d.to_owned())
+        }
+    };
+    Ok(UsernamePolicy {
+        lowercase,
+        strip_domain,
+        default_domain,
+    })
+}
+
+impl UsernamePolicy {
+    /// The `auth.username_format` this policy was read from.
+    pub fn format(&self) -> String {
+        match (self.lowercase, self.strip_domain) {
+            (false, false) => "%u",
+            (true, false) => "%Lu",
+            (false, true) => "%n",
+            (true, true) => "%Ln",
+        }
+        .to_owned()
     }
 }
 

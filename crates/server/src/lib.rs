@@ -15,11 +15,14 @@
 //!   moves into the connection task; the per-IP limit is checked right after accept.
 //! - Shutdown: stop accepting, let sessions go on for `shutdown_grace`, then tell each
 //!   one to close (`-ERR [SYS/TEMP]`, no UPDATE), and wait for them to drain.
-//! - [`Server::reload_tls`] (SIGHUP) swaps the certificate for new handshakes only.
+//! - [`Server::reload`] (SIGHUP) swaps the configuration, users and certificate for
+//!   new connections; running sessions keep what they started with.
 #![forbid(unsafe_code)]
 
 pub mod config;
 pub mod lmtp;
+pub mod ownership;
+pub mod privsep;
 mod session;
 pub mod tls;
 
@@ -28,7 +31,7 @@ use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use correio_auth::{Throttle, ThrottleConfig, UserDb, UserDbOptions};
@@ -37,28 +40,102 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tracing::{Instrument as _, info, warn};
 
-use crate::config::Config;
+use crate::config::{Config, UsernamePolicy};
 use crate::tls::TlsStore;
 
 pub use crate::config::{ConfigError, Limits, LmtpAddr, Overrides};
 
+/// What SIGHUP can replace: the configuration and what is built from it. A session
+/// takes one `Arc<Live>` when it starts and keeps it to its end, so a reload never
+/// changes the rules in the middle of a session.
+#[derive(Debug)]
+pub(crate) struct Live {
+    pub(crate) config: Config,
+    pub(crate) session_config: correio_proto::server::ServerConfig,
+    pub(crate) users: Accounts,
+}
+
+/// The users file seen through the configured name policy (`auth.username_format`,
+/// `auth.default_domain`): every lookup — USER/PASS, APOP, SASL, LMTP — goes through
+/// [`UsernamePolicy::candidates`], so all of them agree on who `Bob` is.
+#[derive(Debug, Clone)]
+pub struct Accounts {
+    db: Arc<UserDb>,
+    policy: UsernamePolicy,
+}
+
+impl Accounts {
+    /// Opens the users file (missing: no users yet) for `config`'s policy.
+    pub fn open(config: &Config) -> Result<Accounts, correio_auth::UserDbError> {
+        let options = UserDbOptions {
+            case_insensitive: config.username.lowercase,
+        };
+        Ok(Accounts {
+            db: Arc::new(UserDb::load_or_empty(&config.users_file, options)?),
+            policy: config.username.clone(),
+        })
+    }
+
+    /// The users database itself.
+    pub fn db(&self) -> &Arc<UserDb> {
+        &self.db
+    }
+
+    /// The name policy.
+    pub fn policy(&self) -> &UsernamePolicy {
+        &self.policy
+    }
+
+    /// The record a login name refers to, after the policy's rewriting.
+    pub fn find(&self, name: &str) -> Option<correio_auth::UserRecord> {
+        self.policy
+            .candidates(name)
+            .iter()
+            .filter(|c| correio_auth::validate_username(c).is_ok())
+            .find_map(|c| self.db.lookup(c))
+    }
+}
+
+impl correio_auth::SecretLookup for Accounts {
+    fn lookup_user(&self, user: &str) -> Option<correio_auth::UserRecord> {
+        self.find(user)
+    }
+}
+
+/// Connections of one address: those in a session, and those waiting out a
+/// failed-login delay (which do not count against `max_connections_per_ip`).
+#[derive(Debug, Default, Clone, Copy)]
+struct IpCount {
+    active: usize,
+    parked: usize,
+}
+
 /// State shared by all connections of one server.
 #[derive(Debug)]
 pub(crate) struct Shared {
-    pub(crate) config: Config,
-    pub(crate) session_config: correio_proto::server::ServerConfig,
+    live: RwLock<Arc<Live>>,
     pub(crate) tls: TlsStore,
-    pub(crate) users: Arc<UserDb>,
     pub(crate) throttle: Throttle,
+    /// The throttle was set by the embedding code (tests): reloads leave it alone.
+    explicit_throttle: bool,
     /// Last successful login per user, for LOGIN-DELAY within this process (it also
     /// closes the race between two logins at once); the store keeps the time on disk
     /// beside each maildrop, so a restart does not forget it.
     pub(crate) last_login: Mutex<HashMap<String, tokio::time::Instant>>,
-    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    per_ip: Mutex<HashMap<IpAddr, IpCount>>,
     apop_counter: AtomicU64,
     conn_counter: AtomicU64,
-    /// The SASL mechanisms worth advertising, and when that was last computed.
-    mechanisms: Mutex<Option<(Option<FileStamp>, Offered)>>,
+    /// The SASL mechanisms worth advertising, for which configuration and users file.
+    mechanisms: Mutex<Option<(usize, Option<FileStamp>, Offered)>>,
+    /// Where TLS pairs come from after the privilege drop (the privileged helper).
+    tls_source: Mutex<Option<Arc<dyn TlsSource>>>,
+}
+
+/// Reads the certificate and key on the server's behalf once it no longer may (a
+/// root-only key after the privilege drop): see [`crate::privsep`].
+pub trait TlsSource: std::fmt::Debug + Send + Sync {
+    /// The PEM bytes of the configured certificate chain and key.
+    fn read_pair(&self) -> Result<(Vec<u8>, Vec<u8>), tls::TlsError>;
 }
 
 /// What a connection is offered, from what the stored secrets allow.
@@ -81,26 +158,33 @@ fn users_file_stamp(path: &std::path::Path) -> Option<FileStamp> {
 }
 
 impl Shared {
-    /// The configured mechanisms (and APOP) that at least one user's stored secret
-    /// allows. PLAIN and LOGIN work with every secret; CRAM-MD5, SCRAM-SHA-256 and APOP
-    /// only with some, and a client that sees them offered tends to pick them, so they
-    /// are only offered when they can succeed for someone.
-    pub(crate) fn offered(&self) -> Offered {
-        let stamp = users_file_stamp(&self.config.users_file);
+    /// The configuration and users in force now.
+    pub(crate) fn live(&self) -> Arc<Live> {
+        Arc::clone(&self.live.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// The mechanisms (and APOP) the admin listed that at least one user's stored
+    /// secret allows. PLAIN and LOGIN work with every secret; CRAM-MD5, SCRAM-SHA-256
+    /// and APOP only with some, are offered only when listed in the configuration
+    /// (not by default), and then only when they can succeed for someone.
+    pub(crate) fn offered(&self, live: &Arc<Live>) -> Offered {
+        let generation = Arc::as_ptr(live) as usize;
+        let stamp = users_file_stamp(&live.config.users_file);
         let mut cache = self.mechanisms.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((seen, offered)) = cache.as_ref()
+        if let Some((g, seen, offered)) = cache.as_ref()
+            && *g == generation
             && *seen == stamp
         {
             return offered.clone();
         }
-        let _ = self.users.reload_if_changed();
-        let apop = self.config.apop
-            && self
-                .users
+        let users = live.users.db();
+        let _ = users.reload_if_changed();
+        let apop = live.config.apop
+            && users
                 .records()
                 .iter()
                 .any(|r| correio_auth::secret_caps(r).apop);
-        let list: Vec<String> = self
+        let list: Vec<String> = live
             .config
             .mechanisms
             .iter()
@@ -108,7 +192,7 @@ impl Shared {
                 Some(
                     mech
                     @ (correio_auth::Mechanism::CramMd5 | correio_auth::Mechanism::ScramSha256),
-                ) => correio_auth::any_user_allows(&self.users, mech),
+                ) => correio_auth::any_user_allows(users, mech),
                 Some(_) => true,
                 None => false,
             })
@@ -118,23 +202,56 @@ impl Shared {
             mechanisms: list,
             apop,
         };
-        *cache = Some((stamp, offered.clone()));
+        *cache = Some((generation, stamp, offered.clone()));
         offered
     }
 
     /// A fresh `<pid.counter.nanos@host>` APOP timestamp: the counter makes it unique
     /// within this process, pid and clock across restarts.
-    pub(crate) fn apop_timestamp(&self) -> String {
+    pub(crate) fn apop_timestamp(&self, hostname: &str) -> String {
         let n = self.apop_counter.fetch_add(1, Ordering::Relaxed);
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
             .unwrap_or(0);
-        format!(
-            "<{}.{n}.{nanos}@{}>",
-            std::process::id(),
-            self.config.hostname
-        )
+        format!("<{}.{n}.{nanos}@{hostname}>", std::process::id())
+    }
+
+    /// Moves one of `ip`'s connections from "in a session" to "waiting out a
+    /// failed-login delay", so the wait does not hold one of the address's
+    /// `max_connections_per_ip` slots (other users behind the same NAT keep getting
+    /// in). At most that many may wait at once per address: `None` means the waiting
+    /// room is full, and the caller closes this connection instead of waiting.
+    pub(crate) fn park(self: &Arc<Self>, ip: IpAddr, limit: usize) -> Option<ParkedSlot> {
+        let ip = ip.to_canonical();
+        let mut map = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        let c = map.entry(ip).or_default();
+        if c.parked >= limit {
+            return None;
+        }
+        c.parked += 1;
+        c.active = c.active.saturating_sub(1);
+        Some(ParkedSlot {
+            shared: Arc::clone(self),
+            ip,
+        })
+    }
+}
+
+/// A connection waiting out a failed-login delay; dropping it makes it an active
+/// connection of its address again.
+#[derive(Debug)]
+pub(crate) struct ParkedSlot {
+    shared: Arc<Shared>,
+    ip: IpAddr,
+}
+
+impl Drop for ParkedSlot {
+    fn drop(&mut self) {
+        let mut map = self.shared.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        let c = map.entry(self.ip).or_default();
+        c.parked = c.parked.saturating_sub(1);
+        c.active += 1;
     }
 }
 
@@ -159,6 +276,35 @@ pub enum StartError {
     /// pop3s is configured but there is no certificate.
     #[error("pop3s listeners need a certificate (tls.cert / tls.key)")]
     NoCertificate,
+}
+
+/// What a reload did.
+#[derive(Debug)]
+pub struct Reload {
+    /// Settings now in force that differ from before: (key, old, new).
+    pub changed: Vec<(String, String, String)>,
+    /// Settings that differ in the file but need a restart; the running values stay.
+    pub needs_restart: Vec<&'static str>,
+    /// The certificate reload's result (on error the old pair stays in use).
+    pub tls: Result<(), tls::TlsError>,
+}
+
+/// Why a reload changed nothing.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReloadError {
+    /// The new users file could not be read.
+    #[error("users file: {0}")]
+    Users(correio_auth::UserDbError),
+}
+
+/// The throttle settings of a configuration.
+fn throttle_config(config: &Config) -> ThrottleConfig {
+    ThrottleConfig {
+        base_delay: config.throttle.failure_delay,
+        max_delay: config.throttle.failure_delay_max,
+        ..ThrottleConfig::default()
+    }
 }
 
 /// The bound POP3 listeners.
@@ -190,26 +336,38 @@ pub fn default_throttle() -> ThrottleConfig {
 }
 
 impl Server {
-    /// Loads the users file (missing: no users yet) and the TLS pair (missing while
-    /// only cleartext listeners are configured: no STLS).
+    /// Loads the users file (missing: no users yet) and the TLS pair. A pair the
+    /// configuration names (`[tls] cert`/`key`), a pair present at the default paths,
+    /// and any pair when pop3s listeners exist must load, or the server does not
+    /// start; only a missing default pair with cleartext listeners alone means "no
+    /// STLS" (`correio serve` creates one on its first run).
     pub fn new(config: Config) -> Result<Server, StartError> {
-        Self::with_throttle(config, default_throttle())
+        let throttle = throttle_config(&config);
+        Self::build(config, throttle, false)
     }
 
-    /// Like [`Server::new`] with explicit throttle settings.
+    /// Like [`Server::new`] with explicit throttle settings (reloads keep them).
     pub fn with_throttle(config: Config, throttle: ThrottleConfig) -> Result<Server, StartError> {
-        let users = UserDb::load_or_empty(&config.users_file, UserDbOptions::default())?;
-        let tls = if config.tls_cert.exists() || config.tls_key.exists() || !config.pop3s.is_empty()
+        Self::build(config, throttle, true)
+    }
+
+    fn build(
+        config: Config,
+        throttle: ThrottleConfig,
+        explicit_throttle: bool,
+    ) -> Result<Server, StartError> {
+        let users = Accounts::open(&config)?;
+        let tls = if config.tls_explicit
+            || config.tls_cert.exists()
+            || config.tls_key.exists()
+            || !config.pop3s.is_empty()
         {
-            match TlsStore::load(&config.tls_cert, &config.tls_key) {
-                Ok(t) => t,
-                Err(e) if !config.pop3s.is_empty() => return Err(e.into()),
-                Err(e) => {
-                    warn!(error = %e, "TLS not available: STLS will not be offered");
-                    TlsStore::unloaded(&config.tls_cert, &config.tls_key)
-                }
-            }
+            TlsStore::load(&config.tls_cert, &config.tls_key)?
         } else {
+            warn!(
+                cert = %config.tls_cert.display(),
+                "no TLS certificate: STLS will not be offered"
+            );
             TlsStore::unloaded(&config.tls_cert, &config.tls_key)
         };
         if !config.pop3s.is_empty() && tls.current().is_none() {
@@ -218,28 +376,37 @@ impl Server {
         let session_config = config.session_config();
         Ok(Server {
             shared: Arc::new(Shared {
-                session_config,
+                live: RwLock::new(Arc::new(Live {
+                    config,
+                    session_config,
+                    users,
+                })),
                 tls,
-                users: Arc::new(users),
                 throttle: Throttle::new(throttle),
+                explicit_throttle,
                 last_login: Mutex::new(HashMap::new()),
                 per_ip: Mutex::new(HashMap::new()),
                 apop_counter: AtomicU64::new(0),
                 conn_counter: AtomicU64::new(1),
                 mechanisms: Mutex::new(None),
-                config,
+                tls_source: Mutex::new(None),
             }),
         })
     }
 
-    /// The configuration in use.
-    pub fn config(&self) -> &Config {
-        &self.shared.config
+    /// The configuration in force now (a reload replaces it).
+    pub fn config(&self) -> Config {
+        self.shared.live().config.clone()
+    }
+
+    /// The users, as sessions see them now.
+    pub fn accounts(&self) -> Accounts {
+        self.shared.live().users.clone()
     }
 
     /// The users database, shared with the LMTP listener.
     pub fn users(&self) -> Arc<UserDb> {
-        Arc::clone(&self.shared.users)
+        Arc::clone(self.shared.live().users.db())
     }
 
     /// Whether TLS (STLS and pop3s) is available.
@@ -247,18 +414,104 @@ impl Server {
         self.shared.tls.current().is_some()
     }
 
-    /// Re-reads the certificate and key (SIGHUP). Running sessions keep theirs; on
-    /// error the old pair stays.
+    /// From now on, read TLS pairs through `source` (the privileged helper, once this
+    /// process has dropped root and may no longer read the key itself).
+    pub fn set_tls_source(&self, source: Arc<dyn TlsSource>) {
+        *self
+            .shared
+            .tls_source
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(source);
+    }
+
+    /// Re-reads the certificate and key (through the privileged helper if there is
+    /// one). Running sessions keep theirs; on error the old pair stays.
     pub fn reload_tls(&self) -> Result<(), tls::TlsError> {
-        self.shared.tls.reload()
+        let live = self.shared.live();
+        self.shared
+            .tls
+            .set_paths(&live.config.tls_cert, &live.config.tls_key);
+        let source = self
+            .shared
+            .tls_source
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        match source {
+            Some(src) => {
+                let (cert, key) = src.read_pair()?;
+                self.shared.tls.install_pem(&cert, &key)
+            }
+            None => self.shared.tls.reload(),
+        }
+    }
+
+    /// Applies a new configuration (SIGHUP): users file, name policy, `[pop3]`,
+    /// `[auth]`, `[delivery]`, most limits, and the TLS pair take effect for new
+    /// connections; running sessions finish under the rules they started with. If the
+    /// new users file cannot be read, nothing changes and the error says why. What
+    /// only a restart can change (listeners, `user`/`group`, `max_connections`) is
+    /// reported in [`Reload::needs_restart`] and left as it was.
+    pub fn reload(&self, mut new: Config) -> Result<Reload, ReloadError> {
+        let old = self.shared.live();
+        // Fixed at start: keep the running values so later diffs stay honest.
+        let mut needs_restart = Vec::new();
+        {
+            let o = &old.config;
+            let mut keep = |key: &'static str, differs: bool| {
+                if differs {
+                    needs_restart.push(key);
+                }
+            };
+            keep("listen.pop3", o.pop3 != new.pop3);
+            keep("listen.pop3s", o.pop3s != new.pop3s);
+            keep("listen.lmtp", o.lmtp != new.lmtp);
+            keep("user", o.run_as_user != new.run_as_user);
+            keep("group", o.run_as_group != new.run_as_group);
+            keep(
+                "limits.max_connections",
+                o.limits.max_connections != new.limits.max_connections,
+            );
+        }
+        new.pop3 = old.config.pop3.clone();
+        new.pop3s = old.config.pop3s.clone();
+        new.lmtp = old.config.lmtp.clone();
+        new.run_as_user = old.config.run_as_user.clone();
+        new.run_as_group = old.config.run_as_group.clone();
+        new.limits.max_connections = old.config.limits.max_connections;
+
+        let users = Accounts::open(&new).map_err(ReloadError::Users)?;
+        let before: HashMap<&str, String> = old.config.settings().into_iter().collect();
+        let changed: Vec<(String, String, String)> = new
+            .settings()
+            .into_iter()
+            .filter(|(k, v)| before.get(k) != Some(v))
+            .map(|(k, v)| (k.to_owned(), before.get(k).cloned().unwrap_or_default(), v))
+            .collect();
+        if !self.shared.explicit_throttle {
+            self.shared.throttle.set_config(throttle_config(&new));
+        }
+        let session_config = new.session_config();
+        *self.shared.live.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Live {
+            config: new,
+            session_config,
+            users,
+        });
+        let tls = self.reload_tls();
+        Ok(Reload {
+            changed,
+            needs_restart,
+            tls,
+        })
     }
 
     /// Binds every configured POP3 listener.
     pub async fn bind(&self) -> Result<Listeners, StartError> {
         let mut l = Listeners::default();
+        let live = self.shared.live();
         for (addrs, out) in [
-            (&self.shared.config.pop3, &mut l.pop3),
-            (&self.shared.config.pop3s, &mut l.pop3s),
+            (&live.config.pop3, &mut l.pop3),
+            (&live.config.pop3s, &mut l.pop3s),
         ] {
             for addr in addrs {
                 let listener = bind_listener(*addr).map_err(|source| StartError::Bind {
@@ -275,7 +528,7 @@ impl Server {
     /// let sessions finish for `limits.shutdown_grace`, then close the rest without
     /// UPDATE, and wait (bounded) for them to end.
     pub async fn run(&self, listeners: Listeners, shutdown: impl Future) {
-        let limits = self.shared.config.limits.clone();
+        let limits = self.shared.live().config.limits.clone();
         // The dummy hash that makes unknown users cost as much as known ones: build it
         // now, not during the first failed login.
         tokio::task::spawn_blocking(correio_auth::warm_up_dummy);
@@ -387,13 +640,14 @@ async fn accept_loop(
             }
         };
         let ip = peer.ip().to_canonical();
+        let per_ip_limit = shared.live().config.limits.max_connections_per_ip;
         let over = {
             let mut map = shared.per_ip.lock().unwrap_or_else(|p| p.into_inner());
-            let n = map.entry(ip).or_insert(0);
-            if *n >= shared.config.limits.max_connections_per_ip {
+            let c = map.entry(ip).or_default();
+            if c.active >= per_ip_limit {
                 true
             } else {
-                *n += 1;
+                c.active += 1;
                 false
             }
         };
@@ -432,9 +686,9 @@ struct IpSlot {
 impl Drop for IpSlot {
     fn drop(&mut self) {
         let mut map = self.shared.per_ip.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = map.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
+        if let Some(c) = map.get_mut(&self.ip) {
+            c.active = c.active.saturating_sub(1);
+            if c.active == 0 && c.parked == 0 {
                 map.remove(&self.ip);
             }
         }

@@ -54,7 +54,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
-use crate::config::LmtpAddr;
+use crate::config::{LmtpAddr, UsernamePolicy};
 
 /// The bounds of the LMTP listener.
 #[derive(Debug, Clone)]
@@ -104,6 +104,8 @@ pub struct LmtpContext {
     pub deliver: DeliverOptions,
     /// Where message data is spooled (unlinked at once) during DATA.
     pub spool_dir: PathBuf,
+    /// How recipient names are rewritten before lookup (as logins are).
+    pub username: UsernamePolicy,
 }
 
 impl LmtpContext {
@@ -122,6 +124,7 @@ impl LmtpContext {
             limits: LmtpLimits::default(),
             deliver: DeliverOptions::default(),
             spool_dir: std::env::temp_dir(),
+            username: UsernamePolicy::default(),
         }
     }
 
@@ -134,6 +137,12 @@ impl LmtpContext {
     /// Replaces the delivery options (quota, lock timeout).
     pub fn with_deliver_options(mut self, opts: DeliverOptions) -> Self {
         self.deliver = opts;
+        self
+    }
+
+    /// Replaces the name policy.
+    pub fn with_username_policy(mut self, policy: UsernamePolicy) -> Self {
+        self.username = policy;
         self
     }
 
@@ -205,15 +214,39 @@ pub enum Recipient {
 /// builds the mailbox location from `userdb_mail=` or `default_template`. Also used by
 /// `correio deliver --user`.
 pub fn resolve_recipient(users: &UserDb, default_template: &str, address: &str) -> Recipient {
-    let mut candidates = vec![address.to_string()];
-    if let Some((local, _)) = address.rsplit_once('@') {
-        candidates.push(local.to_string());
-    }
-    if let Some(local) = candidates.last().cloned()
-        && let Some((base, _)) = local.split_once('+')
-        && !base.is_empty()
-    {
-        candidates.push(base.to_string());
+    resolve_recipient_with(users, default_template, address, &UsernamePolicy::default())
+}
+
+/// [`resolve_recipient`] with the server's name policy (`auth.username_format`,
+/// `auth.default_domain`) applied first, so mail for `Bob@Example.Org` reaches the
+/// user who logs in as `bob@example.org`.
+pub fn resolve_recipient_with(
+    users: &UserDb,
+    default_template: &str,
+    address: &str,
+    policy: &UsernamePolicy,
+) -> Recipient {
+    let mut candidates: Vec<String> = Vec::new();
+    let mut push = |c: String| {
+        if !candidates.contains(&c) {
+            candidates.push(c);
+        }
+    };
+    for first in policy.candidates(address) {
+        push(first.clone());
+        push(address.to_string());
+        if let Some((local, _)) = first.rsplit_once('@') {
+            push(local.to_string());
+        }
+        let local = first.rsplit_once('@').map_or(first.as_str(), |(l, _)| l);
+        if let Some((base, _)) = local.split_once('+')
+            && !base.is_empty()
+        {
+            if let Some((_, domain)) = first.rsplit_once('@') {
+                push(format!("{base}@{domain}"));
+            }
+            push(base.to_string());
+        }
     }
     for c in candidates {
         if validate_username(&c).is_err() {
@@ -251,6 +284,20 @@ pub async fn run_lmtp<F>(listener: LmtpListener, ctx: Arc<LmtpContext>, shutdown
 where
     F: Future,
 {
+    let (_keep, rx) = watch::channel(ctx);
+    run_lmtp_reloadable(listener, rx, shutdown).await;
+}
+
+/// [`run_lmtp`] with a context that can be replaced while running (SIGHUP): each new
+/// connection takes the context current when it is accepted.
+pub async fn run_lmtp_reloadable<F>(
+    listener: LmtpListener,
+    contexts: watch::Receiver<Arc<LmtpContext>>,
+    shutdown: F,
+) where
+    F: Future,
+{
+    let ctx = contexts.borrow().clone();
     let (stop_tx, stop_rx) = watch::channel(false);
     let permits = Arc::new(Semaphore::new(ctx.limits.max_connections.max(1)));
     let mut tasks = JoinSet::new();
@@ -274,7 +321,7 @@ where
         match accepted {
             Ok(Conn::Tcp(s, peer)) => {
                 let _ = s.set_nodelay(true);
-                let (ctx, stop) = (ctx.clone(), stop_rx.clone());
+                let (ctx, stop) = (contexts.borrow().clone(), stop_rx.clone());
                 tasks.spawn(async move {
                     let _permit = permit;
                     let (r, w) = s.into_split();
@@ -282,7 +329,7 @@ where
                 });
             }
             Ok(Conn::Unix(s)) => {
-                let (ctx, stop) = (ctx.clone(), stop_rx.clone());
+                let (ctx, stop) = (contexts.borrow().clone(), stop_rx.clone());
                 tasks.spawn(async move {
                     let _permit = permit;
                     let (r, w) = s.into_split();
@@ -800,7 +847,12 @@ async fn serve_connection<R, W>(
                 } else {
                     let (ctx2, to2) = (ctx.clone(), to.clone());
                     let found = tokio::task::spawn_blocking(move || {
-                        resolve_recipient(&ctx2.users, &ctx2.default_mail_location, &to2)
+                        resolve_recipient_with(
+                            &ctx2.users,
+                            &ctx2.default_mail_location,
+                            &to2,
+                            &ctx2.username,
+                        )
                     })
                     .await;
                     match found {

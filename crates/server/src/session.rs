@@ -35,7 +35,7 @@ use tokio::time::{Instant, timeout};
 use tokio_rustls::server::TlsStream;
 use tracing::{debug, info, warn};
 
-use crate::Shared;
+use crate::{Live, Shared};
 
 /// Bytes read from the store per trip to the blocking pool while streaming a large
 /// message. With the stuffer's output (at most twice the input) this bounds a
@@ -138,7 +138,8 @@ pub(crate) async fn run(
     shutdown: watch::Receiver<bool>,
 ) {
     let _ = tcp.set_nodelay(true);
-    let limits = &shared.config.limits;
+    let live = shared.live();
+    let limits = &live.config.limits;
     let conn = if implicit_tls {
         let Some(tls) = shared.tls.current() else {
             return;
@@ -158,16 +159,19 @@ pub(crate) async fn run(
     } else {
         Conn::Plain(tcp)
     };
+    let trusted = live.config.is_trusted(peer.ip());
     let info = ConnectionInfo {
         tls: implicit_tls,
         stls_available: !implicit_tls && shared.tls.current().is_some(),
-        cleartext_login_allowed: shared.config.allow_cleartext_login
-            || (shared.config.cleartext_login_on_loopback
-                && peer.ip().to_canonical().is_loopback()),
+        cleartext_login_allowed: live.config.allow_cleartext_login
+            || trusted
+            || (live.config.cleartext_login_on_loopback && peer.ip().to_canonical().is_loopback()),
     };
-    let offered = shared.offered();
-    let timestamp = offered.apop.then(|| shared.apop_timestamp());
-    let mut session_config = shared.session_config.clone();
+    let offered = shared.offered(&live);
+    let timestamp = offered
+        .apop
+        .then(|| shared.apop_timestamp(&live.config.hostname));
+    let mut session_config = live.session_config.clone();
     session_config.sasl_mechanisms = offered.mechanisms;
     let session = ServerSession::new(session_config, info, timestamp.clone());
     let mut driver = Driver {
@@ -176,6 +180,9 @@ pub(crate) async fn run(
         conn,
         peer,
         shared: Arc::clone(&shared),
+        live: Arc::clone(&live),
+        trusted,
+        close_now: false,
         maildrop: None,
         record: None,
         sasl: None,
@@ -189,6 +196,14 @@ pub(crate) async fn run(
 
 struct Driver {
     shared: Arc<Shared>,
+    /// The configuration and users this session started under (a reload does not
+    /// change them mid-session).
+    live: Arc<Live>,
+    /// The peer is in `trusted_networks`: no failed-login throttle.
+    trusted: bool,
+    /// Close once the pending reply is sent (the address's waiting room for failed
+    /// logins is full).
+    close_now: bool,
     session: ServerSession,
     framer: LineFramer,
     conn: Conn,
@@ -208,16 +223,23 @@ impl Driver {
     async fn serve(&mut self) -> Result<(), Ended> {
         self.flush_output().await?;
         let mut buf = vec![0u8; READ_CHUNK];
+        // The idle limit bounds the time to a whole command line, not the time between
+        // bytes: the deadline is set when the wait for a line starts and only a
+        // complete (or overlong) line moves it, so one byte a second cannot hold a
+        // connection slot forever.
+        let mut deadline: Option<Instant> = None;
         loop {
             // Answer every complete line already buffered, in order (pipelining).
             loop {
-                if self.session.is_closed() {
+                if self.session.is_closed() || self.close_now {
+                    self.flush_output().await?;
                     return Ok(());
                 }
                 self.framer.set_max_line(self.session.max_line());
                 let Some(line) = self.framer.next_line() else {
                     break;
                 };
+                deadline = None;
                 if let Line::Complete(bytes) = &line {
                     debug!(remote = %self.peer, len = bytes.len(), "line");
                 }
@@ -228,11 +250,12 @@ impl Driver {
             // Nothing more to answer without reading: everything goes out now.
             self.flush_output().await?;
             let idle = match self.session.state() {
-                State::Authorization => self.shared.config.limits.pre_login_idle,
-                _ => self.shared.config.limits.post_login_idle,
+                State::Authorization => self.live.config.limits.pre_login_idle,
+                _ => self.live.config.limits.post_login_idle,
             };
+            let until = *deadline.get_or_insert_with(|| Instant::now() + idle);
             let event = tokio::select! {
-                r = timeout(idle, self.conn.read(&mut buf)) => match r {
+                r = tokio::time::timeout_at(until, self.conn.read(&mut buf)) => match r {
                     Ok(Ok(0)) | Ok(Err(_)) => return Err(Ended::PeerGone),
                     Ok(Ok(n)) => {
                         self.framer.push(&buf[..n]);
@@ -282,7 +305,7 @@ impl Driver {
     }
 
     async fn write_all(&mut self, bytes: &[u8]) -> Result<(), Ended> {
-        let stall = self.shared.config.limits.write_stall;
+        let stall = self.live.config.limits.write_stall;
         match timeout(stall, async {
             self.conn.write_all(bytes).await?;
             self.conn.flush().await
@@ -333,10 +356,14 @@ impl Driver {
         self.record = None;
         let user = user.filter(|u| validate_username(u).is_ok());
         let now = Instant::now().into_std();
-        let delay = self
-            .shared
-            .throttle
-            .record_failure(self.peer.ip(), user, now);
+        // Trusted networks (a webmail, the admin's LAN) are exempt from the throttle.
+        let delay = if self.trusted {
+            Duration::ZERO
+        } else {
+            self.shared
+                .throttle
+                .record_failure(self.peer.ip(), user, now)
+        };
         info!(
             target: "correio::auth",
             remote = %self.peer,
@@ -345,7 +372,23 @@ impl Driver {
             delay_ms = delay.as_millis() as u64,
             "login failed"
         );
-        tokio::time::sleep(delay).await;
+        if !delay.is_zero() {
+            // The wait must not cost the other users behind this address (a NAT, a
+            // shared host) their connection slots: while waiting, this connection
+            // counts in the address's waiting room, not against its connection limit.
+            let limit = self.live.config.limits.max_connections_per_ip;
+            match self.shared.park(self.peer.ip(), limit) {
+                Some(_parked) => tokio::time::sleep(delay).await,
+                None => {
+                    info!(
+                        target: "correio::auth",
+                        remote = %self.peer,
+                        "too many connections waiting after failed logins from this address; closing"
+                    );
+                    self.close_now = true;
+                }
+            }
+        }
         AuthOutcome::Failure
     }
 
@@ -353,7 +396,7 @@ impl Driver {
     /// outlives a restart, and this process's own memory), throttle reset, remember
     /// the record.
     async fn logged_in(&mut self, record: UserRecord) -> AuthOutcome {
-        let delay = self.shared.config.login_delay;
+        let delay = self.live.config.login_delay;
         if !delay.is_zero() {
             if let Ok(location) = self.location(&record) {
                 let last = tokio::task::spawn_blocking(move || {
@@ -393,11 +436,11 @@ impl Driver {
     }
 
     async fn password_login(&mut self, c: Credentials) -> AuthOutcome {
-        let users = Arc::clone(&self.shared.users);
+        let users = self.live.users.clone();
         let user = c.user.clone();
         // Hashing takes tens of milliseconds and much memory: off the async workers.
         let result =
-            tokio::task::spawn_blocking(move || verify_login(&*users, &c.user, &c.password)).await;
+            tokio::task::spawn_blocking(move || verify_login(&users, &c.user, &c.password)).await;
         match result {
             Ok(Ok(record)) => self.logged_in(record).await,
             Ok(Err(e)) => self.failed_login(Some(&user), &sasl_reason(&e)).await,
@@ -410,10 +453,10 @@ impl Driver {
             return self.failed_login(None, "invalid user name").await;
         }
         debug_assert_eq!(Some(&timestamp), self.apop_timestamp.as_ref());
-        let users = Arc::clone(&self.shared.users);
+        let users = self.live.users.clone();
         let lookup_user = user.clone();
         let result = tokio::task::spawn_blocking(move || {
-            let record = users.lookup(&lookup_user);
+            let record = users.find(&lookup_user);
             apop_verify(&timestamp, &digest, record.as_ref()).map(|()| record)
         })
         .await;
@@ -430,11 +473,11 @@ impl Driver {
             // The machine only asks for configured mechanisms, all of which exist.
             return Event::Auth(AuthOutcome::TempFail);
         };
-        let params = ServerParams::new(&self.shared.config.hostname);
+        let params = ServerParams::new(&self.live.config.hostname);
         let mut m = ServerMechanism::new(mech, &params);
-        let users = Arc::clone(&self.shared.users);
+        let users = self.live.users.clone();
         let result = tokio::task::spawn_blocking(move || {
-            let step = m.start(initial.as_deref(), &*users);
+            let step = m.start(initial.as_deref(), &users);
             (m, step)
         })
         .await;
@@ -445,9 +488,9 @@ impl Driver {
         let Some(mut m) = self.sasl.take() else {
             return Event::Auth(AuthOutcome::TempFail);
         };
-        let users = Arc::clone(&self.shared.users);
+        let users = self.live.users.clone();
         let result = tokio::task::spawn_blocking(move || {
-            let step = m.step(&response, &*users);
+            let step = m.step(&response, &users);
             (m, step)
         })
         .await;
@@ -468,7 +511,7 @@ impl Driver {
             }
             Ok(Step::Success { user }) => {
                 self.sasl = None;
-                match self.shared.users.lookup(&user) {
+                match self.live.users.find(&user) {
                     Some(record) => Event::Auth(self.logged_in(record).await),
                     None => Event::Auth(AuthOutcome::TempFail),
                 }
@@ -489,7 +532,7 @@ impl Driver {
     fn location(&self, record: &UserRecord) -> Result<MailLocation, correio_store::LocationError> {
         let template = record
             .mail_location()
-            .unwrap_or(&self.shared.config.mail_location);
+            .unwrap_or(&self.live.config.mail_location);
         let home = record.home_dir().map(std::path::PathBuf::from);
         MailLocation::from_template(
             template,
@@ -511,7 +554,7 @@ impl Driver {
                 return Event::MaildropOpened(Err(OpenError::Permanent));
             }
         };
-        let record_login = !self.shared.config.login_delay.is_zero();
+        let record_login = !self.live.config.login_delay.is_zero();
         let result = tokio::task::spawn_blocking(move || {
             let md = open_maildrop(&location)?;
             // A login counts for LOGIN-DELAY once it reached TRANSACTION (not on [IN-USE]).
@@ -651,12 +694,7 @@ impl Driver {
             return Err(Ended::Tls("STLS on a TLS connection".into()));
         };
         let acceptor = tokio_rustls::TlsAcceptor::from(config);
-        match timeout(
-            self.shared.config.limits.tls_handshake,
-            acceptor.accept(tcp),
-        )
-        .await
-        {
+        match timeout(self.live.config.limits.tls_handshake, acceptor.accept(tcp)).await {
             Ok(Ok(s)) => {
                 self.conn = Conn::Tls(Box::new(s));
                 Ok(())
@@ -673,7 +711,7 @@ impl Driver {
         let mut update = Update::new(deletions, SystemTime::now());
         // Dates are kept only while they matter (EXPIRE n > 0): other policies cost no
         // extra write at QUIT.
-        if let Some(ExpirePolicy::Days(days)) = self.shared.config.expire
+        if let Some(ExpirePolicy::Days(days)) = self.live.config.expire
             && days > 0
         {
             update = update

@@ -46,17 +46,33 @@ pub enum TlsError {
     },
 }
 
-/// Loads a PEM certificate chain and private key into a rustls server config.
-pub fn load_server_config(cert: &Path, key: &Path) -> Result<Arc<RustlsConfig>, TlsError> {
+/// Reads a certificate chain and key file (their PEM bytes), naming the path that
+/// failed.
+pub fn read_pair(cert: &Path, key: &Path) -> Result<(Vec<u8>, Vec<u8>), TlsError> {
     let read = |p: &Path| {
         fs::read(p).map_err(|source| TlsError::Read {
             path: p.to_owned(),
             source,
         })
     };
-    let cert_pem = read(cert)?;
-    let key_pem = read(key)?;
-    let chain: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut cert_pem.as_slice())
+    Ok((read(cert)?, read(key)?))
+}
+
+/// Loads a PEM certificate chain and private key into a rustls server config.
+pub fn load_server_config(cert: &Path, key: &Path) -> Result<Arc<RustlsConfig>, TlsError> {
+    let (cert_pem, key_pem) = read_pair(cert, key)?;
+    server_config_from_pem(&cert_pem, &key_pem, cert, key)
+}
+
+/// Builds a rustls server config from PEM bytes; `cert` and `key` name where they
+/// came from, for errors.
+pub fn server_config_from_pem(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+    cert: &Path,
+    key: &Path,
+) -> Result<Arc<RustlsConfig>, TlsError> {
+    let chain: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut &cert_pem[..])
         .collect::<Result<_, _>>()
         .map_err(|e| TlsError::Pem {
             path: cert.to_owned(),
@@ -68,7 +84,7 @@ pub fn load_server_config(cert: &Path, key: &Path) -> Result<Arc<RustlsConfig>, 
             reason: "no CERTIFICATE block found".into(),
         });
     }
-    let key_der: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut key_pem.as_slice())
+    let key_der: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut &key_pem[..])
         .map_err(|e| TlsError::Pem {
             path: key.to_owned(),
             reason: format!("bad PEM: {e}"),
@@ -89,8 +105,7 @@ pub fn load_server_config(cert: &Path, key: &Path) -> Result<Arc<RustlsConfig>, 
 /// time (or at STLS) and keep it, so a reload never disturbs them.
 #[derive(Debug)]
 pub struct TlsStore {
-    cert: PathBuf,
-    key: PathBuf,
+    paths: RwLock<(PathBuf, PathBuf)>,
     current: RwLock<Option<Arc<RustlsConfig>>>,
 }
 
@@ -99,8 +114,7 @@ impl TlsStore {
     pub fn load(cert: &Path, key: &Path) -> Result<TlsStore, TlsError> {
         let config = load_server_config(cert, key)?;
         Ok(TlsStore {
-            cert: cert.to_owned(),
-            key: key.to_owned(),
+            paths: RwLock::new((cert.to_owned(), key.to_owned())),
             current: RwLock::new(Some(config)),
         })
     }
@@ -114,8 +128,7 @@ impl TlsStore {
     /// a successful [`TlsStore::reload`] (SIGHUP once the files are in place).
     pub fn unloaded(cert: &Path, key: &Path) -> TlsStore {
         TlsStore {
-            cert: cert.to_owned(),
-            key: key.to_owned(),
+            paths: RwLock::new((cert.to_owned(), key.to_owned())),
             current: RwLock::new(None),
         }
     }
@@ -125,12 +138,37 @@ impl TlsStore {
         self.current.read().ok().and_then(|g| g.clone())
     }
 
+    /// The certificate and key paths.
+    pub fn paths(&self) -> (PathBuf, PathBuf) {
+        self.paths.read().map(|p| p.clone()).unwrap_or_default()
+    }
+
+    /// Points the store at other files (a reload whose `[tls]` changed); the pair in
+    /// use stays until the next successful [`TlsStore::reload`].
+    pub fn set_paths(&self, cert: &Path, key: &Path) {
+        if let Ok(mut p) = self.paths.write() {
+            *p = (cert.to_owned(), key.to_owned());
+        }
+    }
+
     /// Re-reads the files. On error the old pair stays in use.
     pub fn reload(&self) -> Result<(), TlsError> {
-        if self.cert.as_os_str().is_empty() {
+        let (cert, key) = self.paths();
+        if cert.as_os_str().is_empty() {
             return Ok(());
         }
-        let config = load_server_config(&self.cert, &self.key)?;
+        let config = load_server_config(&cert, &key)?;
+        if let Ok(mut g) = self.current.write() {
+            *g = Some(config);
+        }
+        Ok(())
+    }
+
+    /// Installs a pair read elsewhere (by the privileged helper). On error the old
+    /// pair stays in use.
+    pub fn install_pem(&self, cert_pem: &[u8], key_pem: &[u8]) -> Result<(), TlsError> {
+        let (cert, key) = self.paths();
+        let config = server_config_from_pem(cert_pem, key_pem, &cert, &key)?;
         if let Ok(mut g) = self.current.write() {
             *g = Some(config);
         }

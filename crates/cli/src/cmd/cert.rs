@@ -1,17 +1,25 @@
 //! `correio cert`: a self-signed certificate and key for first runs and tests, written
-//! to `<data>/tls/cert.pem` and `<data>/tls/key.pem` (mode 0600), where `correio serve`
-//! looks by default. Real deployments point `tls.cert`/`tls.key` at a CA-issued pair.
+//! where the server's configuration looks for them (`[tls] cert`/`key`, by default
+//! `<data>/tls/cert.pem` and `<data>/tls/key.pem`, mode 0600). Run as root with
+//! `user =` in the configuration, the pair (and the directory made for it) belongs to
+//! that service user. Real deployments point `tls.cert`/`tls.key` at a CA-issued pair.
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
+use correio_server::ownership::ServiceAccount;
 
 /// Arguments of `correio cert`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Data directory; the pair goes to `<DIR>/tls/`.
-    #[arg(long, value_name = "DIR", default_value = "./correio-data")]
-    data: PathBuf,
+    /// Server configuration whose `[tls]` paths (and `user =`) to use [default:
+    /// /etc/correio/correio.toml if it exists].
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Data directory; the pair goes to `<DIR>/tls/` unless the configuration names
+    /// other paths [default: ./correio-data].
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
     /// Host name or IP address the certificate is for (repeatable). Default: localhost,
     /// 127.0.0.1, ::1 and this machine's host name.
     #[arg(long = "host", value_name = "NAME")]
@@ -48,14 +56,15 @@ pub fn default_hosts() -> Vec<String> {
     v
 }
 
-/// The certificate and key paths under a data dir.
-pub fn pair_paths(data: &Path) -> (PathBuf, PathBuf) {
-    let tls = data.join("tls");
-    (tls.join("cert.pem"), tls.join("key.pem"))
-}
-
-/// Writes a self-signed pair; refuses to overwrite unless `force`.
-pub fn make_pair(cert: &Path, key: &Path, hosts: &[String], force: bool) -> anyhow::Result<()> {
+/// Writes a self-signed pair; refuses to overwrite unless `force`. With `owner`, the
+/// files and any directory made for them are given to that account.
+pub fn make_pair(
+    cert: &Path,
+    key: &Path,
+    hosts: &[String],
+    force: bool,
+    owner: Option<&ServiceAccount>,
+) -> anyhow::Result<()> {
     if !force && (cert.exists() || key.exists()) {
         anyhow::bail!(
             "{} or {} already exists (use --force to replace them)",
@@ -63,8 +72,21 @@ pub fn make_pair(cert: &Path, key: &Path, hosts: &[String], force: bool) -> anyh
             key.display()
         );
     }
+    for p in [cert, key] {
+        if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+            correio_server::ownership::create_dir_all_owned(dir, 0o700, owner)
+                .with_context(|| format!("creating {}", dir.display()))?;
+        }
+    }
     correio_server::tls::write_self_signed(cert, key, hosts)
-        .with_context(|| format!("creating {}", cert.display()))
+        .with_context(|| format!("creating {}", cert.display()))?;
+    if let Some(o) = owner {
+        for p in [cert, key] {
+            o.give(p)
+                .with_context(|| format!("giving {} to {}", p.display(), o.name))?;
+        }
+    }
+    Ok(())
 }
 
 /// Runs `correio cert`.
@@ -74,8 +96,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         args.hosts
     };
-    let (cert, key) = pair_paths(&args.data);
-    make_pair(&cert, &key, &hosts, args.force)?;
+    let overrides = correio_server::config::Overrides {
+        data_dir: args.data.clone(),
+        ..Default::default()
+    };
+    let file = correio_server::config::config_path(args.config.as_deref());
+    let config = correio_server::config::Config::load(file.as_deref(), &overrides)
+        .map_err(anyhow::Error::msg)?;
+    let owner = ServiceAccount::for_files(&config)?;
+    let (cert, key) = (config.tls_cert.clone(), config.tls_key.clone());
+    make_pair(&cert, &key, &hosts, args.force, owner.as_ref())?;
+    if let Some(o) = &owner {
+        println!("owner:       {} (the service user)", o.name);
+    }
     let fp = correio_server::tls::fingerprint_sha256(&cert)?;
     println!("certificate: {}", cert.display());
     println!("key:         {}", key.display());

@@ -9,7 +9,8 @@ use correio_server::config::{Config, Overrides};
 /// Arguments of `correio check`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The configuration file (TOML). Without it, the defaults are checked.
+    /// The configuration file (TOML) [default: /etc/correio/correio.toml if it exists,
+    /// else the ./correio-data defaults].
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Data directory (overrides `data_dir`).
@@ -42,27 +43,78 @@ pub fn problems(config: &Config) -> Vec<String> {
     if let Err(e) = correio_store::MailLocation::from_template(&config.mail_location, &probe) {
         out.push(format!("mail_location: {e}"));
     }
-    // TLS: required for pop3s; if present, must load.
+    // TLS: a pair the configuration names must load; so must a pair present at the
+    // default paths. A missing default pair is what `correio serve` creates on its
+    // first run, so it is a note, not an error.
     let pair_present = config.tls_cert.exists() || config.tls_key.exists();
-    if (pair_present || !config.pop3s.is_empty())
-        && let Err(e) = correio_server::tls::load_server_config(&config.tls_cert, &config.tls_key)
-    {
-        out.push(format!("tls: {e}"));
+    if config.tls_explicit || pair_present {
+        if let Err(e) = correio_server::tls::load_server_config(&config.tls_cert, &config.tls_key) {
+            out.push(format!("tls: {e}"));
+        }
+    } else {
+        out.push(format!(
+            "note: no TLS certificate yet: `correio serve` will create a self-signed one at {}",
+            config.tls_cert.display()
+        ));
     }
-    if !pair_present && config.pop3s.is_empty() {
-        out.push("note: no TLS certificate: STLS will not be offered".into());
-    }
-    if let Some(u) = &config.run_as_user
-        && nix_user_exists(u) == Some(false)
-    {
-        out.push(format!("user: no such system user {u:?}"));
+    match correio_server::ownership::ServiceAccount::from_config(config) {
+        Err(e) => out.push(format!("{e}")),
+        Ok(Some(service)) => out.extend(service_access_problems(config, &service)),
+        Ok(None) => {}
     }
     out
 }
 
-fn nix_user_exists(name: &str) -> Option<bool> {
-    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
-    Some(passwd.lines().any(|l| l.split(':').next() == Some(name)))
+/// What the service user (`user =`) could not use after the server drops to it:
+/// the users file, the data directory, each user's mailbox. Checked from the owners
+/// and modes, so `check` run as root sees what the server will see. The TLS key may
+/// stay root-only: the privileged helper reads it on reload.
+fn service_access_problems(
+    config: &Config,
+    service: &correio_server::ownership::ServiceAccount,
+) -> Vec<String> {
+    use correio_server::ownership::{Access, access_problem};
+    let mut out = Vec::new();
+    let who = format!("service user {:?}", service.name);
+    let mut check = |what: &str, path: &std::path::Path, want: Access| {
+        if let Some(p) = access_problem(path, service.uid, service.gid, want) {
+            out.push(format!(
+                "{what}: the {who} {p} (fix: chown -R {}: it, or run the admin commands with --config so they do)",
+                service.name
+            ));
+        }
+    };
+    check("users file", &config.users_file, Access::Read);
+    check("data_dir", &config.data_dir, Access::Modify);
+    if let Ok(db) = correio_auth::UserDb::load(&config.users_file) {
+        for r in db.records() {
+            let template = r.mail_location().unwrap_or(&config.mail_location);
+            let home = r.home_dir().map(std::path::PathBuf::from);
+            let vars = correio_store::TemplateVars {
+                user: &r.name,
+                home: home.as_deref(),
+            };
+            if let Ok(loc) = correio_store::MailLocation::from_template(template, &vars) {
+                let path = loc.path().to_owned();
+                let want = if path.is_dir() {
+                    Access::Modify
+                } else {
+                    Access::Read
+                };
+                check(&format!("mailbox of {}", r.name), &path, want);
+                if path.is_dir() {
+                    for sub in ["cur", "new", "tmp"] {
+                        check(
+                            &format!("mailbox of {}", r.name),
+                            &path.join(sub),
+                            Access::Modify,
+                        );
+                    }
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Runs `correio check`.
@@ -72,7 +124,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         set: args.set,
         ..Overrides::default()
     };
-    let config = match Config::load(args.config.as_deref(), &overrides) {
+    let file = correio_server::config::config_path(args.config.as_deref());
+    let config = match Config::load(file.as_deref(), &overrides) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
@@ -86,7 +139,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             println!("{p}");
         } else {
             failed = true;
-            match &args.config {
+            match &file {
                 Some(f) => eprintln!("error: {}: {p}", f.display()),
                 None => eprintln!("error: {p}"),
             }
@@ -112,5 +165,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     println!("  pop3:          {}", list(&config.pop3));
     println!("  pop3s:         {}", list(&config.pop3s));
     println!("  mechanisms:    {}", config.mechanisms.join(" "));
+    if let Some(u) = &config.run_as_user {
+        println!("  service user:  {u}");
+    }
     Ok(ExitCode::SUCCESS)
 }

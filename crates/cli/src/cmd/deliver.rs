@@ -7,21 +7,29 @@
 //! lock timeout, configuration problem); 69 EX_UNAVAILABLE / 73 EX_CANTCREAT for
 //! permanent failures (message too big, permanent quota); 64 EX_USAGE bad arguments.
 //!
-//! The user is looked up in `<data>/users` (Dovecot passwd-file) as
-//! `correio_server::lmtp::resolve_recipient` does; the mailbox is the user's
-//! `userdb_mail=` or `maildir:<data>/mail/%u`. A leading mbox `From ` line on stdin
-//! (Postfix adds one for `mailbox_command`) is taken as the envelope sender and not
-//! stored, as Dovecot's LDA does.
+//! It reads the same configuration as `correio serve` (`--config`, else
+//! /etc/correio/correio.toml if it exists, else the `./correio-data` defaults): the
+//! users file, `mail_location`, the name policy (`[auth]`) and `[delivery]` (size limit,
+//! quotas), and finds the user as the LMTP listener does
+//! (`correio_server::lmtp::resolve_recipient_with`). The envelope sender (`-f SENDER`,
+//! as sendmail-style LDAs take it, or a leading mbox `From ` line on stdin, which
+//! Postfix adds for `mailbox_command` and which is not stored) becomes the
+//! `Return-Path:` header, as LMTP does, unless the message already starts with one.
+//!
+//! Run as root, it delivers as the mailbox's owner: the owner of an existing mailbox,
+//! else the configured service user (`user =`), so the server can read what it wrote.
 use std::io::{self, Read};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use correio_auth::{UserDb, default_users_path};
-use correio_server::lmtp::{Recipient, resolve_recipient};
-use correio_store::{DeliverOptions, deliver};
+use anyhow::Context as _;
+use correio_auth::{UserDb, UserDbOptions};
+use correio_server::config::{Config, Overrides, config_path};
+use correio_server::lmtp::{Recipient, resolve_recipient_with};
+use correio_server::ownership::ServiceAccount;
+use correio_store::{DeliverOptions, MailLocation, deliver};
 
 /// sysexits.h codes.
-const EX_USAGE: u8 = 64;
 const EX_NOUSER: u8 = 67;
 const EX_TEMPFAIL: u8 = 75;
 
@@ -32,20 +40,26 @@ pub struct Args {
     /// also finds the user).
     #[arg(long, value_name = "NAME")]
     user: String,
-    /// Data directory holding the users file and, by default, the mailboxes.
-    #[arg(long, value_name = "DIR", default_value = "./correio-data")]
-    data: PathBuf,
-    /// Envelope sender (for the mbox `From ` line); default: from a leading `From `
-    /// line on stdin, else MAILER-DAEMON.
+    /// The server's configuration [default: /etc/correio/correio.toml if it exists].
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Data directory holding the users file and, by default, the mailboxes
+    /// (overrides the configuration's `data_dir`) [default: ./correio-data].
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// Envelope sender: written as `Return-Path: <SENDER>` (and the mbox `From `
+    /// line); default: from a leading `From ` line on stdin, else none.
     #[arg(long, short = 'f', value_name = "ADDRESS")]
     from: Option<String>,
-    /// Refuse messages larger than this many octets (permanent failure).
+    /// Refuse messages larger than this many octets (permanent failure) [default:
+    /// `delivery.max_message_size`].
     #[arg(long, value_name = "OCTETS")]
     max_size: Option<u64>,
-    /// Mailbox quota in octets (over quota: temporary failure, exit 75).
+    /// Mailbox quota in octets (over quota: temporary failure, exit 75) [default:
+    /// `delivery.quota_bytes`].
     #[arg(long, value_name = "OCTETS")]
     quota_bytes: Option<u64>,
-    /// Mailbox quota in messages.
+    /// Mailbox quota in messages [default: `delivery.quota_messages`].
     #[arg(long, value_name = "COUNT")]
     quota_messages: Option<u64>,
 }
@@ -78,15 +92,23 @@ fn split_from_line(mut input: impl Read) -> io::Result<(Option<String>, Vec<u8>)
 
 /// Runs `correio deliver`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let data = match std::path::absolute(&args.data) {
-        Ok(d) => d,
+    let overrides = Overrides {
+        data_dir: args.data.clone(),
+        ..Overrides::default()
+    };
+    let file = config_path(args.config.as_deref());
+    let config = match Config::load(file.as_deref(), &overrides) {
+        Ok(c) => c,
         Err(e) => {
-            eprintln!("correio deliver: bad --data {}: {e}", args.data.display());
-            return Ok(ExitCode::from(EX_USAGE));
+            // A configuration problem is the admin's to fix: let the MTA keep the mail.
+            eprintln!("correio deliver: {e}");
+            return Ok(ExitCode::from(EX_TEMPFAIL));
         }
     };
-    let users_path = default_users_path(&data);
-    let users = match UserDb::load(&users_path) {
+    let options = UserDbOptions {
+        case_insensitive: config.username.lowercase,
+    };
+    let users = match UserDb::load_with(&config.users_file, options) {
         Ok(u) => u,
         Err(e) => {
             // Without the users file we cannot tell: let the MTA keep the mail.
@@ -94,18 +116,22 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(EX_TEMPFAIL));
         }
     };
-    let default_template = format!("maildir:{}/mail/%u", data.display());
-    let location = match resolve_recipient(&users, &default_template, &args.user) {
-        Recipient::Found { location, .. } => location,
-        Recipient::Unknown => {
-            eprintln!("correio deliver: unknown user {:?}", args.user);
-            return Ok(ExitCode::from(EX_NOUSER));
-        }
-        Recipient::Unusable(e) => {
-            eprintln!("correio deliver: mailbox of {:?} unusable: {e}", args.user);
-            return Ok(ExitCode::from(EX_TEMPFAIL));
-        }
-    };
+    let location =
+        match resolve_recipient_with(&users, &config.mail_location, &args.user, &config.username) {
+            Recipient::Found { location, .. } => location,
+            Recipient::Unknown => {
+                eprintln!("correio deliver: unknown user {:?}", args.user);
+                return Ok(ExitCode::from(EX_NOUSER));
+            }
+            Recipient::Unusable(e) => {
+                eprintln!("correio deliver: mailbox of {:?} unusable: {e}", args.user);
+                return Ok(ExitCode::from(EX_TEMPFAIL));
+            }
+        };
+    if let Err(e) = become_mailbox_owner(&config, &location) {
+        eprintln!("correio deliver: {e:#}");
+        return Ok(ExitCode::from(EX_TEMPFAIL));
+    }
     let stdin = io::stdin().lock();
     let (sender_line, head) = match split_from_line(stdin) {
         Ok(v) => v,
@@ -114,11 +140,24 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(EX_TEMPFAIL));
         }
     };
+    let sender = args.from.or(sender_line);
+    let d = &config.delivery;
     let opts = DeliverOptions::default()
-        .max_message_size(args.max_size)
-        .quota(args.quota_bytes, args.quota_messages)
-        .envelope_sender(args.from.or(sender_line));
-    let reader = io::Cursor::new(head).chain(io::stdin().lock());
+        .max_message_size(Some(args.max_size.unwrap_or(d.max_message_size)))
+        .quota(
+            args.quota_bytes.or(d.quota_bytes),
+            args.quota_messages.or(d.quota_messages),
+        )
+        .quota_permanent(d.quota_permanent)
+        .envelope_sender(sender.clone());
+    let (head, rest) = match with_return_path(sender.as_deref(), head, io::stdin().lock()) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("correio deliver: reading the message: {e}");
+            return Ok(ExitCode::from(EX_TEMPFAIL));
+        }
+    };
+    let reader = io::Cursor::new(head).chain(rest);
     match deliver(&location, reader, &opts) {
         Ok(_) => Ok(ExitCode::SUCCESS),
         Err(e) => {
@@ -135,6 +174,75 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(e.exit_code()))
         }
     }
+}
+
+/// The first bytes of the message to store: `Return-Path: <sender>` when there is a
+/// sender and the message does not already start with a Return-Path header, then what
+/// was read so far. Reads at most a header name's worth ahead.
+fn with_return_path<R: Read>(
+    sender: Option<&str>,
+    mut head: Vec<u8>,
+    mut rest: R,
+) -> io::Result<(Vec<u8>, R)> {
+    let Some(sender) = sender else {
+        return Ok((head, rest));
+    };
+    const NAME: &[u8] = b"return-path:";
+    let mut byte = [0u8; 1];
+    while head.len() < NAME.len() && NAME.starts_with(&head.to_ascii_lowercase()) {
+        match rest.read(&mut byte) {
+            Ok(0) => break,
+            Ok(_) => head.push(byte[0]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if head.to_ascii_lowercase().starts_with(NAME) {
+        return Ok((head, rest));
+    }
+    // Sender text comes from the MTA; keep it to one header line.
+    let clean: String = sender
+        .chars()
+        .filter(|c| !c.is_control() && *c != '<' && *c != '>')
+        .take(998)
+        .collect();
+    let mut out = format!("Return-Path: <{clean}>\n").into_bytes();
+    out.extend_from_slice(&head);
+    Ok((out, rest))
+}
+
+/// Run as root: become the mailbox's owner (an existing mailbox's, else the service
+/// user's), creating missing parent directories for them first, so the server that
+/// runs as that user can read and later delete what is delivered.
+fn become_mailbox_owner(config: &Config, location: &MailLocation) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt as _;
+    if !correio_server::is_root() {
+        return Ok(());
+    }
+    let path = location.path();
+    let service = ServiceAccount::from_config(config)?;
+    let (uid, gid) = match std::fs::metadata(path) {
+        Ok(m) => (m.uid(), m.gid()),
+        Err(_) => match &service {
+            Some(s) => (s.uid, s.gid),
+            // No service user configured: root's server reads root's files.
+            None => return Ok(()),
+        },
+    };
+    if uid == 0 {
+        return Ok(());
+    }
+    let owner = ServiceAccount {
+        name: uid.to_string(),
+        uid,
+        gid,
+    };
+    if let Some(parent) = path.parent() {
+        correio_server::ownership::create_dir_all_owned(parent, 0o700, Some(&owner))
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    correio_server::ownership::become_user(uid, gid)
+        .with_context(|| format!("becoming uid {uid} to deliver"))
 }
 
 #[cfg(test)]

@@ -44,7 +44,9 @@ pub struct FetchArgs {
     #[arg(long, value_name = "MODE")]
     pub tls: Option<String>,
     /// auto (default), user, apop, plain, login, cram-md5, scram-sha-256, xoauth2,
-    /// oauthbearer.
+    /// oauthbearer. auto over TLS: plain, else user, else login (they work whatever
+    /// form the server stores the password in); without TLS: scram-sha-256, else
+    /// cram-md5, else apop.
     #[arg(long, value_name = "METHOD")]
     pub auth: Option<String>,
     /// Command printing the password or OAuth2 access token on its first line.

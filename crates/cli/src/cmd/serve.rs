@@ -4,13 +4,19 @@
 //! for: data under `./correio-data`, a self-signed pair created if missing, loopback
 //! listeners on 110/995 when root or 1110/1995 otherwise (each falling back to the
 //! other if taken), and a printed how-to. Signals: SIGTERM/SIGINT shut down gracefully
-//! (no UPDATE for sessions that did not QUIT); SIGHUP reloads the certificate.
+//! (no UPDATE for sessions that did not QUIT); SIGHUP re-reads the configuration file,
+//! the users file and the certificate (see `correio_server::Server::reload`).
+//!
+//! Run as root with `user =` in the configuration, it binds its ports, starts the
+//! privileged helper (`correio_server::privsep`: the only part that stays root, for
+//! root-only TLS keys on reload), and drops to the service user before any session.
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use correio_server::config::{Config, LmtpAddr, Overrides};
+use correio_server::config::{Config, LmtpAddr, Overrides, config_path};
+use correio_server::ownership::ServiceAccount;
 use correio_server::{Listeners, Server};
 use tokio::net::TcpListener;
 use tracing::{error, info, warn};
@@ -39,6 +45,40 @@ pub struct Args {
     /// Set any config key (repeatable), e.g. `--set limits.max_connections=50`.
     #[arg(long, value_name = "KEY=VALUE")]
     set: Vec<String>,
+    /// Internal: run as the privileged helper on the socket given as standard input.
+    #[arg(long, hide = true)]
+    privileged_helper: bool,
+}
+
+impl Args {
+    fn overrides(&self) -> Overrides {
+        Overrides {
+            data_dir: self.data.clone(),
+            pop3: self.pop3.clone(),
+            pop3s: self.pop3s.clone(),
+            lmtp: self.lmtp.clone(),
+            allow_cleartext_login: self.allow_cleartext_login,
+            set: self.set.clone(),
+        }
+    }
+
+    /// The same command line for the privileged helper (it reads the same file).
+    fn helper_args(&self, config: Option<&std::path::Path>) -> Vec<std::ffi::OsString> {
+        let mut v: Vec<std::ffi::OsString> = vec!["serve".into(), "--privileged-helper".into()];
+        if let Some(c) = config {
+            v.push("--config".into());
+            v.push(c.into());
+        }
+        if let Some(d) = &self.data {
+            v.push("--data".into());
+            v.push(d.into());
+        }
+        for s in &self.set {
+            v.push("--set".into());
+            v.push(s.into());
+        }
+        v
+    }
 }
 
 fn parse_lmtp(s: &str) -> Result<LmtpAddr, String> {
@@ -56,33 +96,87 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         // Colour codes only for a person at a terminal, never into a log file or journal.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
-    let overrides = Overrides {
-        data_dir: args.data.clone(),
-        pop3: args.pop3.clone(),
-        pop3s: args.pop3s.clone(),
-        lmtp: args.lmtp.clone(),
-        allow_cleartext_login: args.allow_cleartext_login,
-        set: args.set.clone(),
-    };
-    let config = Config::load(args.config.as_deref(), &overrides).map_err(anyhow::Error::msg)?;
+    let overrides = args.overrides();
+    let config_file = config_path(args.config.as_deref());
+    if args.privileged_helper {
+        return run_helper(config_file, overrides);
+    }
+    let config = Config::load(config_file.as_deref(), &overrides).map_err(anyhow::Error::msg)?;
     let first_run = config.pop3.is_empty() && config.pop3s.is_empty();
-    std::fs::create_dir_all(&config.data_dir)
+    let service = ServiceAccount::for_files(&config)?;
+    correio_server::ownership::create_dir_all_owned(&config.data_dir, 0o700, service.as_ref())
         .with_context(|| format!("creating {}", config.data_dir.display()))?;
-    ensure_certificate(&config)?;
+    ensure_certificate(&config, service.as_ref())?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(serve(config, first_run))
+    runtime.block_on(serve(config, first_run, config_file, args))
+}
+
+/// The privileged helper: answers the server's requests on standard input (one end
+/// of a socket pair) until the server closes it. It ignores SIGHUP (meant for the
+/// server) and reads the configuration anew for each request.
+fn run_helper(config_file: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<ExitCode> {
+    use std::os::fd::AsFd as _;
+    let fd = std::io::stdin()
+        .as_fd()
+        .try_clone_to_owned()
+        .context("the helper's socket")?;
+    let stream = std::os::unix::net::UnixStream::from(fd);
+    // SIGHUP to the process group must not end the helper: keep a handler installed.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let _hup = rt.block_on(async {
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+    })?;
+    correio_server::privsep::serve_helper(stream, move || {
+        let c = Config::load(config_file.as_deref(), &overrides).map_err(|e| e.to_string())?;
+        Ok((c.tls_cert, c.tls_key))
+    })
+    .context("privileged helper")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Starts the privileged helper: the same binary, still root, joined by a socket pair.
+fn start_helper(
+    args: &Args,
+    config_file: Option<&std::path::Path>,
+) -> anyhow::Result<(std::process::Child, std::os::unix::net::UnixStream)> {
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().context("socket pair")?;
+    let exe = std::env::current_exe().context("finding the correio binary")?;
+    let child = std::process::Command::new(exe)
+        .args(args.helper_args(config_file))
+        .stdin(std::process::Stdio::from(std::os::fd::OwnedFd::from(
+            theirs,
+        )))
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .context("starting the privileged helper")?;
+    Ok((child, ours))
 }
 
 /// Creates the self-signed pair when it is missing at the data-dir default paths (an
-/// explicitly configured pair is never invented).
-fn ensure_certificate(config: &Config) -> anyhow::Result<()> {
-    let (cert, key) = super::cert::pair_paths(&config.data_dir);
-    if config.tls_cert == cert && config.tls_key == key && !cert.exists() && !key.exists() {
-        super::cert::make_pair(&cert, &key, &super::cert::default_hosts(), false)?;
+/// explicitly configured pair is never invented: a missing one is an error), owned by
+/// the service user when root makes it.
+fn ensure_certificate(config: &Config, service: Option<&ServiceAccount>) -> anyhow::Result<()> {
+    if config.tls_explicit {
+        // Fail now, naming the file, rather than start without STLS.
+        for p in [&config.tls_cert, &config.tls_key] {
+            if let Err(e) = std::fs::metadata(p) {
+                anyhow::bail!(
+                    "TLS: {}: cannot read: {e} (configured in [tls]; create it, e.g. `correio cert`, or fix the path)",
+                    p.display()
+                );
+            }
+        }
+        return Ok(());
+    }
+    let (cert, key) = (&config.tls_cert, &config.tls_key);
+    if !cert.exists() && !key.exists() {
+        super::cert::make_pair(cert, key, &super::cert::default_hosts(), false, service)?;
         eprintln!("created a self-signed certificate: {}", cert.display());
     }
     Ok(())
@@ -114,7 +208,12 @@ async fn bind_first_run(root: bool) -> anyhow::Result<Listeners> {
     Ok(l)
 }
 
-async fn serve(mut config: Config, first_run: bool) -> anyhow::Result<ExitCode> {
+async fn serve(
+    mut config: Config,
+    first_run: bool,
+    config_file: Option<PathBuf>,
+    args: Args,
+) -> anyhow::Result<ExitCode> {
     let listeners = if first_run {
         let l = bind_first_run(correio_server::is_root()).await?;
         let (p, s) = l.addrs();
@@ -139,28 +238,44 @@ async fn serve(mut config: Config, first_run: bool) -> anyhow::Result<ExitCode> 
         }
         None => None,
     };
-    if let Some(user) = &server.config().run_as_user {
-        correio_server::drop_privileges(user, server.config().run_as_group.as_deref())?;
+    let config = server.config();
+    let mut helper = None;
+    if let Some(user) = &config.run_as_user
+        && correio_server::is_root()
+    {
+        let (child, stream) = start_helper(&args, config_file.as_deref())?;
+        server.set_tls_source(std::sync::Arc::new(
+            correio_server::privsep::HelperClient::new(stream),
+        ));
+        helper = Some(child);
+        correio_server::drop_privileges(user, config.run_as_group.as_deref())?;
     }
     if first_run {
         print_howto(&server, &listeners);
     }
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (lmtp_ctx_tx, lmtp_ctx_rx) = tokio::sync::watch::channel(lmtp_context(&server));
     let lmtp_task = lmtp.map(|l| {
-        let ctx = std::sync::Arc::new(correio_server::lmtp::LmtpContext::new(
-            server.users(),
-            server.config().mail_location.clone(),
-        ));
         let mut rx = stop_rx.clone();
-        tokio::spawn(correio_server::lmtp::run_lmtp(l, ctx, async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }))
+        tokio::spawn(correio_server::lmtp::run_lmtp_reloadable(
+            l,
+            lmtp_ctx_rx,
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            },
+        ))
     });
     let signals = {
         let server = server.clone();
+        let reload = Reloader {
+            server: server.clone(),
+            config_file,
+            overrides: args.overrides(),
+            lmtp: lmtp_ctx_tx,
+        };
         tokio::spawn(async move {
-            if let Err(e) = handle_signals(server).await {
+            if let Err(e) = handle_signals(reload).await {
                 error!(error = %e, "cannot install signal handlers");
             }
             let _ = stop_tx.send(true);
@@ -176,11 +291,71 @@ async fn serve(mut config: Config, first_run: bool) -> anyhow::Result<ExitCode> 
         let _ = t.await;
     }
     signals.abort();
+    if let Some(mut child) = helper {
+        // Its socket closes with this process; reap it if it has already gone.
+        let _ = child.try_wait();
+    }
     Ok(ExitCode::SUCCESS)
 }
 
-/// Returns when SIGTERM or SIGINT arrives; reloads TLS on SIGHUP meanwhile.
-async fn handle_signals(server: Server) -> std::io::Result<()> {
+/// The LMTP listener's view of the server's configuration.
+fn lmtp_context(server: &Server) -> std::sync::Arc<correio_server::lmtp::LmtpContext> {
+    let c = server.config();
+    let limits = correio_server::lmtp::LmtpLimits {
+        max_message_size: c.delivery.max_message_size,
+        ..correio_server::lmtp::LmtpLimits::default()
+    };
+    let mut ctx = correio_server::lmtp::LmtpContext::new(server.users(), c.mail_location.clone())
+        .with_limits(limits)
+        .with_deliver_options(c.delivery.options())
+        .with_username_policy(c.username.clone());
+    ctx.hostname = c.hostname.clone();
+    std::sync::Arc::new(ctx)
+}
+
+/// What SIGHUP does: re-read the configuration file and apply it.
+struct Reloader {
+    server: Server,
+    config_file: Option<PathBuf>,
+    overrides: Overrides,
+    lmtp: tokio::sync::watch::Sender<std::sync::Arc<correio_server::lmtp::LmtpContext>>,
+}
+
+impl Reloader {
+    fn reload(&self) {
+        let new = match Config::load(self.config_file.as_deref(), &self.overrides) {
+            Ok(c) => c,
+            Err(e) => {
+                error!(error = %e, "SIGHUP: configuration not reloaded; keeping the old one");
+                return;
+            }
+        };
+        match self.server.reload(new) {
+            Err(e) => {
+                error!(error = %e, "SIGHUP: configuration not reloaded; keeping the old one");
+            }
+            Ok(r) => {
+                for (key, old, new) in &r.changed {
+                    info!(key = %key, old = %old, new = %new, "SIGHUP: changed");
+                }
+                for key in &r.needs_restart {
+                    warn!(key = %key, "SIGHUP: changed in the file, takes effect after a restart");
+                }
+                match &r.tls {
+                    Ok(()) => info!("SIGHUP: certificate reloaded"),
+                    Err(e) => {
+                        error!(error = %e, "SIGHUP: certificate not reloaded; keeping the old one")
+                    }
+                }
+                let _ = self.lmtp.send(lmtp_context(&self.server));
+                info!(changed = r.changed.len(), "SIGHUP: configuration reloaded");
+            }
+        }
+    }
+}
+
+/// Returns when SIGTERM or SIGINT arrives; reloads on SIGHUP meanwhile.
+async fn handle_signals(reload: Reloader) -> std::io::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -189,10 +364,7 @@ async fn handle_signals(server: Server) -> std::io::Result<()> {
         tokio::select! {
             _ = term.recv() => { info!("SIGTERM"); return Ok(()); }
             _ = int.recv() => { info!("SIGINT"); return Ok(()); }
-            _ = hup.recv() => match server.reload_tls() {
-                Ok(()) => info!("SIGHUP: certificate reloaded"),
-                Err(e) => error!(error = %e, "SIGHUP: certificate not reloaded; keeping the old one"),
-            },
+            _ = hup.recv() => reload.reload(),
         }
     }
 }
@@ -217,5 +389,5 @@ fn print_howto(server: &Server, listeners: &Listeners) {
         "Fetch it with curl: curl --cacert {} -u NAME:PASSWORD pop3s://localhost:{port}/1",
         c.tls_cert.display()
     );
-    println!("Stop with Ctrl-C (or SIGTERM); SIGHUP reloads the certificate.");
+    println!("Stop with Ctrl-C (or SIGTERM); SIGHUP reloads the configuration and certificate.");
 }

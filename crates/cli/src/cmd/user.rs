@@ -10,6 +10,7 @@ use correio_auth::{
     HashParams, Scheme, StoredSecret, UserDb, UserDbError, UserDbOptions, UserRecord,
     default_users_path, hash_password, validate_username,
 };
+use correio_server::ownership::ServiceAccount;
 
 /// Arguments of `correio user`.
 #[derive(Debug, clap::Args)]
@@ -71,11 +72,36 @@ struct SetArgs {
 
 /// Runs `correio user`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let path = users_file(&args)?;
-    match args.action {
-        Action::Add(set) => add(&path, set),
-        Action::Passwd(set) => passwd(&path, set),
+    let (path, config) = users_file(&args)?;
+    // Root editing for a server that runs as `user =`: what we create is theirs.
+    let owner = match &config {
+        Some(c) => ServiceAccount::for_files(c)?,
+        None => None,
+    };
+    let policy = config
+        .as_ref()
+        .map(|c| c.username.clone())
+        .unwrap_or_default();
+    // With `auth.username_format = "%Lu"` logins are folded to lower case, so the
+    // stored name is too (the file then reads the same way the server matches it).
+    let fold = |n: String| {
+        if policy.lowercase {
+            n.to_lowercase()
+        } else {
+            n
+        }
+    };
+    let result = match args.action {
+        Action::Add(mut set) => {
+            set.name = fold(set.name);
+            add(&path, set, owner.as_ref())
+        }
+        Action::Passwd(mut set) => {
+            set.name = fold(set.name);
+            passwd(&path, set)
+        }
         Action::Del { name } => {
+            let name = fold(name);
             check_name(&name)?;
             correio_auth::delete_user(&path, &name).map_err(explain)?;
             eprintln!(
@@ -84,30 +110,51 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Action::List { name } => list(&path, name.as_deref()),
+        Action::List { name } => list(
+            &path,
+            name.as_deref().map(|n| fold(n.to_owned())).as_deref(),
+        ),
+    };
+    // The users file keeps its owner across edits (see `correio_auth::userdb`); a
+    // new one made by root is given to the service user here.
+    if let Some(o) = &owner
+        && result.is_ok()
+        && path.exists()
+    {
+        o.give(&path)
+            .with_context(|| format!("giving {} to {}", path.display(), o.name))?;
     }
+    result
 }
 
-/// `--users`, else the config's `users_file` (with `--data` overriding `data_dir`),
-/// else `<--data or ./correio-data>/users`, as `correio serve` resolves it.
-fn users_file(args: &Args) -> anyhow::Result<PathBuf> {
+/// `--users`, else the config's `users_file` (with `--data` overriding `data_dir`;
+/// the config is `--config`, else /etc/correio/correio.toml if it exists), else
+/// `<--data or ./correio-data>/users`, as `correio serve` resolves it. Also returns the
+/// configuration, for its service user and name policy.
+fn users_file(args: &Args) -> anyhow::Result<(PathBuf, Option<correio_server::config::Config>)> {
+    let overrides = correio_server::config::Overrides {
+        data_dir: args.data.clone(),
+        ..Default::default()
+    };
+    let file = correio_server::config::config_path(args.config.as_deref());
+    let config = match &file {
+        Some(cfg) => Some(
+            correio_server::config::Config::load(Some(cfg), &overrides)
+                .map_err(anyhow::Error::msg)?,
+        ),
+        None => None,
+    };
     if let Some(u) = &args.users {
-        return Ok(u.clone());
+        return Ok((u.clone(), config));
     }
-    if let Some(cfg) = &args.config {
-        let overrides = correio_server::config::Overrides {
-            data_dir: args.data.clone(),
-            ..Default::default()
-        };
-        let config = correio_server::config::Config::load(Some(cfg), &overrides)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", cfg.display()))?;
-        return Ok(config.users_file);
+    if let Some(c) = config {
+        return Ok((c.users_file.clone(), Some(c)));
     }
     let data = args
         .data
         .clone()
         .unwrap_or_else(|| PathBuf::from("./correio-data"));
-    Ok(default_users_path(&data))
+    Ok((default_users_path(&data), None))
 }
 
 fn check_name(name: &str) -> anyhow::Result<()> {
@@ -157,7 +204,7 @@ fn make_secret(set: &SetArgs, scheme: &Scheme) -> anyhow::Result<StoredSecret> {
         .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-fn add(path: &Path, set: SetArgs) -> anyhow::Result<ExitCode> {
+fn add(path: &Path, set: SetArgs, owner: Option<&ServiceAccount>) -> anyhow::Result<ExitCode> {
     check_name(&set.name)?;
     let scheme = parse_scheme(set.scheme.as_deref().unwrap_or("ARGON2ID"))?;
     if let Some(m) = &set.mail {
@@ -180,7 +227,8 @@ fn add(path: &Path, set: SetArgs) -> anyhow::Result<ExitCode> {
         return Err(explain(UserDbError::Exists(existing.name)));
     }
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        create_private_dir(dir)?;
+        correio_server::ownership::create_dir_all_owned(dir, 0o700, owner)
+            .with_context(|| format!("creating data directory {}", dir.display()))?;
     }
     let secret = make_secret(&set, &scheme)?;
     let mut rec = UserRecord::new(&set.name, Some(secret));
@@ -275,20 +323,6 @@ fn list(path: &Path, only: Option<&str>) -> anyhow::Result<ExitCode> {
         return Err(explain(UserDbError::NotFound(n.to_owned())));
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Creates the data directory with mode 0700 if it does not exist (it will hold the
-/// users file, the TLS key and the mail).
-fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::DirBuilderExt as _;
-    if dir.is_dir() {
-        return Ok(());
-    }
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .with_context(|| format!("creating data directory {}", dir.display()))
 }
 
 /// Longest password we accept (bounded read; Dovecot's limit is 4096 too).

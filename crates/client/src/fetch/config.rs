@@ -42,8 +42,9 @@ pub struct AccountConfig {
     pub user: Option<String>,
     /// `implicit`, `starttls` or `none`.
     pub tls: Option<String>,
-    /// `auto`, `user`, `apop`, or a SASL mechanism name (`plain`, `login`,
-    /// `cram-md5`, `scram-sha-256`, `xoauth2`, `oauthbearer`).
+    /// `auto` (default; see [`auto_method`](super::auto_method)), `user`, `apop`, or
+    /// a SASL mechanism name (`plain`, `login`, `cram-md5`, `scram-sha-256`,
+    /// `xoauth2`, `oauthbearer`). Also `--auth` on the command line.
     pub auth: Option<String>,
     /// A command whose first output line is the password (or OAuth2 access token).
     pub password_command: Option<String>,

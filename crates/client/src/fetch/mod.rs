@@ -2,7 +2,7 @@
 //! state, with the storage guarantee (DESIGN.md invariant 6).
 //!
 //! For each batch of messages (bounded by count and bytes): download them (pipelined
-//! when allowed) into the target, [`Target::sync`](target::Target::sync) (fsync),
+//! when allowed) into the target, [`Target::sync`] (fsync),
 //! record their keys in the state file (atomic, fsynced), publish, and only then DELE
 //! the batch. QUIT is sent only after every DELE was answered. A run that dies at any
 //! point leaves each message either on the server, or stored and recorded, or both —
@@ -19,7 +19,7 @@ pub mod target;
 use std::io;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use correio_proto::client::SaslMechanism;
+use correio_proto::client::{ClientError, SaslMechanism};
 use correio_proto::{Capabilities, MsgNum, RespCode, StatusLine};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -45,8 +45,9 @@ pub enum TlsMode {
 /// How to log in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthMethod {
-    /// The strongest the server offers: SCRAM-SHA-256, then (over TLS) PLAIN or
-    /// USER/PASS, then APOP.
+    /// Chosen from what the server offers, by [`auto_method`]: over TLS a method that
+    /// works with every stored secret (PLAIN, USER/PASS, LOGIN); without TLS a
+    /// challenge-response one (SCRAM-SHA-256, CRAM-MD5, APOP).
     Auto,
     /// USER/PASS.
     User,
@@ -159,8 +160,17 @@ pub enum FetchError {
     #[error(transparent)]
     Client(#[from] Error),
     /// Login refused.
-    #[error("login failed: {0}")]
-    Login(String),
+    #[error("login failed: {method} authentication failed ({reason}){}", hint_suffix(.hint))]
+    Login {
+        /// What was tried: `USER/PASS`, `APOP` or a SASL mechanism's name.
+        method: String,
+        /// Why: the server's `-ERR` text with its response code, or the mechanism's
+        /// own error.
+        reason: String,
+        /// How to log in another way, when the refusal may come from the method
+        /// rather than the password (names the `--auth` flag and the `auth` key).
+        hint: Option<String>,
+    },
     /// The server asked us to wait before logging in again (RFC 2449 LOGIN-DELAY).
     #[error("server says: wait before logging in again ({0})")]
     LoginDelay(String),
@@ -240,11 +250,128 @@ pub async fn connect(acct: &Account) -> Result<(Client<Box<dyn Io>>, Capabilitie
     Ok((client, caps))
 }
 
+fn hint_suffix(hint: &Option<String>) -> String {
+    hint.as_deref()
+        .map(|h| format!("; {h}"))
+        .unwrap_or_default()
+}
+
 fn is_loopback(host: &str) -> bool {
     host == "localhost"
         || host
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// What `auth = auto` logs in with, from the server's capabilities (`caps`, read
+/// before login), whether the connection is `encrypted` (implicit TLS or after STLS),
+/// whether the greeting carried an `apop` timestamp, and which SASL mechanisms the
+/// client can run with this account's credentials (`available`).
+///
+/// A server that offers a mechanism does not promise that it works for every user:
+/// SCRAM-SHA-256, CRAM-MD5 and APOP need a secret stored in a matching form, and
+/// servers (Dovecot with a passwd-file of SHA512-CRYPT hashes, Correio with mixed
+/// schemes) offer them when only some users have one. So:
+///
+/// - Over TLS the password is protected by TLS: take what works with every stored
+///   secret. SASL PLAIN if offered; else USER/PASS (RFC 1939: there unless the
+///   server says otherwise, by a CAPA without `USER`); else LOGIN. This is also what
+///   Gmail and Outlook (`USER`, `SASL PLAIN XOAUTH2`) expect with an app password.
+///   Only a server that lists neither `USER` nor PLAIN/LOGIN gets a
+///   challenge-response method over TLS.
+/// - Without TLS the password must not cross the network: SCRAM-SHA-256, then
+///   CRAM-MD5, then APOP. If none is offered, the same password order as over TLS;
+///   the caller then refuses to send it unless cleartext is allowed for the account
+///   (or the host is loopback).
+pub fn auto_method(
+    caps: &Capabilities,
+    encrypted: bool,
+    apop: bool,
+    available: &dyn Fn(&str) -> bool,
+) -> AuthMethod {
+    let offered = |m: &str| caps.has_sasl(m) && available(m);
+    let challenge = || {
+        if offered("SCRAM-SHA-256") {
+            Some(AuthMethod::Sasl("SCRAM-SHA-256".into()))
+        } else if offered("CRAM-MD5") {
+            Some(AuthMethod::Sasl("CRAM-MD5".into()))
+        } else {
+            apop.then_some(AuthMethod::Apop)
+        }
+    };
+    if !encrypted && let Some(m) = challenge() {
+        return m;
+    }
+    // A server without CAPA is an RFC 1939 server: USER is there.
+    let user = caps.user || *caps == Capabilities::new();
+    if offered("PLAIN") {
+        AuthMethod::Sasl("PLAIN".into())
+    } else if user {
+        AuthMethod::User
+    } else if offered("LOGIN") {
+        AuthMethod::Sasl("LOGIN".into())
+    } else {
+        challenge().unwrap_or(AuthMethod::User)
+    }
+}
+
+/// How a method is named in messages.
+fn method_name(m: &AuthMethod) -> &str {
+    match m {
+        AuthMethod::Auto => "auto",
+        AuthMethod::User => "USER/PASS",
+        AuthMethod::Apop => "APOP",
+        AuthMethod::Sasl(name) => name,
+    }
+}
+
+/// Whether `m` proves the password without sending it (and so needs the server to
+/// hold a secret of a matching kind).
+fn is_challenge(m: &AuthMethod) -> bool {
+    matches!(m, AuthMethod::Apop)
+        || matches!(m, AuthMethod::Sasl(n) if n == "SCRAM-SHA-256" || n == "CRAM-MD5")
+}
+
+/// For a challenge-response method the server refused: the likely cause besides a
+/// wrong password, and how to choose another method (the real flag and key).
+fn challenge_hint(method: &AuthMethod, caps: &Capabilities, encrypted: bool) -> String {
+    let secret = match method {
+        AuthMethod::Sasl(n) if n == "SCRAM-SHA-256" => "SCRAM",
+        other => method_name(other),
+    };
+    // What `auto` takes over TLS from this server.
+    let instead = match auto_method(caps, true, false, &|m| m == "PLAIN" || m == "LOGIN") {
+        AuthMethod::Sasl(m) if m == "PLAIN" => "plain",
+        AuthMethod::Sasl(m) if m == "LOGIN" => "login",
+        _ => "user",
+    };
+    let over = if encrypted {
+        ""
+    } else {
+        " over TLS (`--tls implicit` or `--tls starttls`)"
+    };
+    format!(
+        "the server may hold no {secret} secret for this user; try `--auth {instead}` (or `auth = \"{instead}\"` in the account file){over}"
+    )
+}
+
+async fn attempt(
+    acct: &Account,
+    client: &mut Client<Box<dyn Io>>,
+    method: &AuthMethod,
+    secret: &[u8],
+    mechanisms: &MechanismFactory,
+) -> Result<(), Error> {
+    match method {
+        AuthMethod::User | AuthMethod::Auto => client.login(&acct.user, secret).await,
+        AuthMethod::Apop => client.apop(&acct.user, secret).await,
+        AuthMethod::Sasl(name) => {
+            let mech = mechanisms(name, &acct.user, secret).ok_or_else(|| {
+                Error::Unsupported(format!("SASL mechanism {name} is not available"))
+            })?;
+            client.auth(mech).await
+        }
+    }
 }
 
 async fn login(
@@ -259,20 +386,15 @@ async fn login(
         .ok_or_else(|| FetchError::Config(format!("account {}: no password", acct.name)))?;
     let encrypted = acct.tls != TlsMode::None;
     let cleartext_ok = encrypted || acct.allow_cleartext || is_loopback(&acct.host);
-    let method = match &acct.auth {
-        AuthMethod::Auto => {
-            if caps.has_sasl("SCRAM-SHA-256") && mechanisms("SCRAM-SHA-256", "", b"").is_some() {
-                AuthMethod::Sasl("SCRAM-SHA-256".into())
-            } else if cleartext_ok && (caps.user || !caps.has_sasl("PLAIN")) {
-                AuthMethod::User
-            } else if cleartext_ok && caps.has_sasl("PLAIN") {
-                AuthMethod::Sasl("PLAIN".into())
-            } else if client.apop_timestamp().is_some() {
-                AuthMethod::Apop
-            } else {
-                AuthMethod::User
-            }
-        }
+    let available = |name: &str| mechanisms(name, &acct.user, secret).is_some();
+    let auto = acct.auth == AuthMethod::Auto;
+    let mut method = match &acct.auth {
+        AuthMethod::Auto => auto_method(
+            caps,
+            encrypted,
+            client.apop_timestamp().is_some(),
+            &available,
+        ),
         m => m.clone(),
     };
     let sends_secret = matches!(&method, AuthMethod::User)
@@ -283,22 +405,56 @@ async fn login(
             acct.name
         )));
     }
-    let r = match &method {
-        AuthMethod::User | AuthMethod::Auto => client.login(&acct.user, secret).await,
-        AuthMethod::Apop => client.apop(&acct.user, secret).await,
-        AuthMethod::Sasl(name) => {
-            let mech = mechanisms(name, &acct.user, secret).ok_or_else(|| {
-                FetchError::Config(format!("SASL mechanism {name} is not available"))
-            })?;
-            client.auth(mech).await
-        }
+    if let AuthMethod::Sasl(name) = &method
+        && !available(name)
+    {
+        return Err(FetchError::Config(format!(
+            "SASL mechanism {name} is not available"
+        )));
+    }
+    let mut r = attempt(acct, client, &method, secret, mechanisms).await;
+    // Refused at USER, before any password went out: the server does not take
+    // USER/PASS (for this user); LOGIN sends the same secret the same way.
+    if auto
+        && method == AuthMethod::User
+        && matches!(
+            &r,
+            Err(Error::Refused {
+                command: "USER",
+                ..
+            })
+        )
+        && caps.has_sasl("LOGIN")
+        && available("LOGIN")
+    {
+        method = AuthMethod::Sasl("LOGIN".into());
+        r = attempt(acct, client, &method, secret, mechanisms).await;
+    }
+    let refused = |reason: String, may_be_method: bool| FetchError::Login {
+        method: method_name(&method).to_owned(),
+        reason,
+        hint: (may_be_method && is_challenge(&method))
+            .then(|| challenge_hint(&method, caps, encrypted)),
     };
     match r {
         Ok(()) => Ok(()),
         Err(Error::Refused { line, .. }) if line.code == Some(RespCode::LoginDelay) => {
             Err(FetchError::LoginDelay(line.text))
         }
-        Err(Error::Refused { line, .. }) => Err(FetchError::Login(status_text(&line))),
+        Err(Error::Refused { line, .. }) => {
+            // [IN-USE], [SYS/TEMP]... say what went wrong themselves; only a refusal
+            // of the credentials ([AUTH], or no code) may be the method's fault.
+            let may_be_method = matches!(line.code, None | Some(RespCode::Auth));
+            Err(refused(status_text(&line), may_be_method))
+        }
+        // The mechanism itself gave up: a SCRAM `e=` error from the server (such as
+        // invalid-proof or unknown-user) is a refusal of the credentials; any other
+        // (a server signature that does not verify) must not suggest sending the
+        // password instead.
+        Err(Error::Protocol(ClientError::Sasl(why))) => {
+            let may_be_method = why.starts_with("server error");
+            Err(refused(why, may_be_method))
+        }
         Err(e) => Err(e.into()),
     }
 }
@@ -690,5 +846,187 @@ impl BodySink for FetchSink<'_> {
         self.warnings
             .push(format!("server refused RETR {msg}: {}", status_text(line)));
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// CAPA bodies as real servers send them (the `+OK` line and final dot left out).
+    const DOVECOT: &str = "CAPA\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nPIPELINING\r\nAUTH-RESP-CODE\r\nUSER\r\nSASL PLAIN LOGIN\r\n";
+    /// Dovecot with `auth_mechanisms = plain login cram-md5 scram-sha-256`.
+    const DOVECOT_ALL: &str = "CAPA\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nPIPELINING\r\nAUTH-RESP-CODE\r\nUSER\r\nSASL PLAIN LOGIN CRAM-MD5 SCRAM-SHA-256\r\n";
+    /// Dovecot without TLS and `disable_plaintext_auth = yes`: no USER, no PLAIN.
+    /// (Over TLS Dovecot lists them; here it stands for any server that does not.)
+    const DOVECOT_NO_PLAINTEXT: &str = "CAPA\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nPIPELINING\r\nAUTH-RESP-CODE\r\nSTLS\r\nSASL CRAM-MD5 SCRAM-SHA-256\r\n";
+    /// Correio with every mechanism configured (some user has a PLAIN secret).
+    const CORREIO_ALL: &str = "TOP\r\nUSER\r\nSASL SCRAM-SHA-256 CRAM-MD5 PLAIN LOGIN\r\nRESP-CODES\r\nPIPELINING\r\nUIDL\r\nAUTH-RESP-CODE\r\n";
+    /// Correio's default mechanisms.
+    const CORREIO_DEFAULT: &str =
+        "TOP\r\nUSER\r\nSASL PLAIN LOGIN\r\nRESP-CODES\r\nPIPELINING\r\nUIDL\r\nAUTH-RESP-CODE\r\n";
+    const GMAIL: &str = "USER\r\nRESP-CODES\r\nEXPIRE 0\r\nLOGIN-DELAY 300\r\nTOP\r\nUIDL\r\nX-GOOGLE-RICO\r\nSASL PLAIN XOAUTH2 OAUTHBEARER\r\n";
+    const OUTLOOK: &str = "TOP\r\nUIDL\r\nSASL PLAIN XOAUTH2\r\nUSER\r\n";
+    const ONLY_USER: &str = "USER\r\nUIDL\r\n";
+    /// A server that answers CAPA with `-ERR` (RFC 1939 only).
+    const NO_CAPA: &str = "";
+    /// CAPA without USER but with SASL LOGIN.
+    const LOGIN_ONLY: &str = "UIDL\r\nSASL LOGIN\r\n";
+    /// CAPA without USER and without a password mechanism.
+    const SCRAM_ONLY: &str = "UIDL\r\nSASL SCRAM-SHA-256\r\n";
+
+    fn caps(body: &str) -> Capabilities {
+        Capabilities::parse_body(body.as_bytes()).expect("CAPA body")
+    }
+
+    fn sasl(m: &str) -> AuthMethod {
+        AuthMethod::Sasl(m.into())
+    }
+
+    fn all(_: &str) -> bool {
+        true
+    }
+
+    /// The client can run no SASL mechanism (e.g. a password that is not UTF-8).
+    fn none(_: &str) -> bool {
+        false
+    }
+
+    #[test]
+    fn auto_over_tls_takes_a_method_every_stored_secret_allows() {
+        // (server, APOP timestamp in greeting, expected)
+        let cases: &[(&str, bool, AuthMethod)] = &[
+            (DOVECOT, false, sasl("PLAIN")),
+            (DOVECOT_ALL, false, sasl("PLAIN")),
+            (DOVECOT_ALL, true, sasl("PLAIN")),
+            (DOVECOT_NO_PLAINTEXT, false, sasl("SCRAM-SHA-256")),
+            (CORREIO_ALL, true, sasl("PLAIN")),
+            (CORREIO_DEFAULT, false, sasl("PLAIN")),
+            (GMAIL, false, sasl("PLAIN")),
+            (OUTLOOK, false, sasl("PLAIN")),
+            (ONLY_USER, false, AuthMethod::User),
+            (ONLY_USER, true, AuthMethod::User),
+            (NO_CAPA, false, AuthMethod::User),
+            (NO_CAPA, true, AuthMethod::User),
+            (LOGIN_ONLY, false, sasl("LOGIN")),
+            (LOGIN_ONLY, true, sasl("LOGIN")),
+            (SCRAM_ONLY, false, sasl("SCRAM-SHA-256")),
+        ];
+        for (server, apop, want) in cases {
+            assert_eq!(
+                auto_method(&caps(server), true, *apop, &all),
+                *want,
+                "{server:?} apop={apop}"
+            );
+        }
+    }
+
+    #[test]
+    fn auto_without_tls_prefers_challenge_response() {
+        let cases: &[(&str, bool, AuthMethod)] = &[
+            (DOVECOT, false, sasl("PLAIN")),
+            (DOVECOT, true, AuthMethod::Apop),
+            (DOVECOT_ALL, false, sasl("SCRAM-SHA-256")),
+            (DOVECOT_ALL, true, sasl("SCRAM-SHA-256")),
+            (DOVECOT_NO_PLAINTEXT, false, sasl("SCRAM-SHA-256")),
+            (CORREIO_ALL, true, sasl("SCRAM-SHA-256")),
+            (CORREIO_DEFAULT, false, sasl("PLAIN")),
+            (CORREIO_DEFAULT, true, AuthMethod::Apop),
+            (GMAIL, false, sasl("PLAIN")),
+            (OUTLOOK, false, sasl("PLAIN")),
+            (ONLY_USER, false, AuthMethod::User),
+            (ONLY_USER, true, AuthMethod::Apop),
+            (NO_CAPA, false, AuthMethod::User),
+            (NO_CAPA, true, AuthMethod::Apop),
+            (LOGIN_ONLY, false, sasl("LOGIN")),
+            (SCRAM_ONLY, false, sasl("SCRAM-SHA-256")),
+            ("USER\r\nSASL CRAM-MD5 PLAIN\r\n", true, sasl("CRAM-MD5")),
+        ];
+        for (server, apop, want) in cases {
+            assert_eq!(
+                auto_method(&caps(server), false, *apop, &all),
+                *want,
+                "{server:?} apop={apop}"
+            );
+        }
+    }
+
+    #[test]
+    fn auto_skips_mechanisms_the_client_cannot_run() {
+        for encrypted in [true, false] {
+            for server in [DOVECOT, DOVECOT_ALL, CORREIO_ALL, GMAIL, ONLY_USER] {
+                assert_eq!(
+                    auto_method(&caps(server), encrypted, false, &none),
+                    AuthMethod::User,
+                    "{server:?} encrypted={encrypted}"
+                );
+            }
+        }
+        // APOP needs no SASL mechanism.
+        assert_eq!(
+            auto_method(&caps(CORREIO_ALL), false, true, &none),
+            AuthMethod::Apop
+        );
+        let no_scram = |m: &str| m != "SCRAM-SHA-256";
+        assert_eq!(
+            auto_method(&caps(DOVECOT_ALL), false, false, &no_scram),
+            sasl("CRAM-MD5")
+        );
+    }
+
+    fn login_error(method: &AuthMethod, server: &str, encrypted: bool) -> String {
+        let caps = caps(server);
+        FetchError::Login {
+            method: method_name(method).to_owned(),
+            reason: "[AUTH] Authentication failed".into(),
+            hint: is_challenge(method).then(|| challenge_hint(method, &caps, encrypted)),
+        }
+        .to_string()
+    }
+
+    #[test]
+    fn a_refused_challenge_mechanism_names_itself_and_the_way_out() {
+        assert_eq!(
+            login_error(&sasl("SCRAM-SHA-256"), CORREIO_ALL, true),
+            "login failed: SCRAM-SHA-256 authentication failed ([AUTH] Authentication failed); \
+             the server may hold no SCRAM secret for this user; \
+             try `--auth plain` (or `auth = \"plain\"` in the account file)"
+        );
+        assert_eq!(
+            login_error(&sasl("CRAM-MD5"), DOVECOT_ALL, false),
+            "login failed: CRAM-MD5 authentication failed ([AUTH] Authentication failed); \
+             the server may hold no CRAM-MD5 secret for this user; \
+             try `--auth plain` (or `auth = \"plain\"` in the account file) \
+             over TLS (`--tls implicit` or `--tls starttls`)"
+        );
+        // No PLAIN offered: USER/PASS is the way.
+        assert_eq!(
+            login_error(&AuthMethod::Apop, ONLY_USER, false),
+            "login failed: APOP authentication failed ([AUTH] Authentication failed); \
+             the server may hold no APOP secret for this user; \
+             try `--auth user` (or `auth = \"user\"` in the account file) \
+             over TLS (`--tls implicit` or `--tls starttls`)"
+        );
+        // Neither USER nor PLAIN, but LOGIN.
+        assert!(
+            login_error(&sasl("SCRAM-SHA-256"), "SASL SCRAM-SHA-256 LOGIN\r\n", true)
+                .ends_with("try `--auth login` (or `auth = \"login\"` in the account file)")
+        );
+    }
+
+    #[test]
+    fn a_refused_password_method_names_itself() {
+        assert_eq!(
+            login_error(&sasl("PLAIN"), DOVECOT, true),
+            "login failed: PLAIN authentication failed ([AUTH] Authentication failed)"
+        );
+        assert_eq!(
+            login_error(&AuthMethod::User, ONLY_USER, true),
+            "login failed: USER/PASS authentication failed ([AUTH] Authentication failed)"
+        );
+        assert_eq!(
+            login_error(&sasl("LOGIN"), LOGIN_ONLY, true),
+            "login failed: LOGIN authentication failed ([AUTH] Authentication failed)"
+        );
     }
 }

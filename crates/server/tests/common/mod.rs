@@ -54,6 +54,8 @@ pub struct TestServer {
 pub struct Builder {
     toml: String,
     allow_cleartext: bool,
+    default_offer: bool,
+    config_throttle: bool,
 }
 
 impl TestServer {
@@ -67,6 +69,8 @@ impl TestServer {
         Builder {
             toml: String::new(),
             allow_cleartext: false,
+            default_offer: false,
+            config_throttle: false,
         }
     }
 
@@ -121,6 +125,20 @@ impl Builder {
         self.toml("cleartext_login_on_loopback = false")
     }
 
+    /// Keep the configuration's default mechanisms (PLAIN, LOGIN; no APOP) instead of
+    /// offering every one.
+    pub fn default_offer(mut self) -> Builder {
+        self.default_offer = true;
+        self
+    }
+
+    /// Use the configuration's `[auth]` throttle settings instead of the suite's
+    /// near-zero delays.
+    pub fn config_throttle(mut self) -> Builder {
+        self.config_throttle = true;
+        self
+    }
+
     /// `--allow-cleartext-login`.
     pub fn allow_cleartext(mut self) -> Builder {
         self.allow_cleartext = true;
@@ -151,6 +169,18 @@ impl Builder {
             pop3: vec!["127.0.0.1:0".parse().expect("addr")],
             pop3s: vec!["127.0.0.1:0".parse().expect("addr")],
             allow_cleartext_login: self.allow_cleartext,
+            // The suite exercises every mechanism and APOP, which a real config
+            // opts into (the default offers PLAIN and LOGIN only; see
+            // `default_offer_is_what_every_user_can_do`).
+            set: if self.default_offer {
+                Vec::new()
+            } else {
+                vec![
+                    "pop3.apop=true".into(),
+                    "pop3.mechanisms=[\"SCRAM-SHA-256\", \"CRAM-MD5\", \"PLAIN\", \"LOGIN\"]"
+                        .into(),
+                ]
+            },
             ..Overrides::default()
         };
         let text = format!("hostname = \"test.invalid\"\n{}", self.toml);
@@ -160,7 +190,11 @@ impl Builder {
             max_delay: Duration::from_millis(20),
             ..ThrottleConfig::default()
         };
-        let server = Server::with_throttle(config, throttle).expect("server");
+        let server = if self.config_throttle {
+            Server::new(config).expect("server")
+        } else {
+            Server::with_throttle(config, throttle).expect("server")
+        };
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let srv = server.clone();
