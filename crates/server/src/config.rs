@@ -987,7 +987,16 @@ pub fn fuzz_config(data: &[u8]) {
         assert!((255..=8192).contains(&c.limits.max_command_line));
         assert!(c.limits.max_connections >= 1 && c.limits.max_connections_per_ip >= 1);
         assert!(c.mail_location.starts_with("maildir:") || c.mail_location.starts_with("mbox:"));
+        assert!(c.throttle.failure_delay <= c.throttle.failure_delay_max);
+        assert!(c.throttle.failure_delay_max <= Duration::from_secs(60));
+        assert!(c.delivery.max_message_size >= 1);
+        for n in &c.trusted_networks {
+            assert_eq!(*n, n.trunc());
+        }
+        let name = c.username.apply("Some.User");
+        assert!(!c.username.lowercase || name == name.to_lowercase());
         let _ = c.session_config();
+        let _ = c.settings();
     }
     let _ = LmtpAddr::parse(toml_text);
 }
