@@ -196,6 +196,7 @@ fn root_admin_commands_hand_their_files_to_the_service_user() {
     for p in [
         data.clone(),
         data.join("users"),
+        data.join("users.lock"),
         data.join("tls"),
         data.join("tls/cert.pem"),
         data.join("tls/key.pem"),

@@ -119,10 +119,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     // new one made by root is given to the service user here.
     if let Some(o) = &owner
         && result.is_ok()
-        && path.exists()
     {
-        o.give(&path)
-            .with_context(|| format!("giving {} to {}", path.display(), o.name))?;
+        // The lock file too: the service user may edit the file later.
+        let mut lock = path.clone().into_os_string();
+        lock.push(".lock");
+        for p in [path.clone(), PathBuf::from(lock)] {
+            if p.exists() {
+                o.give(&p)
+                    .with_context(|| format!("giving {} to {}", p.display(), o.name))?;
+            }
+        }
     }
     result
 }
