@@ -6,17 +6,19 @@
 //! user add` for three users with ARGON2ID, SCRAM-SHA-256 and `{PLAIN}` secrets (one
 //! given as `Bob.Smith@Example.Org`, logins are `%Lu`); `correio deliver --config` for
 //! each; `correio check`; `correio serve --config` (binds as root, runs sessions as the
-//! service user); a private Postfix (as `crates/server/tests/lmtp_postfix.rs` starts it)
-//! hands more mail to the LMTP listener; then curl, mpop, fetchmail and `correio fetch`
-//! fetch every message of every user byte-exact, each over STLS and over implicit TLS.
-//! Cleartext logins are refused on loopback too (`cleartext_login_on_loopback = false`,
-//! loopback not in `trusted_networks`), so every client must really use TLS. Then
+//! service user); a private Postfix (`correio_testkit::postfix`, as
+//! `crates/server/tests/lmtp_postfix.rs` uses it) hands more mail to the LMTP listener;
+//! then curl, mpop, fetchmail and `correio fetch` fetch every message of every user
+//! byte-exact, each over STLS and over implicit TLS. Cleartext logins are refused on
+//! loopback too (`cleartext_login_on_loopback = false`, loopback not in
+//! `trusted_networks`), so every client must really use TLS. Then
 //! SIGHUP, with the same server process: a fourth user and `expire` changed from
 //! "never" to 0 both take effect, and a session opened before the reload lives on; the
 //! certificate is replaced by one whose key only root may read, and new connections get
 //! it. A second test: a missing certificate makes `serve` exit non-zero naming the path.
 //!
-//! What is compared, and how (the conventions of `crates/server/tests/peers_fixtures`):
+//! What is compared, and how (the conventions of `crates/server/tests/peers_fixtures`,
+//! with `correio_testkit::peers::message_problems`):
 //! a Maildir file holds LF line ends; a POP3 client receives CRLF. mpop (`received_header
 //! off`), fetchmail (an MDA, `set invisible`, `no rewrite`, CRs stripped) and `correio
 //! fetch` (Maildir) store the LF form, curl prints the CRLF form. `correio deliver -f S`
@@ -33,17 +35,22 @@
 
 mod fetch_support;
 
-use std::collections::BTreeMap;
 use std::fs;
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt as _;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use correio_testkit::peers::{
+    Run, crlf_to_lf, dir_files, lf_to_crlf, make_maildir, message_problems, require,
+    run_bounded_input, show_diff, subject, write_private,
+};
+use correio_testkit::postfix::{Postfix, PostfixConfig, Smtp, queue_id};
+use correio_testkit::sys::{alive, all_pids, descendants, passwd_ids};
 
 const BIN: &str = env!("CARGO_BIN_EXE_correio");
 /// Time limit of one run of a client or an admin command.
@@ -75,34 +82,6 @@ fn is_root() -> bool {
         .unwrap_or_default()
         .lines()
         .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
-}
-
-/// Finds `program` on PATH or fails loudly, naming the Debian package (as
-/// `peers_fixtures::require` does).
-fn require(program: &str, package: &str) -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let mut dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
-    dirs.extend(["/usr/sbin", "/usr/local/sbin", "/sbin"].map(PathBuf::from));
-    for dir in dirs {
-        let p = dir.join(program);
-        if p.is_file() {
-            return p;
-        }
-    }
-    panic!(
-        "`{program}` is not installed: this deployment test needs it \
-         (apt-get install -y {package})"
-    );
-}
-
-/// uid and gid of `name` from /etc/passwd.
-fn passwd_ids(name: &str) -> Option<(u32, u32)> {
-    let passwd = fs::read_to_string("/etc/passwd").ok()?;
-    passwd.lines().find_map(|l| {
-        let f: Vec<&str> = l.split(':').collect();
-        (f.first() == Some(&name))
-            .then(|| Some((f.get(2)?.parse().ok()?, f.get(3)?.parse().ok()?)))?
-    })
 }
 
 /// The service user, created for this test and removed when dropped.
@@ -178,28 +157,8 @@ impl Drop for ServiceUser {
 }
 
 // ---------------------------------------------------------------------------------
-// Bounded runs (as peers_fixtures::run_bounded: own process group, output in files)
+// Bounded runs, signals
 // ---------------------------------------------------------------------------------
-
-/// The result of a bounded run.
-struct Run {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn ok(&self) -> bool {
-        self.status.success()
-    }
-
-    fn log(&self) -> String {
-        format!(
-            "status: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            self.status, self.stdout, self.stderr
-        )
-    }
-}
 
 /// Sends `sig` (e.g. "HUP") to one process, by PID.
 fn kill(sig: &str, pid: u32) -> bool {
@@ -214,59 +173,10 @@ fn kill(sig: &str, pid: u32) -> bool {
 }
 
 /// Runs `cmd` in its own process group with `stdin` (or nothing) as input, killing that
-/// group (and only it) if it is not done within `limit`. Output goes to files so a
-/// chatty peer cannot block on a pipe.
-fn run_bounded(mut cmd: Command, stdin: Option<&[u8]>, limit: Duration) -> Run {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let n = N.fetch_add(1, Ordering::Relaxed);
-    let base = std::env::temp_dir().join(format!("correio-deploy-{}-{n}", std::process::id()));
-    let out_path = base.with_extension("stdout");
-    let err_path = base.with_extension("stderr");
-    let input = match stdin {
-        Some(bytes) => {
-            let p = base.with_extension("stdin");
-            fs::write(&p, bytes).expect("write stdin file");
-            let f = fs::File::open(&p).expect("open stdin file");
-            let _ = fs::remove_file(&p);
-            Stdio::from(f)
-        }
-        None => Stdio::null(),
-    };
-    cmd.stdin(input)
-        .stdout(fs::File::create(&out_path).expect("stdout file"))
-        .stderr(fs::File::create(&err_path).expect("stderr file"))
-        .process_group(0);
-    let desc = format!("{cmd:?}");
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {desc}: {e}"));
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = Command::new("kill")
-                .args(["-KILL", "--", &format!("-{}", child.id())])
-                .status();
-            let _ = child.wait();
-            panic!(
-                "{desc} did not finish within {limit:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-                fs::read_to_string(&out_path).unwrap_or_default(),
-                fs::read_to_string(&err_path).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let stdout_bytes = fs::read(&out_path).unwrap_or_default();
-    let stderr = String::from_utf8_lossy(&fs::read(&err_path).unwrap_or_default()).into_owned();
-    let _ = fs::remove_file(&out_path);
-    let _ = fs::remove_file(&err_path);
-    Run {
-        status,
-        stdout: String::from_utf8_lossy(&stdout_bytes).into_owned(),
-        stderr,
-    }
+/// group (and only it) if it is not done within `limit` (output in files under the
+/// temp dir, removed again).
+fn run_bounded(cmd: Command, stdin: Option<&[u8]>, limit: Duration) -> Run {
+    run_bounded_input(cmd, stdin, limit, &std::env::temp_dir())
 }
 
 /// `correio ARGS` with `stdin`; it must succeed.
@@ -279,56 +189,8 @@ fn correio_ok(args: &[&str], stdin: &[u8]) -> Run {
 }
 
 // ---------------------------------------------------------------------------------
-// /proc: process trees, who holds a socket
+// /proc: uids, who holds a socket
 // ---------------------------------------------------------------------------------
-
-/// Is `pid` a live process (a zombie counts as gone)?
-fn alive(pid: u32) -> bool {
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => {
-            s.rsplit_once(')')
-                .and_then(|(_, r)| r.split_whitespace().next())
-                != Some("Z")
-        }
-        Err(_) => false,
-    }
-}
-
-fn all_pids() -> Vec<u32> {
-    fs::read_dir("/proc")
-        .map(|rd| {
-            rd.flatten()
-                .filter_map(|e| e.file_name().to_str()?.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn parent(pid: u32) -> Option<u32> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
-/// The live descendants of `pid`.
-fn descendants(pid: u32) -> Vec<u32> {
-    let pids = all_pids();
-    let mut out = Vec::new();
-    let mut frontier = vec![pid];
-    while let Some(p) = frontier.pop() {
-        for &c in &pids {
-            if parent(c) == Some(p) && alive(c) && !out.contains(&c) {
-                out.push(c);
-                frontier.push(c);
-            }
-        }
-    }
-    out
-}
 
 /// Real, effective, saved and filesystem uid of `pid`.
 fn uids(pid: u32) -> Vec<u32> {
@@ -567,237 +429,6 @@ impl Drop for Serve {
                 kill("KILL", p);
             }
         }
-    }
-}
-
-// ---------------------------------------------------------------------------------
-// Postfix (adapted from crates/server/tests/lmtp_postfix.rs)
-// ---------------------------------------------------------------------------------
-
-/// A private Postfix instance on loopback whose `local_transport` is our LMTP listener.
-/// Dropping it stops it and makes sure its processes are gone (killed by PID if
-/// `postfix stop` did not do it).
-struct Postfix {
-    bin: PathBuf,
-    config: PathBuf,
-    smtp: SocketAddr,
-    maillog: PathBuf,
-    master: Option<u32>,
-}
-
-impl Postfix {
-    fn start(dir: &Path, lmtp: u16) -> Postfix {
-        let bin = require("postfix", "postfix");
-        let (uid, _) = passwd_ids("postfix")
-            .expect("no `postfix` user: is the Debian package postfix installed?");
-        let config = dir.join("etc");
-        let queue = dir.join("queue");
-        let data = dir.join("data");
-        for d in [&config, &queue, &data] {
-            fs::create_dir_all(d).expect("mkdir");
-        }
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).expect("chmod");
-        // master(8) refuses a data_directory not owned by mail_owner.
-        std::os::unix::fs::chown(&data, Some(uid), None).expect("chown");
-        let maillog = dir.join("maillog");
-        let main_cf = format!(
-            "compatibility_level = 3.6\n\
-             queue_directory = {queue}\n\
-             data_directory = {data}\n\
-             mail_owner = postfix\n\
-             setgid_group = postdrop\n\
-             maillog_file = {maillog}\n\
-             maillog_file_prefixes = {dir}\n\
-             myhostname = {MYHOSTNAME}\n\
-             mydomain = {DOMAIN}\n\
-             myorigin = {DOMAIN}\n\
-             mydestination = {DOMAIN}\n\
-             inet_interfaces = loopback-only\n\
-             inet_protocols = ipv4\n\
-             mynetworks = 127.0.0.0/8\n\
-             smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination\n\
-             local_recipient_maps =\n\
-             alias_maps =\n\
-             alias_database =\n\
-             local_transport = lmtp:inet:127.0.0.1:{lmtp}\n\
-             default_transport = error:5.7.1 no outbound mail from this test\n\
-             relay_transport = error:5.7.1 no outbound mail from this test\n\
-             relayhost =\n\
-             disable_dns_lookups = yes\n\
-             smtp_dns_support_level = disabled\n\
-             lmtp_host_lookup = native\n\
-             smtpd_peername_lookup = no\n\
-             smtputf8_enable = no\n\
-             biff = no\n\
-             append_dot_mydomain = no\n\
-             local_header_rewrite_clients =\n\
-             lmtp_connect_timeout = 5s\n\
-             lmtp_data_done_timeout = 20s\n",
-            queue = queue.display(),
-            data = data.display(),
-            maillog = maillog.display(),
-            dir = dir.display(),
-        );
-        fs::write(config.join("main.cf"), main_cf).expect("main.cf");
-        let mut last = String::new();
-        for _ in 0..3 {
-            let port = correio_testkit::free_port().expect("free port");
-            // No chroot: the Debian chroot needs files copied into the queue dir.
-            let master_cf = format!(
-                "127.0.0.1:{port} inet n - n - - smtpd\n\
-                 pickup    unix  n - n 60   1 pickup\n\
-                 cleanup   unix  n - n -    0 cleanup\n\
-                 qmgr      unix  n - n 300  1 qmgr\n\
-                 rewrite   unix  - - n -    - trivial-rewrite\n\
-                 bounce    unix  - - n -    0 bounce\n\
-                 defer     unix  - - n -    0 bounce\n\
-                 trace     unix  - - n -    0 bounce\n\
-                 verify    unix  - - n -    1 verify\n\
-                 flush     unix  n - n 1000? 0 flush\n\
-                 proxymap  unix  - - n -    - proxymap\n\
-                 smtp      unix  - - n -    - smtp\n\
-                 relay     unix  - - n -    - smtp\n\
-                 showq     unix  n - n -    - showq\n\
-                 error     unix  - - n -    - error\n\
-                 retry     unix  - - n -    - error\n\
-                 discard   unix  - - n -    - discard\n\
-                 lmtp      unix  - - n -    - lmtp\n\
-                 anvil     unix  - - n -    1 anvil\n\
-                 scache    unix  - - n -    1 scache\n\
-                 postlog   unix-dgram n - n - 1 postlogd\n"
-            );
-            fs::write(config.join("master.cf"), master_cf).expect("master.cf");
-            let mut pf = Postfix {
-                bin: bin.clone(),
-                config: config.clone(),
-                smtp: SocketAddr::from(([127, 0, 0, 1], port)),
-                maillog: maillog.clone(),
-                master: None,
-            };
-            // `postfix start` waits (master -w) until the master has bound its sockets.
-            let mut c = Command::new(&bin);
-            c.arg("-c").arg(&config).arg("start");
-            let r = run_bounded(c, None, Duration::from_secs(20));
-            pf.master = fs::read_to_string(queue.join("pid").join("master.pid"))
-                .ok()
-                .and_then(|s| s.trim().parse().ok());
-            if r.ok() && pf.master.is_some_and(alive) {
-                return pf;
-            }
-            last = format!("{}\nmaillog:\n{}", r.log(), pf.log());
-            drop(pf);
-        }
-        panic!("postfix did not start: {last}");
-    }
-
-    fn log(&self) -> String {
-        String::from_utf8_lossy(&fs::read(&self.maillog).unwrap_or_default()).into_owned()
-    }
-}
-
-impl Drop for Postfix {
-    fn drop(&mut self) {
-        let Some(master) = self.master else {
-            return;
-        };
-        let mut pids = descendants(master);
-        pids.push(master);
-        let mut c = Command::new(&self.bin);
-        c.arg("-c").arg(&self.config).arg("stop");
-        c.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        if let Ok(mut child) = c.spawn() {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while pids.iter().any(|&p| alive(p)) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        for p in pids.into_iter().filter(|&p| alive(p)) {
-            eprintln!("postfix process {p} survived `postfix stop`: killing it");
-            kill("KILL", p);
-        }
-    }
-}
-
-/// A minimal SMTP client: exact replies, our own dot-stuffing (lmtp_postfix.rs).
-struct Smtp {
-    r: BufReader<TcpStream>,
-    w: TcpStream,
-}
-
-impl Smtp {
-    fn connect(addr: SocketAddr) -> Smtp {
-        let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-            .expect("connect to postfix smtpd");
-        s.set_read_timeout(Some(Duration::from_secs(20)))
-            .expect("timeout");
-        let mut c = Smtp {
-            r: BufReader::new(s.try_clone().expect("clone")),
-            w: s,
-        };
-        let g = c.reply();
-        assert!(g.starts_with("220 "), "greeting: {g}");
-        let e = c.cmd(&format!("EHLO {HELO}"));
-        assert!(e.contains("8BITMIME"), "{e}");
-        c
-    }
-
-    fn reply(&mut self) -> String {
-        let mut all = Vec::new();
-        loop {
-            let mut l = String::new();
-            let n = self.r.read_line(&mut l).expect("read reply");
-            assert!(n > 0, "postfix closed the connection after {all:?}");
-            let l = l.trim_end().to_string();
-            let more = l.as_bytes().get(3) == Some(&b'-');
-            all.push(l);
-            if !more {
-                return all.join("\n");
-            }
-        }
-    }
-
-    fn cmd(&mut self, c: &str) -> String {
-        self.w
-            .write_all(format!("{c}\r\n").as_bytes())
-            .expect("send");
-        self.reply()
-    }
-
-    /// Sends one message (CRLF lines); returns Postfix's queue id.
-    fn send(&mut self, to: &[&str], msg: &[u8]) -> String {
-        let r = self.cmd(&format!(
-            "MAIL FROM:<{SENDER}> SIZE={} BODY=8BITMIME",
-            msg.len()
-        ));
-        assert!(r.starts_with("250 "), "MAIL: {r}");
-        for rcpt in to {
-            let r = self.cmd(&format!("RCPT TO:<{rcpt}>"));
-            assert!(r.starts_with("250 "), "RCPT {rcpt}: {r}");
-        }
-        let r = self.cmd("DATA");
-        assert!(r.starts_with("354 "), "DATA: {r}");
-        assert!(msg.ends_with(b"\r\n"));
-        let mut wire = Vec::with_capacity(msg.len() + 1024);
-        for line in msg.split_inclusive(|&b| b == b'\n') {
-            if line.first() == Some(&b'.') {
-                wire.push(b'.');
-            }
-            wire.extend_from_slice(line);
-        }
-        wire.extend_from_slice(b".\r\n");
-        self.w.write_all(&wire).expect("send data");
-        let r = self.reply();
-        r.strip_prefix("250 2.0.0 Ok: queued as ")
-            .unwrap_or_else(|| panic!("end of data: {r}"))
-            .to_string()
     }
 }
 
@@ -1105,27 +736,6 @@ fn deliver_corpus(u: &User) -> Vec<(&'static str, Vec<u8>, Option<&'static str>)
     v
 }
 
-fn lf_to_crlf(b: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(b.len() + b.len() / 20);
-    for &c in b {
-        if c == b'\n' {
-            out.push(b'\r');
-        }
-        out.push(c);
-    }
-    out
-}
-
-fn crlf_to_lf(b: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(b.len());
-    for (i, &c) in b.iter().enumerate() {
-        if !(c == b'\r' && b.get(i + 1) == Some(&b'\n')) {
-            out.push(c);
-        }
-    }
-    out
-}
-
 /// The messages Postfix carries, CRLF: one to all three users in one transaction (so
 /// the LMTP server answers per recipient), and one 8-bit message to each.
 fn postfix_to_all() -> Vec<u8> {
@@ -1215,67 +825,23 @@ fn check_via_postfix(stored: &[u8], sent: &[u8], qid: &str) -> Result<(), String
     Ok(())
 }
 
-fn subject(b: &[u8]) -> String {
-    let end = b.windows(2).position(|w| w == b"\n\n").unwrap_or(b.len());
-    for line in b[..end].split(|&c| c == b'\n') {
-        if let Some(s) = line.strip_prefix(b"Subject: ") {
-            return String::from_utf8_lossy(s).trim_end().to_owned();
-        }
-    }
-    String::from("<no Subject>")
-}
-
-fn show_diff(want: &[u8], got: &[u8]) -> String {
-    let at = want
+/// Asserts that `got` holds each of `want` exactly once, byte for byte, and nothing
+/// else (as peers_fixtures::assert_same_messages, and as many as `want`). A wanted
+/// message is named by its Subject.
+fn assert_same(what: &str, want: &[Vec<u8>], got: &[Vec<u8>]) {
+    let names: Vec<String> = want.iter().map(|w| subject(w)).collect();
+    let labels: Vec<String> = (1..=got.len()).map(|i| format!("message {i}")).collect();
+    let want_named: Vec<(&str, &[u8])> = names
+        .iter()
+        .zip(want)
+        .map(|(n, w)| (n.as_str(), w.as_slice()))
+        .collect();
+    let got_labelled: Vec<(&str, &[u8])> = labels
         .iter()
         .zip(got)
-        .position(|(a, b)| a != b)
-        .unwrap_or(want.len().min(got.len()));
-    let ctx = |b: &[u8]| {
-        let lo = at.saturating_sub(60);
-        let hi = (at + 60).min(b.len());
-        format!("{:?}", String::from_utf8_lossy(&b[lo..hi.max(lo)]))
-    };
-    format!(
-        "want {} octets, got {} octets, first difference at offset {at}\n  want: …{}…\n  got:  …{}…",
-        want.len(),
-        got.len(),
-        ctx(want),
-        ctx(got)
-    )
-}
-
-/// Asserts that `got` holds each of `want` exactly once, byte for byte, and nothing
-/// else (as peers_fixtures::assert_same_messages).
-fn assert_same(what: &str, want: &[Vec<u8>], got: &[Vec<u8>]) {
-    let mut by_content: BTreeMap<&[u8], usize> = BTreeMap::new();
-    for g in got {
-        *by_content.entry(g.as_slice()).or_default() += 1;
-    }
-    let mut problems = Vec::new();
-    for w in want {
-        match by_content.get(w.as_slice()) {
-            Some(1) => {}
-            Some(k) => problems.push(format!("{:?}: fetched {k} times", subject(w))),
-            None => match got.iter().find(|g| subject(g) == subject(w)) {
-                Some(g) => problems.push(format!(
-                    "{:?}: not byte-exact: {}",
-                    subject(w),
-                    show_diff(w, g)
-                )),
-                None => problems.push(format!("{:?}: missing", subject(w))),
-            },
-        }
-    }
-    for g in got {
-        if !want.contains(g) && !want.iter().any(|w| subject(w) == subject(g)) {
-            problems.push(format!(
-                "unexpected message ({} octets, Subject {:?})",
-                g.len(),
-                subject(g)
-            ));
-        }
-    }
+        .map(|(l, g)| (l.as_str(), g.as_slice()))
+        .collect();
+    let problems = message_problems(&want_named, &got_labelled);
     assert!(
         problems.is_empty() && got.len() == want.len(),
         "{what}: got {} messages, want {}; problems:\n{}",
@@ -1317,20 +883,6 @@ fn user_maildir(l: &Layout, u: &User) -> PathBuf {
 /// Every file in a Maildir's new/ and cur/, sorted.
 fn stored(dir: &Path) -> Vec<Vec<u8>> {
     fetch_support::maildir_messages(dir)
-}
-
-/// Every regular file directly in `dir`, sorted.
-fn dir_files(dir: &Path) -> Vec<Vec<u8>> {
-    let mut v: Vec<Vec<u8>> = fs::read_dir(dir)
-        .map(|rd| {
-            rd.flatten()
-                .filter(|e| e.path().is_file())
-                .map(|e| fs::read(e.path()).expect("read"))
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
 }
 
 /// A listing of `dir` with owners and modes, for failure messages.
@@ -1412,17 +964,15 @@ fn mpop_fetch(l: &Layout, cert: &Path, login: &str, pass: &str, tls: Tls) -> Vec
         .join("clients")
         .join(format!("mpop-{}-{tls:?}", local_part(login)));
     let md = dir.join("Maildir");
-    for sub in ["tmp", "new", "cur"] {
-        fs::create_dir_all(md.join(sub)).expect("mkdir");
-    }
+    make_maildir(&md);
     let (port, starttls) = match tls {
         Tls::Stls => (l.pop3, "on"),
         Tls::Implicit => (l.pop3s, "off"),
     };
     let rc = dir.join("mpoprc");
-    fs::write(
+    write_private(
         &rc,
-        format!(
+        &format!(
             "defaults\ntimeout 30\naccount test\nhost localhost\nport {port}\n\
              user {login}\npassword {pass}\ntls on\ntls_starttls {starttls}\n\
              tls_trust_file {cert}\ndelivery maildir {md}\nkeep on\n\
@@ -1431,9 +981,7 @@ fn mpop_fetch(l: &Layout, cert: &Path, login: &str, pass: &str, tls: Tls) -> Vec
             md = md.display(),
             uidls = dir.join("uidls").display(),
         ),
-    )
-    .expect("mpoprc");
-    fs::set_permissions(&rc, fs::Permissions::from_mode(0o600)).expect("chmod");
+    );
     let mut c = Command::new("mpop");
     c.env("HOME", &dir)
         .env("LC_ALL", "C")
@@ -1467,9 +1015,9 @@ fn fetchmail_fetch(l: &Layout, cert: &Path, login: &str, pass: &str, tls: Tls) -
         Tls::Implicit => (l.pop3s, "ssl"),
     };
     let rc = dir.join("fetchmailrc");
-    fs::write(
+    write_private(
         &rc,
-        format!(
+        &format!(
             "set no syslog\nset no bouncemail\nset invisible\n\
              poll localhost with proto POP3 port {port} timeout 30 uidl\n\
              \tuser \"{login}\" there with password \"{pass}\"\n\
@@ -1480,9 +1028,7 @@ fn fetchmail_fetch(l: &Layout, cert: &Path, login: &str, pass: &str, tls: Tls) -
             cert = cert.display(),
             out = out.display(),
         ),
-    )
-    .expect("fetchmailrc");
-    fs::set_permissions(&rc, fs::Permissions::from_mode(0o600)).expect("chmod");
+    );
     let mut c = Command::new("fetchmail");
     // As root, fetchmail would switch the MDA to the user named in these variables, and
     // share /var/run/fetchmail.pid with every other run: keep it to itself.
@@ -1523,7 +1069,7 @@ fn fetchmail_fetch(l: &Layout, cert: &Path, login: &str, pass: &str, tls: Tls) -
         "fetchmail and STLS\n{}",
         r.log()
     );
-    dir_files(&out)
+    dir_files(&out).into_iter().map(|(_, b)| b).collect()
 }
 
 /// `correio fetch` with its defaults but for the one-off account's flags, into a fresh
@@ -1799,16 +1345,23 @@ fn session_process(s: &Site, srv: &Serve) -> u32 {
 /// user's whole maildrop: what every client must fetch.
 fn postfix_delivers(s: &Site, srv: &Serve, maildirs: &[PathBuf], delivered: &Messages) -> Messages {
     step("postfix start");
-    let pf = Postfix::start(&s.l.root.join("postfix"), s.l.lmtp);
-    let mut smtp = Smtp::connect(pf.smtp);
+    let pf = Postfix::start(
+        &s.l.root.join("postfix"),
+        &PostfixConfig {
+            myhostname: MYHOSTNAME,
+            domain: DOMAIN,
+            lmtp: SocketAddr::from(([127, 0, 0, 1], s.l.lmtp)),
+        },
+    );
+    let mut smtp = Smtp::connect(pf.smtp_addr(), HELO);
     let to_all = postfix_to_all();
     let rcpts: Vec<&str> = USERS.iter().map(|u| u.rcpt).collect();
-    let q_all = smtp.send(&rcpts, &to_all);
+    let q_all = queue_id(&smtp.send(SENDER, &rcpts, &to_all, true));
     let q_8bit: Vec<(String, Vec<u8>)> = USERS
         .iter()
         .map(|u| {
             let m = postfix_8bit(u);
-            (smtp.send(&[u.rcpt], &m), m)
+            (queue_id(&smtp.send(SENDER, &[u.rcpt], &m, true)), m)
         })
         .collect();
     assert!(smtp.cmd("QUIT").starts_with("221"));

@@ -550,3 +550,99 @@ fn retr_of_a_large_message_keeps_server_memory_flat() {
     s.write_all(b"QUIT\r\n").unwrap();
     drop(guard);
 }
+
+/// Issue #9 bug 6: SIGHUP re-reads the whole configuration file. A broken file is
+/// refused with a logged reason and the old configuration stays in force; a good one
+/// takes effect for new connections (here: the greeting and EXPIRE), each changed key
+/// logged, without a restart.
+#[test]
+fn sighup_reloads_the_configuration_file_or_keeps_the_old_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = correio_testkit::free_port().unwrap();
+    let cfg = dir.path().join("c.toml");
+    let base = format!(
+        "data_dir = \"{}\"\n[listen]\npop3 = [\"127.0.0.1:{port}\"]\n",
+        dir.path().join("data").display()
+    );
+    std::fs::write(&cfg, format!("{base}[pop3]\ngreeting = \"first\"\n")).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config", cfg.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let guard = Guard(child);
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let log2 = log.clone();
+    std::thread::spawn(move || {
+        for l in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let mut g = log2.lock().unwrap();
+            g.push_str(&l);
+            g.push('\n');
+        }
+    });
+    let greet = || -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+                s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                let mut r = BufReader::new(s);
+                let mut l = String::new();
+                r.read_line(&mut l).unwrap();
+                let mut s = r.into_inner();
+                s.write_all(b"CAPA\r\n").unwrap();
+                let mut r = BufReader::new(s);
+                let mut capa = String::new();
+                loop {
+                    let mut x = String::new();
+                    if r.read_line(&mut x).unwrap() == 0 || x == ".\r\n" {
+                        break;
+                    }
+                    capa.push_str(&x);
+                }
+                return format!("{l}{capa}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server not up: {}",
+                log.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let wait_log = |needle: &str| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !log.lock().unwrap().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?}: {}",
+                log.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    assert!(greet().starts_with("+OK first"));
+
+    std::fs::write(&cfg, format!("{base}[pop3]\ngreeting = \n")).unwrap();
+    signal(&guard.0, "HUP");
+    wait_log("configuration not reloaded; keeping the old one");
+    assert!(
+        log.lock().unwrap().contains("c.toml"),
+        "the reason names the file"
+    );
+    assert!(greet().starts_with("+OK first"));
+
+    std::fs::write(
+        &cfg,
+        format!("{base}[pop3]\ngreeting = \"second\"\nexpire = 0\n"),
+    )
+    .unwrap();
+    signal(&guard.0, "HUP");
+    wait_log("SIGHUP: configuration reloaded");
+    let l = log.lock().unwrap().clone();
+    assert!(l.contains("key=pop3.greeting old=first new=second"), "{l}");
+    assert!(l.contains("key=pop3.expire"), "{l}");
+    let g = greet();
+    assert!(g.starts_with("+OK second") && g.contains("EXPIRE 0"), "{g}");
+}

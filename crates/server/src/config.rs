@@ -490,13 +490,23 @@ impl Config {
                 reason: format!("cannot read: {e}"),
             })?,
         };
+        Self::load_text(path, &text, overrides)
+    }
+
+    /// Resolves the text of the config file at `path` (read elsewhere, e.g. by the
+    /// privileged helper); errors name `path`.
+    pub fn load_text(
+        path: Option<&Path>,
+        text: &str,
+        overrides: &Overrides,
+    ) -> Result<Config, ConfigError> {
         let in_file = |mut e: ConfigError| {
             if e.key.as_deref() != Some("--set") {
                 e.file = path.map(Path::to_owned);
             }
             e
         };
-        let file = Self::parse_with_sets(&text, &overrides.set).map_err(in_file)?;
+        let file = Self::parse_with_sets(text, &overrides.set).map_err(in_file)?;
         Self::resolve(file, overrides).map_err(in_file)
     }
 

@@ -6,16 +6,19 @@
 //! server starts a helper process *before* it drops privileges, joined to it by a Unix
 //! socket pair, as OpenSSH's monitor and Dovecot's root processes do. The helper:
 //!
-//! - answers one request, [`Request::TlsPair`]: it reads the configuration file itself
-//!   (the one the server was started with, as root) and returns the PEM bytes of the
-//!   `[tls] cert` and `key` it names. It never reads a path the unprivileged side
-//!   sends, so a compromised session process cannot use it to read other files;
+//! - answers two requests. [`Request::TlsPair`]: it reads the configuration file
+//!   itself (the one the server was started with, as root) and returns the PEM bytes
+//!   of the `[tls] cert` and `key` it names. [`Request::ConfigText`]: the text of that
+//!   configuration file, for SIGHUP (it may be readable by root only). It never reads
+//!   a path the unprivileged side sends, so a compromised session process cannot use
+//!   it to read other files;
 //! - holds no sockets to clients and runs no protocol code;
 //! - ends when the server closes its end (EOF), so it never outlives the server.
 //!
 //! The wire between the two is length-prefixed and bounded: a request is one line
-//! (`PAIR\n`); a reply is `+` with two big-endian `u32`-length blobs (certificate,
-//! key), or `-` with one (a reason). [`decode_reply`] is fuzzed.
+//! (`PAIR\n`, `CONFIG\n`); a reply is `+` with two big-endian `u32`-length blobs
+//! (certificate, key), `=` with one (a file's text), or `-` with one (a reason).
+//! [`decode_reply`] is fuzzed.
 
 use std::io::{self, Read as _, Write as _};
 use std::os::unix::net::UnixStream;
@@ -34,6 +37,8 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 pub enum Request {
     /// The configured certificate chain and key, as PEM bytes.
     TlsPair,
+    /// The configuration file's text (it may be readable by root only).
+    ConfigText,
 }
 
 impl Request {
@@ -41,6 +46,7 @@ impl Request {
     pub fn encode(self) -> &'static [u8] {
         match self {
             Request::TlsPair => b"PAIR\n",
+            Request::ConfigText => b"CONFIG\n",
         }
     }
 
@@ -48,6 +54,7 @@ impl Request {
     pub fn decode(line: &[u8]) -> Option<Request> {
         match line {
             b"PAIR" => Some(Request::TlsPair),
+            b"CONFIG" => Some(Request::ConfigText),
             _ => None,
         }
     }
@@ -58,6 +65,8 @@ impl Request {
 pub enum Reply {
     /// Certificate chain and key PEM.
     Pair(Vec<u8>, Vec<u8>),
+    /// A file's text.
+    Text(Vec<u8>),
     /// Why not (names the path and the OS error).
     Error(String),
 }
@@ -76,6 +85,10 @@ impl Reply {
                 out.push(b'+');
                 blob(&mut out, c);
                 blob(&mut out, k);
+            }
+            Reply::Text(t) => {
+                out.push(b'=');
+                blob(&mut out, t);
             }
             Reply::Error(e) => {
                 out.push(b'-');
@@ -120,6 +133,10 @@ pub fn decode_reply(buf: &[u8]) -> Result<(Reply, usize), DecodeError> {
             let (cert, at) = blob(buf, 1)?;
             let (key, end) = blob(buf, at)?;
             Ok((Reply::Pair(cert.to_vec(), key.to_vec()), end))
+        }
+        Some(b'=') => {
+            let (text, end) = blob(buf, 1)?;
+            Ok((Reply::Text(text.to_vec()), end))
         }
         Some(b'-') => {
             let (reason, end) = blob(buf, 1)?;
@@ -171,6 +188,20 @@ impl HelperClient {
     }
 }
 
+impl HelperClient {
+    /// The configuration file's text, read by the helper (as root).
+    pub fn config_text(&self) -> Result<String, String> {
+        match self.ask(Request::ConfigText) {
+            Ok(Reply::Text(t)) => {
+                String::from_utf8(t).map_err(|_| "the configuration is not UTF-8".to_owned())
+            }
+            Ok(Reply::Error(e)) => Err(e),
+            Ok(_) => Err("unexpected reply from the privileged helper".into()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
 impl crate::TlsSource for HelperClient {
     fn read_pair(&self) -> Result<(Vec<u8>, Vec<u8>), TlsError> {
         let helper_error = |reason: String| TlsError::Pem {
@@ -180,6 +211,7 @@ impl crate::TlsSource for HelperClient {
         match self.ask(Request::TlsPair) {
             Ok(Reply::Pair(c, k)) => Ok((c, k)),
             Ok(Reply::Error(e)) => Err(helper_error(e)),
+            Ok(Reply::Text(_)) => Err(helper_error("unexpected reply".into())),
             Err(e) => Err(helper_error(e.to_string())),
         }
     }
@@ -187,9 +219,11 @@ impl crate::TlsSource for HelperClient {
 
 /// The helper's loop: answers requests on `stream` until the server closes it.
 /// `pair_paths` is called for each request: it re-reads the configuration, so a
-/// reload that changed `[tls]` is followed.
+/// reload that changed `[tls]` is followed. `config_file` is the one configuration
+/// file the helper sends on request (none: the defaults, sent as empty text).
 pub fn serve_helper(
     mut stream: UnixStream,
+    config_file: Option<&std::path::Path>,
     pair_paths: impl Fn() -> Result<(std::path::PathBuf, std::path::PathBuf), String>,
 ) -> io::Result<()> {
     let mut line = Vec::with_capacity(16);
@@ -225,6 +259,14 @@ pub fn serve_helper(
                 },
                 Err(e) => Reply::Error(e),
             },
+            Some(Request::ConfigText) => match config_file {
+                None => Reply::Text(Vec::new()),
+                Some(p) => match std::fs::read(p) {
+                    Ok(t) if t.len() <= MAX_BLOB => Reply::Text(t),
+                    Ok(_) => Reply::Error(format!("{}: larger than {MAX_BLOB} bytes", p.display())),
+                    Err(e) => Reply::Error(format!("{}: cannot read: {e}", p.display())),
+                },
+            },
             None => Reply::Error("unknown request".into()),
         };
         line.clear();
@@ -239,7 +281,7 @@ pub fn fuzz_reply(data: &[u8]) {
     if let Ok((reply, used)) = decode_reply(data) {
         assert!(used <= data.len());
         // Error texts are decoded lossily; pairs are bytes and must round-trip.
-        if matches!(reply, Reply::Pair(..)) {
+        if matches!(reply, Reply::Pair(..) | Reply::Text(..)) {
             assert_eq!(reply.encode(), data[..used].to_vec());
         }
     }
@@ -255,6 +297,7 @@ mod tests {
         for reply in [
             Reply::Pair(b"CERT".to_vec(), b"KEY".to_vec()),
             Reply::Pair(Vec::new(), Vec::new()),
+            Reply::Text(b"data_dir = \"/srv\"\n".to_vec()),
             Reply::Error("/etc/x: cannot read: denied".into()),
         ] {
             let wire = reply.encode();
@@ -278,14 +321,18 @@ mod tests {
         std::fs::write(&key, b"K").unwrap();
         let (a, b) = UnixStream::pair().unwrap();
         let (c2, k2) = (cert.clone(), key.clone());
-        let helper =
-            std::thread::spawn(move || serve_helper(b, move || Ok((c2.clone(), k2.clone()))));
+        let cfg = dir.path().join("c.toml");
+        std::fs::write(&cfg, "hostname = \"h\"\n").unwrap();
+        let helper = std::thread::spawn(move || {
+            serve_helper(b, Some(&cfg), move || Ok((c2.clone(), k2.clone())))
+        });
         let client = HelperClient::new(a);
         use crate::TlsSource as _;
         assert_eq!(client.read_pair().unwrap(), (b"C".to_vec(), b"K".to_vec()));
         std::fs::remove_file(&key).unwrap();
         let e = client.read_pair().unwrap_err().to_string();
         assert!(e.contains("k.pem"), "{e}");
+        assert_eq!(client.config_text().unwrap(), "hostname = \"h\"\n");
         drop(client);
         helper.join().unwrap().unwrap();
     }

@@ -3,16 +3,12 @@
 //! LMTP port, mail submitted to Postfix's SMTP port, and the Maildirs checked byte for
 //! byte.
 //!
-//! The Postfix instance is wholly private: its own `config_directory`,
-//! `queue_directory`, `data_directory` and `maillog_file` in a temp dir, started and
-//! stopped with `postfix -c DIR` (the supported way to run a second instance as root;
-//! `alternate_config_directories` only matters to the set-gid tools, which the test
-//! does not use). It writes nothing under /etc/postfix (it only reads the packaged
-//! `postfix-files` and `dynamicmaps.cf` there, its `meta_directory`) and leaves any
-//! system Postfix alone.
-//! `local_recipient_maps` is empty, so Postfix accepts every local address at SMTP time
-//! and the LMTP server decides per recipient; an unknown one must come back as a
-//! bounce for that recipient alone, delivered (over LMTP too) to the sender.
+//! The Postfix instance is wholly private (see [`correio_testkit::postfix`]: its own
+//! directories in a temp dir, started and stopped with `postfix -c DIR`, any system
+//! Postfix left alone). `local_recipient_maps` is empty, so Postfix accepts every local
+//! address at SMTP time and the LMTP server decides per recipient; an unknown one must
+//! come back as a bounce for that recipient alone, delivered (over LMTP too) to the
+//! sender.
 //!
 //! What Postfix adds, as its documentation says: `smtpd(8)` prepends one `Received:`
 //! header (`from HELO (NAME [ADDR]) by myhostname (Postfix) with ESMTP id QUEUEID`,
@@ -22,16 +18,16 @@
 //! From and Message-ID. Our LMTP server puts `Return-Path:` with the envelope sender in front.
 //! Everything after those two headers must be exactly what was sent (CRLF stored as LF).
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use correio_auth::{UserDb, UserDbOptions};
 use correio_server::LmtpAddr;
 use correio_server::lmtp::{LmtpContext, LmtpListener, run_lmtp};
+use correio_testkit::peers::{crlf_to_lf, maildir_messages};
+use correio_testkit::postfix::{Postfix, PostfixConfig, Smtp, queue_id};
 
 const DOMAIN: &str = "correio.test";
 const MYHOSTNAME: &str = "mx.correio.test";
@@ -91,18 +87,10 @@ impl Lmtp {
 
     /// The raw files delivered to `user` (new/ and cur/), whatever their order.
     fn files(&self, user: &str) -> Vec<Vec<u8>> {
-        let mut out = Vec::new();
-        for sub in ["new", "cur"] {
-            let Ok(rd) = std::fs::read_dir(self.mail.join(user).join(sub)) else {
-                continue;
-            };
-            for e in rd.flatten() {
-                if let Ok(b) = std::fs::read(e.path()) {
-                    out.push(b);
-                }
-            }
-        }
-        out
+        maildir_messages(&self.mail.join(user))
+            .into_iter()
+            .map(|(_, b)| b)
+            .collect()
     }
 }
 
@@ -117,342 +105,6 @@ impl Drop for Lmtp {
     }
 }
 
-/// A private Postfix instance. Dropping it stops it and makes sure its processes are
-/// gone (killed by PID if `postfix stop` did not do it), then removes its files.
-struct Postfix {
-    config: PathBuf,
-    smtp: SocketAddr,
-    maillog: PathBuf,
-    master: Option<u32>,
-}
-
-fn postfix_bin() -> PathBuf {
-    for p in ["/usr/sbin/postfix", "/usr/local/sbin/postfix"] {
-        if Path::new(p).exists() {
-            return PathBuf::from(p);
-        }
-    }
-    if let Ok(path) = std::env::var("PATH") {
-        for d in path.split(':') {
-            let p = Path::new(d).join("postfix");
-            if p.exists() {
-                return p;
-            }
-        }
-    }
-    panic!("postfix is required for this test (Debian package postfix); it is not installed");
-}
-
-/// The uid of the `postfix` account (`mail_owner`), from /etc/passwd.
-fn postfix_uid() -> u32 {
-    let passwd = std::fs::read_to_string("/etc/passwd").expect("read /etc/passwd");
-    passwd
-        .lines()
-        .find_map(|l| {
-            let f: Vec<&str> = l.split(':').collect();
-            (f.first() == Some(&"postfix")).then(|| f.get(2)?.parse().ok())?
-        })
-        .expect("no `postfix` user: is the Debian package postfix installed?")
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Is `pid` still a live process (a zombie counts as gone: PID 1 here may not reap)?
-fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => {
-            let state = s
-                .rsplit_once(')')
-                .and_then(|(_, r)| r.split_whitespace().next());
-            state != Some("Z")
-        }
-        Err(_) => false,
-    }
-}
-
-/// The live children of `pid` (Postfix's daemons under its master).
-fn children(pid: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for e in rd.flatten() {
-        let Some(child) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
-            continue;
-        };
-        let ppid = stat
-            .rsplit_once(')')
-            .and_then(|(_, r)| r.split_whitespace().nth(1))
-            .and_then(|p| p.parse::<u32>().ok());
-        if ppid == Some(pid) && alive(child) {
-            out.push(child);
-        }
-    }
-    out
-}
-
-/// Runs a command with a time limit; kills it by PID on overrun.
-fn run_bounded(cmd: &mut Command, limit: Duration) -> (bool, String) {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(st) = child.try_wait().expect("wait") {
-            let out = child.wait_with_output().expect("output");
-            let text = format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            return (st.success(), text);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return (false, format!("timed out after {limit:?}"));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-impl Postfix {
-    /// Writes the configuration into `dir` and starts the instance, with its SMTP
-    /// server on a free loopback port and `local_transport` = our LMTP at `lmtp`.
-    fn start(dir: &Path, lmtp: SocketAddr) -> Postfix {
-        let bin = postfix_bin();
-        let uid = postfix_uid();
-        let config = dir.join("etc");
-        let queue = dir.join("queue");
-        let data = dir.join("data");
-        for d in [&config, &queue, &data] {
-            std::fs::create_dir_all(d).unwrap();
-        }
-        // master(8) refuses a data_directory not owned by mail_owner; the queue's
-        // subdirectories are created with the right owners by `postfix start`.
-        std::os::unix::fs::chown(&data, Some(uid), None).unwrap();
-        let maillog = dir.join("maillog");
-        let main_cf = format!(
-            "compatibility_level = 3.6\n\
-             queue_directory = {queue}\n\
-             data_directory = {data}\n\
-             mail_owner = postfix\n\
-             setgid_group = postdrop\n\
-             maillog_file = {maillog}\n\
-             maillog_file_prefixes = {dir}\n\
-             myhostname = {MYHOSTNAME}\n\
-             mydomain = {DOMAIN}\n\
-             myorigin = {DOMAIN}\n\
-             mydestination = {DOMAIN}\n\
-             inet_interfaces = loopback-only\n\
-             inet_protocols = ipv4\n\
-             mynetworks = 127.0.0.0/8\n\
-             smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination\n\
-             local_recipient_maps =\n\
-             alias_maps =\n\
-             alias_database =\n\
-             local_transport = lmtp:inet:{lmtp}\n\
-             default_transport = error:5.7.1 no outbound mail from this test\n\
-             relay_transport = error:5.7.1 no outbound mail from this test\n\
-             relayhost =\n\
-             disable_dns_lookups = yes\n\
-             smtp_dns_support_level = disabled\n\
-             lmtp_host_lookup = native\n\
-             smtpd_peername_lookup = no\n\
-             smtputf8_enable = no\n\
-             biff = no\n\
-             append_dot_mydomain = no\n\
-             local_header_rewrite_clients =\n\
-             lmtp_connect_timeout = 5s\n\
-             lmtp_data_done_timeout = 20s\n",
-            queue = queue.display(),
-            data = data.display(),
-            maillog = maillog.display(),
-            dir = dir.display(),
-        );
-        std::fs::write(config.join("main.cf"), main_cf).unwrap();
-        // Retry with a fresh port if another process grabbed ours between probe and bind.
-        let mut last = String::new();
-        for _ in 0..3 {
-            let port = free_port();
-            // No chroot: the Debian chroot needs files copied into the queue dir.
-            let master_cf = format!(
-                "127.0.0.1:{port} inet n - n - - smtpd\n\
-                 pickup    unix  n - n 60   1 pickup\n\
-                 cleanup   unix  n - n -    0 cleanup\n\
-                 qmgr      unix  n - n 300  1 qmgr\n\
-                 rewrite   unix  - - n -    - trivial-rewrite\n\
-                 bounce    unix  - - n -    0 bounce\n\
-                 defer     unix  - - n -    0 bounce\n\
-                 trace     unix  - - n -    0 bounce\n\
-                 verify    unix  - - n -    1 verify\n\
-                 flush     unix  n - n 1000? 0 flush\n\
-                 proxymap  unix  - - n -    - proxymap\n\
-                 smtp      unix  - - n -    - smtp\n\
-                 relay     unix  - - n -    - smtp\n\
-                 showq     unix  n - n -    - showq\n\
-                 error     unix  - - n -    - error\n\
-                 retry     unix  - - n -    - error\n\
-                 discard   unix  - - n -    - discard\n\
-                 lmtp      unix  - - n -    - lmtp\n\
-                 anvil     unix  - - n -    1 anvil\n\
-                 scache    unix  - - n -    1 scache\n\
-                 postlog   unix-dgram n - n - 1 postlogd\n"
-            );
-            std::fs::write(config.join("master.cf"), master_cf).unwrap();
-            let mut pf = Postfix {
-                config: config.clone(),
-                smtp: SocketAddr::from(([127, 0, 0, 1], port)),
-                maillog: maillog.clone(),
-                master: None,
-            };
-            // `postfix start` waits (master -w) until the master has bound its sockets.
-            let (ok, out) = run_bounded(
-                Command::new(&bin).arg("-c").arg(&config).arg("start"),
-                Duration::from_secs(20),
-            );
-            pf.master = std::fs::read_to_string(queue.join("pid").join("master.pid"))
-                .ok()
-                .and_then(|s| s.trim().parse().ok());
-            if ok && pf.master.is_some_and(alive) {
-                return pf;
-            }
-            last = format!("{out}\nmaillog:\n{}", pf.log());
-            drop(pf);
-        }
-        panic!("postfix did not start: {last}");
-    }
-
-    fn log(&self) -> String {
-        String::from_utf8_lossy(&std::fs::read(&self.maillog).unwrap_or_default()).into_owned()
-    }
-}
-
-impl Drop for Postfix {
-    fn drop(&mut self) {
-        let Some(master) = self.master else {
-            return;
-        };
-        let kids = children(master);
-        let _ = run_bounded(
-            Command::new(postfix_bin())
-                .arg("-c")
-                .arg(&self.config)
-                .arg("stop"),
-            Duration::from_secs(10),
-        );
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut pids = kids;
-        pids.push(master);
-        while pids.iter().any(|&p| alive(p)) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        for p in pids.into_iter().filter(|&p| alive(p)) {
-            eprintln!("postfix process {p} survived `postfix stop`: killing it");
-            let _ = Command::new("kill")
-                .arg("-KILL")
-                .arg(p.to_string())
-                .status();
-        }
-    }
-}
-
-/// A minimal SMTP client: exact replies, our own dot-stuffing.
-struct Smtp {
-    r: BufReader<TcpStream>,
-    w: TcpStream,
-}
-
-impl Smtp {
-    fn connect(addr: SocketAddr) -> Smtp {
-        let s = TcpStream::connect(addr).expect("connect to postfix smtpd");
-        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        let mut c = Smtp {
-            r: BufReader::new(s.try_clone().unwrap()),
-            w: s,
-        };
-        let g = c.reply();
-        assert!(g.starts_with("220 "), "greeting: {g}");
-        let e = c.cmd(&format!("EHLO {HELO}"));
-        assert!(
-            e.contains("250-8BITMIME") || e.contains("250 8BITMIME"),
-            "{e}"
-        );
-        c
-    }
-
-    /// One reply, multi-line joined with '\n'.
-    fn reply(&mut self) -> String {
-        let mut all = Vec::new();
-        loop {
-            let mut l = String::new();
-            let n = self.r.read_line(&mut l).expect("read reply");
-            assert!(n > 0, "postfix closed the connection after {all:?}");
-            let l = l.trim_end().to_string();
-            let more = l.as_bytes().get(3) == Some(&b'-');
-            all.push(l);
-            if !more {
-                return all.join("\n");
-            }
-        }
-    }
-
-    fn cmd(&mut self, c: &str) -> String {
-        self.w.write_all(format!("{c}\r\n").as_bytes()).unwrap();
-        self.reply()
-    }
-
-    /// Sends one message (CRLF lines); returns the end-of-data reply.
-    fn send(&mut self, from: &str, to: &[&str], msg: &[u8], eight_bit: bool) -> String {
-        let body = if eight_bit { " BODY=8BITMIME" } else { "" };
-        let r = self.cmd(&format!("MAIL FROM:<{from}> SIZE={}{body}", msg.len()));
-        assert!(r.starts_with("250 "), "MAIL: {r}");
-        for rcpt in to {
-            let r = self.cmd(&format!("RCPT TO:<{rcpt}>"));
-            assert!(r.starts_with("250 "), "RCPT {rcpt}: {r}");
-        }
-        let r = self.cmd("DATA");
-        assert!(r.starts_with("354 "), "DATA: {r}");
-        assert!(msg.ends_with(b"\r\n"));
-        let mut wire = Vec::with_capacity(msg.len() + 1024);
-        for line in msg.split_inclusive(|&b| b == b'\n') {
-            if line.first() == Some(&b'.') {
-                wire.push(b'.');
-            }
-            wire.extend_from_slice(line);
-        }
-        wire.extend_from_slice(b".\r\n");
-        self.w.write_all(&wire).unwrap();
-        self.reply()
-    }
-}
-
-fn crlf_to_lf(b: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\r' && b.get(i + 1) == Some(&b'\n') {
-            i += 1;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    out
-}
-
 fn headers(subject: &str, to: &str, extra: &str) -> String {
     format!(
         "From: Bob <bob@{DOMAIN}>\r\n\
@@ -461,14 +113,6 @@ fn headers(subject: &str, to: &str, extra: &str) -> String {
          Message-ID: <{subject}@client.correio.test>\r\n\
          Subject: {subject}\r\n{extra}\r\n"
     )
-}
-
-/// The queue id from Postfix's `250 2.0.0 Ok: queued as ID`.
-fn queue_id(reply: &str) -> String {
-    reply
-        .strip_prefix("250 2.0.0 Ok: queued as ")
-        .unwrap_or_else(|| panic!("end of data: {reply}"))
-        .to_string()
 }
 
 /// Checks one stored message: `Return-Path`, then Postfix's `Received:`, then exactly
@@ -512,14 +156,16 @@ fn check_stored(stored: &[u8], sender: &str, sent: &[u8], qid: &str, single_rcpt
 fn postfix_delivers_over_lmtp_byte_exact_with_per_recipient_bounce() {
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
-    // Postfix's daemons run as `postfix`: the config and log dirs must be traversable.
-    std::fs::set_permissions(
-        dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
     let lmtp = Lmtp::start(dir.path());
-    let pf = Postfix::start(dir.path(), lmtp.addr);
+    // Makes dir.path() traversable for Postfix's daemons (they run as `postfix`).
+    let pf = Postfix::start(
+        dir.path(),
+        &PostfixConfig {
+            myhostname: MYHOSTNAME,
+            domain: DOMAIN,
+            lmtp: lmtp.addr,
+        },
+    );
     let up = started.elapsed();
 
     let alice = format!("alice@{DOMAIN}");
@@ -565,7 +211,7 @@ fn postfix_delivers_over_lmtp_byte_exact_with_per_recipient_bounce() {
     )
     .into_bytes();
 
-    let mut c = Smtp::connect(pf.smtp);
+    let mut c = Smtp::connect(pf.smtp_addr(), HELO);
     let q_dots = queue_id(&c.send(&bob, &[&alice, &bob], &m_dots, false));
     let q_8bit = queue_id(&c.send(&bob, &[&alice], &m_8bit, true));
     let q_big = queue_id(&c.send(&bob, &[&bob], &m_big, false));

@@ -22,10 +22,8 @@ use std::time::Duration;
 
 use common::TestServer;
 use correio_auth::Scheme;
-use peers_fixtures::{
-    Msg, Run, assert_same_messages, corpus, deliver_corpus, dir_files, require, run_bounded,
-    scratch, server_count, write_private,
-};
+use correio_testkit::peers::{Run, dir_files, require, run_bounded, scratch, write_private};
+use peers_fixtures::{Msg, assert_same_messages, corpus, deliver_corpus, server_count};
 
 const LIMIT: Duration = Duration::from_secs(90);
 

@@ -25,10 +25,10 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::TestServer;
-use peers_fixtures::{
-    Msg, Run, assert_same_messages_after, corpus, deliver_corpus, maildir_messages, make_maildir,
-    require, run_bounded, scratch, server_count, write_private,
+use correio_testkit::peers::{
+    Run, maildir_messages, make_maildir, require, run_bounded, scratch, write_private,
 };
+use peers_fixtures::{Msg, assert_same_messages_after, corpus, deliver_corpus, server_count};
 
 const LIMIT: Duration = Duration::from_secs(90);
 

@@ -14,10 +14,10 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::TestServer;
-use peers_fixtures::{
-    Msg, Run, assert_same_messages, corpus, deliver_corpus, dir_files, maildir_messages,
-    make_maildir, require, run_bounded, scratch, server_count, write_private,
+use correio_testkit::peers::{
+    Run, dir_files, maildir_messages, make_maildir, require, run_bounded, scratch, write_private,
 };
+use peers_fixtures::{Msg, assert_same_messages, corpus, deliver_corpus, server_count};
 use sha2::Digest as _;
 
 const LIMIT: Duration = Duration::from_secs(60);

@@ -9,21 +9,10 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use common::TestServer;
+use correio_testkit::peers::lf_to_crlf;
 
 const MSG1: &[u8] = b"From: a@example.org\nTo: alice@example.org\nSubject: one\n\n.leading dot\nbody line\n..two dots\n";
 const MSG2: &[u8] = b"Subject: two\n\nsecond message\n";
-
-/// The message as a client gets it with CRLF line ends.
-fn crlf(m: &[u8]) -> Vec<u8> {
-    let mut v = Vec::new();
-    for &b in m {
-        if b == b'\n' {
-            v.push(b'\r');
-        }
-        v.push(b);
-    }
-    v
-}
 
 fn run(cmd: &mut Command) -> Output {
     let out = cmd
@@ -58,8 +47,8 @@ fn setup() -> TestServer {
 fn curl_pop3s_list_retr_uidl_top_dele() {
     let srv = setup();
     let base = format!("pop3s://localhost:{}", srv.pop3s.port());
-    let size1 = crlf(MSG1).len();
-    let size2 = crlf(MSG2).len();
+    let size1 = lf_to_crlf(MSG1).len();
+    let size2 = lf_to_crlf(MSG2).len();
     // LIST
     let out = run(curl(&srv.cert_pem).args(["-u", "alice:secret pw", &format!("{base}/")]));
     assert_eq!(
@@ -68,7 +57,7 @@ fn curl_pop3s_list_retr_uidl_top_dele() {
     );
     // RETR: curl unstuffs; the body must be byte-exact (CRLF).
     let out = run(curl(&srv.cert_pem).args(["-u", "alice:secret pw", &format!("{base}/1")]));
-    assert_eq!(out.stdout, crlf(MSG1));
+    assert_eq!(out.stdout, lf_to_crlf(MSG1));
     // -X UIDL
     let out =
         run(curl(&srv.cert_pem).args(["-u", "alice:secret pw", &format!("{base}/"), "-X", "UIDL"]));
@@ -86,7 +75,7 @@ fn curl_pop3s_list_retr_uidl_top_dele() {
     ]));
     assert_eq!(
         out.stdout,
-        crlf(b"From: a@example.org\nTo: alice@example.org\nSubject: one\n\n")
+        lf_to_crlf(b"From: a@example.org\nTo: alice@example.org\nSubject: one\n\n")
     );
     // -X DELE 1 (curl sends QUIT, so it is committed).
     run(curl(&srv.cert_pem).args([
@@ -103,7 +92,7 @@ fn curl_pop3s_list_retr_uidl_top_dele() {
         format!("1 {size2}\r\n")
     );
     let out = run(curl(&srv.cert_pem).args(["-u", "alice:secret pw", &format!("{base}/1")]));
-    assert_eq!(out.stdout, crlf(MSG2));
+    assert_eq!(out.stdout, lf_to_crlf(MSG2));
 }
 
 #[test]
@@ -111,10 +100,10 @@ fn curl_pop3_with_stls_required() {
     let srv = setup();
     let url = format!("pop3://localhost:{}/1", srv.pop3.port());
     let out = run(curl(&srv.cert_pem).args(["--ssl-reqd", "-u", "alice:secret pw", &url]));
-    assert_eq!(out.stdout, crlf(MSG1));
+    assert_eq!(out.stdout, lf_to_crlf(MSG1));
     // Loopback cleartext works too (allowed for local tools by default).
     let out = run(curl(&srv.cert_pem).args(["-u", "alice:secret pw", &url]));
-    assert_eq!(out.stdout, crlf(MSG1));
+    assert_eq!(out.stdout, lf_to_crlf(MSG1));
 }
 
 #[test]
@@ -132,7 +121,7 @@ fn curl_refused_cleartext_then_stls() {
     assert!(!out.status.success());
     // ...with --ssl-reqd (STLS) it works.
     let out = run(curl(&srv.cert_pem).args(["--ssl-reqd", "-u", "alice:secret pw", &url]));
-    assert_eq!(out.stdout, crlf(MSG2));
+    assert_eq!(out.stdout, lf_to_crlf(MSG2));
 }
 
 const POPLIB: &str = r#"
@@ -184,7 +173,7 @@ fn check_poplib_output(out: &[u8], mode: &str) {
     // "MSG n octets len": poplib's own octet count (unstuffed, CRLF) and the body
     // length must both equal the size rule; the body must be byte-exact.
     let text = out;
-    let (a, b) = (crlf(MSG1), crlf(MSG2));
+    let (a, b) = (lf_to_crlf(MSG1), lf_to_crlf(MSG2));
     let stat = format!("STAT 2 {}\n", a.len() + b.len());
     assert!(
         text.starts_with(stat.as_bytes()),
@@ -217,7 +206,7 @@ fn poplib_user_pass() {
     check_poplib_output(&out, "user");
     // The DELE + QUIT removed message 1.
     let out = poplib(&srv, srv.pop3.port(), "user");
-    assert!(out.starts_with(format!("STAT 1 {}\n", crlf(MSG2).len()).as_bytes()));
+    assert!(out.starts_with(format!("STAT 1 {}\n", lf_to_crlf(MSG2).len()).as_bytes()));
 }
 
 #[test]
@@ -243,7 +232,7 @@ fn poplib_pipelined() {
     let out = poplib(&srv, srv.pop3.port(), "pipelined");
     check_poplib_output(&out, "pipelined");
     let text = String::from_utf8_lossy(&out);
-    let b = crlf(MSG2);
+    let b = lf_to_crlf(MSG2);
     assert!(text.contains("\n+OK 1 "), "{text}");
     assert!(text.contains(&format!("\n+OK 2 {}\n", b.len())), "{text}");
     assert!(text.contains("\n+OK\n"), "{text}");

@@ -12,7 +12,16 @@
 //!
 //! [`Pop3`] is a tiny blocking POP3 client for checking what a server serves,
 //! byte-exact, without going through Correio's own client.
+//!
+//! [`postfix`] starts a private Postfix instance in front of an LMTP listener and
+//! submits mail to it over SMTP; [`peers`] runs third-party programs with a time limit
+//! and compares the messages they stored with the ones expected; [`sys`] finds
+//! processes (to stop every one a daemon started, by PID) and accounts.
 #![forbid(unsafe_code)]
+
+pub mod peers;
+pub mod postfix;
+pub mod sys;
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};

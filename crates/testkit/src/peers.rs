@@ -298,8 +298,7 @@ pub fn message_problems(want: &[(&str, &[u8])], got: &[(&str, &[u8])]) -> Vec<St
         }
     }
     for (at, b) in got {
-        if !want.iter().any(|(_, w)| w == b) && !want.iter().any(|(name, _)| subject(b) == *name)
-        {
+        if !want.iter().any(|(_, w)| w == b) && !want.iter().any(|(name, _)| subject(b) == *name) {
             problems.push(format!(
                 "unexpected {at} ({} octets, Subject {:?})",
                 b.len(),

@@ -132,7 +132,8 @@ fn run_helper(config_file: Option<PathBuf>, overrides: Overrides) -> anyhow::Res
     let _hup = rt.block_on(async {
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
     })?;
-    correio_server::privsep::serve_helper(stream, move || {
+    let file = config_file.clone();
+    correio_server::privsep::serve_helper(stream, file.as_deref(), move || {
         let c = Config::load(config_file.as_deref(), &overrides).map_err(|e| e.to_string())?;
         Ok((c.tls_cert, c.tls_key))
     })
@@ -240,13 +241,14 @@ async fn serve(
     };
     let config = server.config();
     let mut helper = None;
+    let mut helper_client = None;
     if let Some(user) = &config.run_as_user
         && correio_server::is_root()
     {
         let (child, stream) = start_helper(&args, config_file.as_deref())?;
-        server.set_tls_source(std::sync::Arc::new(
-            correio_server::privsep::HelperClient::new(stream),
-        ));
+        let client = std::sync::Arc::new(correio_server::privsep::HelperClient::new(stream));
+        server.set_tls_source(client.clone());
+        helper_client = Some(client);
         helper = Some(child);
         correio_server::drop_privileges(user, config.run_as_group.as_deref())?;
     }
@@ -273,6 +275,7 @@ async fn serve(
             config_file,
             overrides: args.overrides(),
             lmtp: lmtp_ctx_tx,
+            helper: helper_client,
         };
         tokio::spawn(async move {
             if let Err(e) = handle_signals(reload).await {
@@ -319,11 +322,24 @@ struct Reloader {
     config_file: Option<PathBuf>,
     overrides: Overrides,
     lmtp: tokio::sync::watch::Sender<std::sync::Arc<correio_server::lmtp::LmtpContext>>,
+    /// After the privilege drop the file is read through the helper: it may be
+    /// readable by root only.
+    helper: Option<std::sync::Arc<correio_server::privsep::HelperClient>>,
 }
 
 impl Reloader {
     fn reload(&self) {
-        let new = match Config::load(self.config_file.as_deref(), &self.overrides) {
+        let loaded = match &self.helper {
+            Some(h) if self.config_file.is_some() => {
+                h.config_text().map_err(|e| e.to_string()).and_then(|text| {
+                    Config::load_text(self.config_file.as_deref(), &text, &self.overrides)
+                        .map_err(|e| e.to_string())
+                })
+            }
+            _ => Config::load(self.config_file.as_deref(), &self.overrides)
+                .map_err(|e| e.to_string()),
+        };
+        let new = match loaded {
             Ok(c) => c,
             Err(e) => {
                 error!(error = %e, "SIGHUP: configuration not reloaded; keeping the old one");

@@ -1,6 +1,7 @@
 //! Support for the `peers_*` tests: a corpus of awkward messages put into a
-//! [`TestServer`] maildrop, a bounded way to run a third-party client, and a byte-exact
-//! comparison of what the client stored with what was delivered.
+//! [`TestServer`] maildrop and a byte-exact comparison of what the client stored with
+//! what was delivered. Running the client (bounded), finding it and handling its files
+//! is [`correio_testkit::peers`].
 //!
 //! The contract every peer test checks: each delivered message comes out of the peer
 //! exactly once and byte-exact, up to the line-end convention of the peer's output
@@ -18,12 +19,10 @@
 //! from the server.
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+
+use correio_testkit::peers::{crlf_to_lf, maildir_messages, make_maildir, message_problems};
 
 use crate::common::TestServer;
 
@@ -43,12 +42,7 @@ impl Msg {
     /// raw file written with CRLF line ends) becomes LF, and a final LF is added when
     /// the stored message has none (the server adds CRLF on the wire).
     pub fn expected_lf(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(self.bytes.len() + 1);
-        for (i, &b) in self.bytes.iter().enumerate() {
-            if !(b == b'\r' && self.bytes.get(i + 1) == Some(&b'\n')) {
-                v.push(b);
-            }
-        }
+        let mut v = crlf_to_lf(&self.bytes);
         // An empty file is a message of no lines: nothing to end.
         if !v.is_empty() && !v.ends_with(b"\n") {
             v.push(b'\n');
@@ -179,9 +173,7 @@ pub fn deliver_corpus(srv: &TestServer, user: &str, corpus: &[Msg]) {
     for (n, m) in corpus.iter().enumerate() {
         if m.raw_file {
             let dir = srv.maildir(user);
-            for sub in ["new", "cur", "tmp"] {
-                fs::create_dir_all(dir.join(sub)).expect("mkdir maildir");
-            }
+            make_maildir(&dir);
             // A name as another MDA would write it: no sizes, so the server must count.
             let name = format!("1790000000.M{n}P1.peers.invalid");
             fs::write(dir.join("new").join(name), &m.bytes).expect("write raw maildir file");
@@ -193,72 +185,9 @@ pub fn deliver_corpus(srv: &TestServer, user: &str, corpus: &[Msg]) {
     assert_eq!(stored.len(), corpus.len(), "store did not take the corpus");
 }
 
-/// Every message file in a Maildir's `new/` and `cur/`, by file name.
-pub fn maildir_messages(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut out = Vec::new();
-    for sub in ["new", "cur"] {
-        let Ok(rd) = fs::read_dir(dir.join(sub)) else {
-            continue;
-        };
-        for e in rd {
-            let p = e.expect("read_dir entry").path();
-            if p.is_file() {
-                let b = fs::read(&p).expect("read message file");
-                out.push((p, b));
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
-/// Every regular file directly in `dir`.
-pub fn dir_files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut out = Vec::new();
-    for e in fs::read_dir(dir).expect("read_dir") {
-        let p = e.expect("read_dir entry").path();
-        if p.is_file() {
-            let b = fs::read(&p).expect("read file");
-            out.push((p, b));
-        }
-    }
-    out.sort();
-    out
-}
-
 /// How many messages are left in `user`'s maildrop on the server.
 pub fn server_count(srv: &TestServer, user: &str) -> usize {
     maildir_messages(&srv.maildir(user)).len()
-}
-
-fn subject(b: &[u8]) -> String {
-    let end = b.windows(2).position(|w| w == b"\n\n").unwrap_or(b.len());
-    for line in b[..end].split(|&c| c == b'\n') {
-        if let Some(s) = line.strip_prefix(b"Subject: ") {
-            return String::from_utf8_lossy(s).into_owned();
-        }
-    }
-    String::from("<no Subject>")
-}
-
-fn show_diff(want: &[u8], got: &[u8]) -> String {
-    let at = want
-        .iter()
-        .zip(got)
-        .position(|(a, b)| a != b)
-        .unwrap_or(want.len().min(got.len()));
-    let ctx = |b: &[u8]| {
-        let lo = at.saturating_sub(60);
-        let hi = (at + 60).min(b.len());
-        format!("{:?}", String::from_utf8_lossy(&b[lo..hi]))
-    };
-    format!(
-        "want {} octets, got {} octets, first difference at offset {at}\n  want: …{}…\n  got:  …{}…",
-        want.len(),
-        got.len(),
-        ctx(want),
-        ctx(got)
-    )
 }
 
 /// Asserts that `got` holds each corpus message exactly once, byte-exact (LF form), and
@@ -275,40 +204,22 @@ pub fn assert_same_messages_after(
     got: &[(PathBuf, Vec<u8>)],
     peer: impl Fn(Vec<u8>) -> Vec<u8>,
 ) {
-    let mut by_content: BTreeMap<&[u8], Vec<&Path>> = BTreeMap::new();
-    for (p, b) in got {
-        by_content.entry(b.as_slice()).or_default().push(p);
-    }
-    let mut problems = Vec::new();
     let wants: Vec<Vec<u8>> = corpus.iter().map(|m| peer(m.expected_lf())).collect();
-    for (m, want) in corpus.iter().zip(&wants) {
-        match by_content.get(want.as_slice()).map(Vec::len) {
-            Some(1) => {}
-            Some(k) => problems.push(format!("{}: fetched {k} times", m.name)),
-            None => {
-                let near = got.iter().find(|(_, b)| subject(b) == m.name);
-                match near {
-                    Some((p, b)) => problems.push(format!(
-                        "{}: not byte-exact in {}: {}",
-                        m.name,
-                        p.display(),
-                        show_diff(want, b)
-                    )),
-                    None => problems.push(format!("{}: missing", m.name)),
-                }
-            }
-        }
-    }
-    for (p, b) in got {
-        if !wants.iter().any(|w| w == b) && !corpus.iter().any(|m| subject(b) == m.name) {
-            problems.push(format!(
-                "unexpected file {} ({} octets, Subject {:?})",
-                p.display(),
-                b.len(),
-                subject(b)
-            ));
-        }
-    }
+    let want: Vec<(&str, &[u8])> = corpus
+        .iter()
+        .zip(&wants)
+        .map(|(m, w)| (m.name, w.as_slice()))
+        .collect();
+    let labels: Vec<String> = got
+        .iter()
+        .map(|(p, _)| format!("file {}", p.display()))
+        .collect();
+    let got: Vec<(&str, &[u8])> = labels
+        .iter()
+        .zip(got)
+        .map(|(l, (_, b))| (l.as_str(), b.as_slice()))
+        .collect();
+    let problems = message_problems(&want, &got);
     assert!(
         problems.is_empty(),
         "{what}: {} of {} messages wrong:\n{}",
@@ -316,99 +227,6 @@ pub fn assert_same_messages_after(
         corpus.len(),
         problems.join("\n")
     );
-}
-
-/// Finds `program` on PATH or fails loudly, naming the Debian package.
-pub fn require(program: &str, package: &str) -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    for dir in std::env::split_paths(&path) {
-        let p = dir.join(program);
-        if p.is_file() {
-            return p;
-        }
-    }
-    panic!(
-        "`{program}` is not installed: this interoperability test needs it \
-         (apt-get install -y {package})"
-    );
-}
-
-/// The result of a bounded run.
-pub struct Run {
-    /// Exit status.
-    pub status: ExitStatus,
-    /// Standard output.
-    pub stdout: String,
-    /// Standard error.
-    pub stderr: String,
-}
-
-impl Run {
-    /// Everything the program printed, for failure messages.
-    pub fn log(&self) -> String {
-        format!(
-            "status: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            self.status, self.stdout, self.stderr
-        )
-    }
-}
-
-/// Runs `cmd` in its own process group, killing that group (and only it) if it is not
-/// done within `limit`. Output goes to files so a chatty peer cannot block on a pipe.
-pub fn run_bounded(mut cmd: Command, limit: Duration, scratch: &Path) -> Run {
-    let out_path = scratch.join("peer.stdout");
-    let err_path = scratch.join("peer.stderr");
-    let out = fs::File::create(&out_path).expect("stdout file");
-    let err = fs::File::create(&err_path).expect("stderr file");
-    cmd.stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .process_group(0);
-    let desc = format!("{cmd:?}");
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {desc}: {e}"));
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let pgid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid"));
-            let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
-            let _ = child.wait();
-            panic!(
-                "{desc} did not finish within {limit:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-                fs::read_to_string(&out_path).unwrap_or_default(),
-                fs::read_to_string(&err_path).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Run {
-        status,
-        stdout: String::from_utf8_lossy(&fs::read(&out_path).unwrap_or_default()).into_owned(),
-        stderr: String::from_utf8_lossy(&fs::read(&err_path).unwrap_or_default()).into_owned(),
-    }
-}
-
-/// A private temp dir (0700) for a peer's config and state; removed on drop.
-pub fn scratch() -> tempfile::TempDir {
-    tempfile::tempdir().expect("tempdir")
-}
-
-/// Writes a config file with mode 0600 (fetchmail and mpop refuse looser modes).
-pub fn write_private(path: &Path, text: &str) {
-    fs::write(path, text).expect("write config");
-    fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-        .expect("chmod 0600");
-}
-
-/// Makes an empty Maildir (tmp, new, cur) at `dir`.
-pub fn make_maildir(dir: &Path) {
-    for sub in ["tmp", "new", "cur"] {
-        fs::create_dir_all(dir.join(sub)).expect("mkdir maildir");
-    }
 }
 
 /// A self-signed certificate for `localhost` that the test server does not use, to
