@@ -180,15 +180,8 @@ pub fn make_maildir(dir: &Path) {
 pub fn maildir_messages(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     let mut out = Vec::new();
     for sub in ["new", "cur"] {
-        let Ok(rd) = fs::read_dir(dir.join(sub)) else {
-            continue;
-        };
-        for e in rd {
-            let p = e.expect("read_dir entry").path();
-            if p.is_file() {
-                let b = fs::read(&p).expect("read message file");
-                out.push((p, b));
-            }
+        if let Ok(rd) = fs::read_dir(dir.join(sub)) {
+            push_files(rd, &mut out);
         }
     }
     out.sort();
@@ -198,15 +191,20 @@ pub fn maildir_messages(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 /// Every regular file directly in `dir`, by file name.
 pub fn dir_files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     let mut out = Vec::new();
-    for e in fs::read_dir(dir).expect("read_dir") {
+    push_files(fs::read_dir(dir).expect("read_dir"), &mut out);
+    out.sort();
+    out
+}
+
+/// Adds each regular file of a directory listing, with its contents, to `out`.
+fn push_files(rd: fs::ReadDir, out: &mut Vec<(PathBuf, Vec<u8>)>) {
+    for e in rd {
         let p = e.expect("read_dir entry").path();
         if p.is_file() {
             let b = fs::read(&p).expect("read file");
             out.push((p, b));
         }
     }
-    out.sort();
-    out
 }
 
 /// `b` with every CRLF turned into LF (a lone CR stays).
