@@ -36,7 +36,22 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // `correio deliver` is run by MTAs, which read sendmail's exit codes: a
+            // usage error is EX_USAGE (64), not clap's 2.
+            let _ = e.print();
+            let is_deliver = std::env::args().nth(1).as_deref() == Some("deliver");
+            return match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    ExitCode::SUCCESS
+                }
+                _ if is_deliver => ExitCode::from(64),
+                _ => ExitCode::from(2),
+            };
+        }
+    };
     let result = match cli.command {
         Command::Serve(a) => cmd::serve::run(a),
         Command::User(a) => cmd::user::run(a),

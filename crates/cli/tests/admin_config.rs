@@ -258,3 +258,80 @@ fn nix_nobody() -> u32 {
         })
         .expect("a nobody user")
 }
+
+/// `correio deliver` speaks sendmail's exit codes to the MTA, usage errors included.
+#[test]
+fn deliver_usage_error_is_ex_usage() {
+    let out = run(&["deliver", "--no-such-flag"], b"");
+    assert_eq!(out.status.code(), Some(64));
+    let out = run(&["deliver"], b"");
+    assert_eq!(out.status.code(), Some(64), "--user is required");
+    // Other subcommands keep the usual status 2.
+    assert_eq!(
+        run(&["check", "--no-such-flag"], b"").status.code(),
+        Some(2)
+    );
+}
+
+/// An LMTP Unix socket made by root before the privilege drop is usable by the MTA
+/// (another local user) and belongs to the service user.
+#[test]
+fn lmtp_unix_socket_is_open_to_the_mta() {
+    use std::io::{BufRead as _, BufReader};
+    use std::os::unix::fs::FileTypeExt as _;
+    use std::os::unix::process::CommandExt as _;
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let port = correio_testkit::free_port().unwrap();
+    let (d, _data, cfg) = setup("");
+    let sock = d.path().join("lmtp.sock");
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text = format!(
+        "user = \"nobody\"\n{text}[listen]\npop3 = [\"127.0.0.1:{port}\"]\nlmtp = \"unix:{}\"\n",
+        sock.display()
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config", cfg.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while !std::fs::symlink_metadata(&sock).is_ok_and(|m| m.file_type().is_socket()) {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "no socket"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // Wait for the drop (the socket is set up just before it).
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let m = std::fs::metadata(&sock).unwrap();
+    assert_eq!(m.mode() & 0o777, 0o666);
+    assert_eq!(m.uid(), nix_nobody());
+    // A client that is neither root nor the service user (uid 4242) connects.
+    let probe = Command::new("python3")
+        .arg("-c")
+        .arg(format!(
+            "import socket; s=socket.socket(socket.AF_UNIX); s.settimeout(10); s.connect({:?}); print(s.recv(200).decode())",
+            sock.to_str().unwrap()
+        ))
+        .uid(4242)
+        .gid(4242)
+        .output()
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let greeting = BufReader::new(&probe.stdout[..]).lines().next();
+    assert!(
+        greeting
+            .as_ref()
+            .is_some_and(|l| l.as_ref().is_ok_and(|l| l.starts_with("220 "))),
+        "{:?} {}",
+        greeting,
+        String::from_utf8_lossy(&probe.stderr)
+    );
+}

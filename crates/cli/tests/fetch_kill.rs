@@ -1,4 +1,4 @@
-//! The guarantee (DESIGN.md invariant 6), tested the hard way: the real `correio fetch`
+//! The guarantee (nothing deleted on the server before it is stored and recorded), tested the hard way: the real `correio fetch`
 //! binary is killed with SIGKILL at many points of a run against Dovecot. After every
 //! kill, each corpus message must be on the server or stored locally (nothing lost);
 //! in keep mode no message may ever be stored twice; at the end one clean run leaves

@@ -1,6 +1,6 @@
 //! Delivery of one message into a mailbox, shared by `correio deliver` and LMTP.
 //!
-//! Contract (DESIGN.md invariant 2): when [`deliver()`] returns `Ok`, the message is
+//! Contract (a delivered message is visible only once complete and durable): when [`deliver()`] returns `Ok`, the message is
 //! complete and durable (file and directory entry fsynced); until then it is invisible
 //! to readers (Maildir: it lives in `tmp/`; mbox: it is appended under the local mail
 //! locks and truncated away again on any failure). Errors say whether the sender should

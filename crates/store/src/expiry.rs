@@ -23,7 +23,7 @@
 //! A malformed file is ignored as a whole (with a warning): every message then counts as
 //! not retrieved yet, so a damaged file can delay an expiry but never cause a deletion.
 //!
-//! Contract (DESIGN.md invariant 1): this module never deletes anything by itself;
+//! Contract (nothing is deleted except by QUIT): this module never deletes anything by itself;
 //! [`Update`] only widens what [`crate::Maildrop::update`], the UPDATE state, removes.
 //! The clock is always passed in.
 

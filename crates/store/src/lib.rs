@@ -19,7 +19,7 @@
 //! - [`maildir::MaildirWriter`] and [`mbox::MboxWriter`]: the low-level durable writers,
 //!   also for fetch targets, each with a batched (group-commit) variant.
 //!
-//! Contract for every backend (see ../shared/DESIGN.md invariants 1, 2, 3, 5):
+//! Contract for every backend (the store's invariants):
 //! nothing is deleted except by [`Maildrop::commit`]; a crash at any instant leaves each
 //! message fully present or fully absent; a delivered message becomes visible only when
 //! complete and durable; a UIDL never changes and is never reused for a different

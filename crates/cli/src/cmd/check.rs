@@ -25,7 +25,13 @@ pub struct Args {
 pub fn problems(config: &Config) -> Vec<String> {
     let mut out = Vec::new();
     // The users file: a missing file is fine (no users yet), a bad line is not.
-    if config.users_file.exists() {
+    // (A file that cannot be stat'ed for another reason than "not there", e.g. a
+    // directory this user may not enter, is an error, not a missing file.)
+    let missing = matches!(
+        std::fs::metadata(&config.users_file),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound
+    );
+    if !missing {
         if let Err(e) = correio_auth::UserDb::load(&config.users_file) {
             out.push(format!("users file: {e}"));
         }

@@ -1,7 +1,7 @@
 //! `correio serve`: the POP3 server (and optionally the LMTP listener).
 //!
-//! With no config and no listener flags it does the first-run setup DESIGN.md asks
-//! for: data under `./correio-data`, a self-signed pair created if missing, loopback
+//! With no config and no listener flags it does the first-run setup a new user needs:
+//! data under `./correio-data`, a self-signed pair created if missing, loopback
 //! listeners on 110/995 when root or 1110/1995 otherwise (each falling back to the
 //! other if taken), and a printed how-to. Signals: SIGTERM/SIGINT shut down gracefully
 //! (no UPDATE for sessions that did not QUIT); SIGHUP re-reads the configuration file,
@@ -235,6 +235,18 @@ async fn serve(
             let l = correio_server::lmtp::LmtpListener::bind(addr)
                 .await
                 .with_context(|| format!("cannot listen for LMTP on {addr:?}"))?;
+            if let LmtpAddr::Unix(path) = addr {
+                // Like LMTP on 127.0.0.1, any local process (the MTA's user) may
+                // connect: mode 0666, as Dovecot's lmtp socket. It belongs to the
+                // service user, who removes it at shutdown.
+                use std::os::unix::fs::PermissionsExt as _;
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
+                    .with_context(|| format!("setting the mode of {}", path.display()))?;
+                if let Some(o) = ServiceAccount::for_files(&server.config())? {
+                    o.give(path)
+                        .with_context(|| format!("giving {} to {}", path.display(), o.name))?;
+                }
+            }
             Some(l)
         }
         None => None,
@@ -272,6 +284,7 @@ async fn serve(
         let server = server.clone();
         let reload = Reloader {
             server: server.clone(),
+            first_run,
             config_file,
             overrides: args.overrides(),
             lmtp: lmtp_ctx_tx,
@@ -319,6 +332,9 @@ fn lmtp_context(server: &Server) -> std::sync::Arc<correio_server::lmtp::LmtpCon
 /// What SIGHUP does: re-read the configuration file and apply it.
 struct Reloader {
     server: Server,
+    /// Listening on the first-run defaults (no listener in the file): a reload
+    /// keeps them instead of reporting them as changed.
+    first_run: bool,
     config_file: Option<PathBuf>,
     overrides: Overrides,
     lmtp: tokio::sync::watch::Sender<std::sync::Arc<correio_server::lmtp::LmtpContext>>,
@@ -340,7 +356,14 @@ impl Reloader {
                 .map_err(|e| e.to_string()),
         };
         let new = match loaded {
-            Ok(c) => c,
+            Ok(mut c) => {
+                if self.first_run && c.pop3.is_empty() && c.pop3s.is_empty() {
+                    let running = self.server.config();
+                    c.pop3 = running.pop3;
+                    c.pop3s = running.pop3s;
+                }
+                c
+            }
             Err(e) => {
                 error!(error = %e, "SIGHUP: configuration not reloaded; keeping the old one");
                 return;

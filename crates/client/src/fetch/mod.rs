@@ -1,5 +1,5 @@
 //! The fetcher: one account's session, planned from CAPA, UIDL, LIST and the local
-//! state, with the storage guarantee (DESIGN.md invariant 6).
+//! state, with the storage guarantee: nothing is deleted on the server before it is stored and recorded.
 //!
 //! For each batch of messages (bounded by count and bytes): download them (pipelined
 //! when allowed) into the target, [`Target::sync`] (fsync),
