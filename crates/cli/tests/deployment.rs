@@ -338,10 +338,12 @@ impl Layout {
     }
 
     /// Writes the config file atomically (the server may read it at any moment).
+    /// Root-only (0600), as a config holding secrets would be: after the privilege
+    /// drop the server re-reads it through its privileged helper on SIGHUP.
     fn write_config(&self, text: &str) {
         let tmp = self.root.join("correio.toml.new");
         fs::write(&tmp, text).expect("write config");
-        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o644)).expect("chmod config");
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600)).expect("chmod config");
         fs::rename(&tmp, &self.config).expect("install config");
     }
 }
