@@ -50,6 +50,8 @@ pub use crate::config::{ConfigError, Limits, LmtpAddr, Overrides};
 /// changes the rules in the middle of a session.
 #[derive(Debug)]
 pub(crate) struct Live {
+    /// Which configuration this is (a new number at every reload).
+    generation: u64,
     pub(crate) config: Config,
     pub(crate) session_config: correio_proto::server::ServerConfig,
     pub(crate) users: Accounts,
@@ -126,7 +128,9 @@ pub(crate) struct Shared {
     apop_counter: AtomicU64,
     conn_counter: AtomicU64,
     /// The SASL mechanisms worth advertising, for which configuration and users file.
-    mechanisms: Mutex<Option<(usize, Option<FileStamp>, Offered)>>,
+    mechanisms: Mutex<Option<(u64, Option<FileStamp>, Offered)>>,
+    /// The last configuration generation handed out.
+    generations: AtomicU64,
     /// Where TLS pairs come from after the privilege drop (the privileged helper).
     tls_source: Mutex<Option<Arc<dyn TlsSource>>>,
 }
@@ -168,7 +172,7 @@ impl Shared {
     /// and APOP only with some, are offered only when listed in the configuration
     /// (not by default), and then only when they can succeed for someone.
     pub(crate) fn offered(&self, live: &Arc<Live>) -> Offered {
-        let generation = Arc::as_ptr(live) as usize;
+        let generation = live.generation;
         let stamp = users_file_stamp(&live.config.users_file);
         let mut cache = self.mechanisms.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((g, seen, offered)) = cache.as_ref()
@@ -377,6 +381,7 @@ impl Server {
         Ok(Server {
             shared: Arc::new(Shared {
                 live: RwLock::new(Arc::new(Live {
+                    generation: 0,
                     config,
                     session_config,
                     users,
@@ -389,6 +394,7 @@ impl Server {
                 apop_counter: AtomicU64::new(0),
                 conn_counter: AtomicU64::new(1),
                 mechanisms: Mutex::new(None),
+                generations: AtomicU64::new(0),
                 tls_source: Mutex::new(None),
             }),
         })
@@ -492,7 +498,9 @@ impl Server {
             self.shared.throttle.set_config(throttle_config(&new));
         }
         let session_config = new.session_config();
+        let generation = self.shared.generations.fetch_add(1, Ordering::Relaxed) + 1;
         *self.shared.live.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Live {
+            generation,
             config: new,
             session_config,
             users,

@@ -403,7 +403,8 @@ async fn handle_signals(reload: Reloader) -> std::io::Result<()> {
         tokio::select! {
             _ = term.recv() => { info!("SIGTERM"); return Ok(()); }
             _ = int.recv() => { info!("SIGINT"); return Ok(()); }
-            _ = hup.recv() => reload.reload(),
+            // File reads and the helper round trip block: keep them off the workers.
+            _ = hup.recv() => tokio::task::block_in_place(|| reload.reload()),
         }
     }
 }
