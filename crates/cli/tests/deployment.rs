@@ -1352,7 +1352,7 @@ fn postfix_delivers(s: &Site, srv: &Serve, maildirs: &[PathBuf], delivered: &Mes
         &PostfixConfig {
             myhostname: MYHOSTNAME,
             domain: DOMAIN,
-            lmtp: SocketAddr::from(([127, 0, 0, 1], s.l.lmtp)),
+            lmtp: SocketAddr::from(([127, 0, 0, 1], s.l.lmtp)).into(),
         },
     );
     let mut smtp = Smtp::connect(pf.smtp_addr(), HELO);

@@ -163,7 +163,7 @@ fn postfix_delivers_over_lmtp_byte_exact_with_per_recipient_bounce() {
         &PostfixConfig {
             myhostname: MYHOSTNAME,
             domain: DOMAIN,
-            lmtp: lmtp.addr,
+            lmtp: lmtp.addr.into(),
         },
     );
     let up = started.elapsed();

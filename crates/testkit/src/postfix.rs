@@ -44,8 +44,34 @@ pub struct PostfixConfig<'a> {
     /// `mydomain`, `myorigin` and `mydestination`: the one local domain, whose mail goes
     /// to `lmtp`.
     pub domain: &'a str,
-    /// `local_transport = lmtp:inet:ADDR`: the LMTP server under test.
-    pub lmtp: SocketAddr,
+    /// `local_transport = lmtp:inet:ADDR` or `lmtp:unix:PATH`: the LMTP server under
+    /// test.
+    pub lmtp: LmtpTarget<'a>,
+}
+
+/// Where Postfix's `lmtp` client delivers.
+#[derive(Debug, Clone, Copy)]
+pub enum LmtpTarget<'a> {
+    /// A TCP listener.
+    Tcp(SocketAddr),
+    /// A Unix socket (Postfix's `lmtp` client runs as `mail_owner`, so the socket
+    /// must accept that user).
+    Unix(&'a Path),
+}
+
+impl From<SocketAddr> for LmtpTarget<'_> {
+    fn from(a: SocketAddr) -> Self {
+        LmtpTarget::Tcp(a)
+    }
+}
+
+impl std::fmt::Display for LmtpTarget<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LmtpTarget::Tcp(a) => write!(f, "inet:{a}"),
+            LmtpTarget::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
 }
 
 /// A private Postfix instance. Dropping it stops it (`postfix stop`) and makes sure its
@@ -104,7 +130,7 @@ impl Postfix {
              local_recipient_maps =\n\
              alias_maps =\n\
              alias_database =\n\
-             local_transport = lmtp:inet:{lmtp}\n\
+             local_transport = lmtp:{lmtp}\n\
              default_transport = error:5.7.1 no outbound mail from this test\n\
              relay_transport = error:5.7.1 no outbound mail from this test\n\
              relayhost =\n\
