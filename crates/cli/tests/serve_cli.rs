@@ -646,3 +646,83 @@ fn sighup_reloads_the_configuration_file_or_keeps_the_old_one() {
     let g = greet();
     assert!(g.starts_with("+OK second") && g.contains("EXPIRE 0"), "{g}");
 }
+
+/// `[log]`: JSON lines for log shippers, the LMTP listener announced at start-up like
+/// the POP3 ones, and no timestamp of our own under systemd (the journal adds one).
+#[test]
+fn log_format_level_and_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, l) = (
+        correio_testkit::free_port().unwrap(),
+        correio_testkit::free_port().unwrap(),
+    );
+    let cfg = dir.path().join("c.toml");
+    let base = format!(
+        "data_dir = \"{}\"\n[listen]\npop3 = [\"127.0.0.1:{p}\"]\nlmtp = \"127.0.0.1:{l}\"\n",
+        dir.path().join("data").display()
+    );
+    let run = |text: &str, journal: bool| -> String {
+        std::fs::write(&cfg, text).unwrap();
+        let mut c = Command::new(BIN);
+        c.args(["serve", "--config", cfg.to_str().unwrap()])
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if journal {
+            c.env("JOURNAL_STREAM", "8:12345");
+        } else {
+            c.env_remove("JOURNAL_STREAM");
+        }
+        let mut child = c.spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let guard = Guard(child);
+        let mut lines = BufReader::new(stderr).lines();
+        let mut seen = String::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        // Both listeners announced: enough.
+        while !(seen.contains("listening for LMTP") && seen.matches("listening").count() >= 2) {
+            assert!(Instant::now() < deadline, "{seen}");
+            match lines.next() {
+                Some(Ok(x)) => {
+                    seen.push_str(&x);
+                    seen.push('\n');
+                }
+                _ => panic!("serve ended: {seen}"),
+            }
+        }
+        signal(&guard.0, "TERM");
+        seen
+    };
+    let json = run(&format!("{base}[log]\nformat = \"json\"\n"), false);
+    for line in json.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(
+            v.get("level").is_some() && v.get("timestamp").is_some(),
+            "{line}"
+        );
+    }
+    assert!(
+        json.contains(&format!("\"addr\":\"127.0.0.1:{l}\"")),
+        "{json}"
+    );
+    let text = run(&base, true);
+    for line in text.lines() {
+        assert!(
+            line.starts_with(" INFO") || line.starts_with("INFO") || line.contains(" INFO "),
+            "{line}"
+        );
+        assert!(
+            !line.starts_with("20"),
+            "no timestamp under systemd: {line}"
+        );
+    }
+    // An invalid level is refused, naming the key.
+    std::fs::write(&cfg, format!("{base}[log]\nlevel = \"loud\"\n")).unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("log.level"));
+}

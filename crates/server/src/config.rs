@@ -43,6 +43,10 @@
 //! quota_messages = 0
 //! quota_permanent = false                # over quota: 4.2.2 (retry), true: 5.2.2
 //!
+//! [log]
+//! format = "text"                        # or "json"; no timestamps under systemd
+//! level = "info"                         # RUST_LOG, when set, overrides it
+//!
 //! [limits]
 //! max_connections = 1000
 //! max_connections_per_ip = 20
@@ -146,6 +150,8 @@ struct FileConfig {
     #[serde(default)]
     delivery: FileDelivery,
     #[serde(default)]
+    log: FileLog,
+    #[serde(default)]
     tls: FileTls,
     #[serde(default)]
     pop3: FilePop3,
@@ -185,6 +191,13 @@ struct FileAuth {
     default_domain: Option<String>,
     failure_delay: Option<String>,
     failure_delay_max: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileLog {
+    format: Option<String>,
+    level: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -361,6 +374,34 @@ impl Delivery {
     }
 }
 
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per line (for log shippers).
+    Json,
+}
+
+/// Logging: format and level (`RUST_LOG`, when set, overrides the level).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogSettings {
+    /// Text or JSON.
+    pub format: LogFormat,
+    /// `error`, `warn`, `info`, `debug` or `trace`.
+    pub level: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
 /// The failed-login throttle's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthThrottle {
@@ -402,6 +443,8 @@ pub struct Config {
     pub throttle: AuthThrottle,
     /// Delivery (LMTP and `correio deliver`): size limit and quotas.
     pub delivery: Delivery,
+    /// Logging.
+    pub log: LogSettings,
     /// Drop root to this user after binding.
     pub run_as_user: Option<String>,
     /// Drop root to this group after binding.
@@ -707,6 +750,27 @@ impl Config {
                 "must be at most 60s (clients time out long before)",
             ));
         }
+        let log = LogSettings {
+            format: match f.log.format.as_deref().unwrap_or("text") {
+                "text" => LogFormat::Text,
+                "json" => LogFormat::Json,
+                other => {
+                    return Err(err(
+                        "log.format",
+                        format!("{other:?} is not \"text\" or \"json\""),
+                    ));
+                }
+            },
+            level: match f.log.level.as_deref().unwrap_or("info") {
+                l @ ("error" | "warn" | "info" | "debug" | "trace") => l.to_owned(),
+                other => {
+                    return Err(err(
+                        "log.level",
+                        format!("{other:?} is not one of error, warn, info, debug, trace"),
+                    ));
+                }
+            },
+        };
         let dd = Delivery::default();
         let delivery = Delivery {
             max_message_size: f.delivery.max_message_size.unwrap_or(dd.max_message_size),
@@ -781,6 +845,7 @@ impl Config {
             username,
             throttle,
             delivery,
+            log,
             run_as_user: f.user,
             run_as_group: f.group,
             pop3,
@@ -890,6 +955,14 @@ impl Config {
                 "delivery.quota_permanent",
                 self.delivery.quota_permanent.to_string(),
             ),
+            (
+                "log.format",
+                match self.log.format {
+                    LogFormat::Text => "text".into(),
+                    LogFormat::Json => "json".into(),
+                },
+            ),
+            ("log.level", self.log.level.clone()),
             ("limits.max_connections", l.max_connections.to_string()),
             (
                 "limits.max_connections_per_ip",

@@ -478,6 +478,7 @@ impl Server {
                 "limits.max_connections",
                 o.limits.max_connections != new.limits.max_connections,
             );
+            keep("log", o.log != new.log);
         }
         new.pop3 = old.config.pop3.clone();
         new.pop3s = old.config.pop3s.clone();
@@ -485,6 +486,7 @@ impl Server {
         new.run_as_user = old.config.run_as_user.clone();
         new.run_as_group = old.config.run_as_group.clone();
         new.limits.max_connections = old.config.limits.max_connections;
+        new.log = old.config.log.clone();
 
         let users = Accounts::open(&new).map_err(ReloadError::Users)?;
         let before: HashMap<&str, String> = old.config.settings().into_iter().collect();

@@ -555,6 +555,7 @@ impl Driver {
             }
         };
         let record_login = !self.live.config.login_delay.is_zero();
+        let path = location.path().to_owned();
         let result = tokio::task::spawn_blocking(move || {
             let md = open_maildrop(&location)?;
             // A login counts for LOGIN-DELAY once it reached TRANSACTION (not on [IN-USE]).
@@ -589,7 +590,13 @@ impl Driver {
                 Event::MaildropOpened(Ok(listing))
             }
             Ok(Err(e)) => {
-                info!(target: "correio::session", user = %user, remote = %self.peer, error = %e, "maildrop not opened");
+                // Another session holding the lock is routine; anything else (a
+                // permission, a corrupt mailbox) is the admin's to see, with the path.
+                if matches!(e, StoreError::InUse) {
+                    info!(target: "correio::session", user = %user, remote = %self.peer, "maildrop in use");
+                } else {
+                    warn!(target: "correio::session", user = %user, remote = %self.peer, path = %path.display(), error = %e, "maildrop not opened");
+                }
                 self.record = None;
                 Event::MaildropOpened(Err(open_error(&e)))
             }

@@ -87,21 +87,14 @@ fn parse_lmtp(s: &str) -> Result<LmtpAddr, String> {
 
 /// Runs `correio serve`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        // Colour codes only for a person at a terminal, never into a log file or journal.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
     let overrides = args.overrides();
     let config_file = config_path(args.config.as_deref());
     if args.privileged_helper {
+        init_logging(&correio_server::config::LogSettings::default());
         return run_helper(config_file, overrides);
     }
     let config = Config::load(config_file.as_deref(), &overrides).map_err(anyhow::Error::msg)?;
+    init_logging(&config.log);
     let first_run = config.pop3.is_empty() && config.pop3s.is_empty();
     let service = ServiceAccount::for_files(&config)?;
     correio_server::ownership::create_dir_all_owned(&config.data_dir, 0o700, service.as_ref())
@@ -113,6 +106,27 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(serve(config, first_run, config_file, args))
+}
+
+/// Logging as `[log]` says: text or JSON on stderr, the level (unless `RUST_LOG` is
+/// set). Under systemd (`JOURNAL_STREAM` set) lines carry no timestamp of their own:
+/// the journal adds one. Colour codes only for a person at a terminal.
+fn init_logging(settings: &correio_server::config::LogSettings) {
+    use correio_server::config::LogFormat;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&settings.level));
+    let journal = std::env::var_os("JOURNAL_STREAM").is_some();
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi && settings.format == LogFormat::Text);
+    let _ = match (settings.format, journal) {
+        (LogFormat::Text, false) => builder.try_init(),
+        (LogFormat::Text, true) => builder.without_time().try_init(),
+        (LogFormat::Json, false) => builder.json().flatten_event(true).try_init(),
+        (LogFormat::Json, true) => builder.json().flatten_event(true).without_time().try_init(),
+    };
 }
 
 /// The privileged helper: answers the server's requests on standard input (one end
@@ -178,7 +192,7 @@ fn ensure_certificate(config: &Config, service: Option<&ServiceAccount>) -> anyh
     let (cert, key) = (&config.tls_cert, &config.tls_key);
     if !cert.exists() && !key.exists() {
         super::cert::make_pair(cert, key, &super::cert::default_hosts(), false, service)?;
-        eprintln!("created a self-signed certificate: {}", cert.display());
+        info!(cert = %cert.display(), "created a self-signed certificate");
     }
     Ok(())
 }
@@ -235,6 +249,14 @@ async fn serve(
             let l = correio_server::lmtp::LmtpListener::bind(addr)
                 .await
                 .with_context(|| format!("cannot listen for LMTP on {addr:?}"))?;
+            match addr {
+                LmtpAddr::Tcp(_) => {
+                    if let Some(a) = l.local_tcp_addr() {
+                        info!(addr = %a, "listening for LMTP");
+                    }
+                }
+                LmtpAddr::Unix(p) => info!(path = %p.display(), "listening for LMTP"),
+            }
             if let LmtpAddr::Unix(path) = addr {
                 // Like LMTP on 127.0.0.1, any local process (the MTA's user) may
                 // connect: mode 0666, as Dovecot's lmtp socket. It belongs to the
