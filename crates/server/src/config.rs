@@ -9,6 +9,7 @@
 //! allow_cleartext_login = false          # passwords over non-TLS, non-loopback
 //! cleartext_login_on_loopback = true     # local tools may log in without TLS
 //! trusted_networks = ["10.0.0.0/8"]      # no failed-login throttle, cleartext login ok
+//! trusted_proxies = ["127.0.0.1"]        # may send PROXY headers (HAProxy)
 //! user = "correio"                       # drop root to this user after binding
 //! group = "correio"
 //!
@@ -16,6 +17,8 @@
 //! pop3 = ["0.0.0.0:110", "[::]:110"]
 //! pop3s = ["0.0.0.0:995", "[::]:995"]
 //! lmtp = "127.0.0.1:24"                  # or "unix:/run/correio/lmtp"
+//! pop3_proxy = ["127.0.0.1:10110"]       # PROXY protocol v1/v2 first (from
+//! pop3s_proxy = ["127.0.0.1:10995"]      # trusted_proxies), then POP3 / TLS
 //!
 //! [tls]
 //! cert = "/etc/correio/cert.pem"         # default: <data_dir>/tls/cert.pem
@@ -141,6 +144,7 @@ struct FileConfig {
     allow_cleartext_login: Option<bool>,
     cleartext_login_on_loopback: Option<bool>,
     trusted_networks: Option<Vec<String>>,
+    trusted_proxies: Option<Vec<String>>,
     user: Option<String>,
     group: Option<String>,
     #[serde(default)]
@@ -164,6 +168,8 @@ struct FileConfig {
 struct FileListen {
     pop3: Option<Vec<String>>,
     pop3s: Option<Vec<String>>,
+    pop3_proxy: Option<Vec<String>>,
+    pop3s_proxy: Option<Vec<String>>,
     lmtp: Option<String>,
 }
 
@@ -437,6 +443,8 @@ pub struct Config {
     pub cleartext_login_on_loopback: bool,
     /// Networks exempt from the failed-login throttle and allowed cleartext logins.
     pub trusted_networks: Vec<ipnet::IpNet>,
+    /// Peers allowed to send PROXY protocol headers (to the `*_proxy` listeners).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// How login names are rewritten before lookup.
     pub username: UsernamePolicy,
     /// The failed-login throttle.
@@ -453,6 +461,11 @@ pub struct Config {
     pub pop3: Vec<SocketAddr>,
     /// Implicit-TLS POP3 listeners.
     pub pop3s: Vec<SocketAddr>,
+    /// Cleartext POP3 listeners behind a proxy: each connection starts with a PROXY
+    /// protocol header (v1 or v2) from a `trusted_proxies` peer.
+    pub pop3_proxy: Vec<SocketAddr>,
+    /// Implicit-TLS POP3 listeners behind a proxy (PROXY header, then TLS).
+    pub pop3s_proxy: Vec<SocketAddr>,
     /// The LMTP listener.
     pub lmtp: Option<LmtpAddr>,
     /// Certificate chain, PEM.
@@ -718,6 +731,20 @@ impl Config {
             ));
         }
 
+        let trusted_proxies = f
+            .trusted_proxies
+            .unwrap_or_default()
+            .iter()
+            .map(|n| parse_network(n).map_err(|r| err("trusted_proxies", r)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let pop3_proxy = addrs("listen.pop3_proxy", &f.listen.pop3_proxy)?.unwrap_or_default();
+        let pop3s_proxy = addrs("listen.pop3s_proxy", &f.listen.pop3s_proxy)?.unwrap_or_default();
+        if (!pop3_proxy.is_empty() || !pop3s_proxy.is_empty()) && trusted_proxies.is_empty() {
+            return Err(err(
+                "trusted_proxies",
+                "PROXY listeners (listen.pop3_proxy / pop3s_proxy) need trusted_proxies",
+            ));
+        }
         let trusted_networks = f
             .trusted_networks
             .unwrap_or_default()
@@ -842,6 +869,9 @@ impl Config {
                 || f.allow_cleartext_login.unwrap_or(false),
             cleartext_login_on_loopback: f.cleartext_login_on_loopback.unwrap_or(true),
             trusted_networks,
+            trusted_proxies,
+            pop3_proxy,
+            pop3s_proxy,
             username,
             throttle,
             delivery,
@@ -868,6 +898,12 @@ impl Config {
             limits,
             data_dir,
         })
+    }
+
+    /// Whether `ip` may send PROXY headers.
+    pub fn is_trusted_proxy(&self, ip: std::net::IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.trusted_proxies.iter().any(|n| n.contains(&ip))
     }
 
     /// Whether `ip` is in `trusted_networks`.
@@ -909,10 +945,20 @@ impl Config {
                     .collect::<Vec<_>>()
                     .join(", "),
             ),
+            (
+                "trusted_proxies",
+                self.trusted_proxies
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ),
             ("user", self.run_as_user.clone().unwrap_or_default()),
             ("group", self.run_as_group.clone().unwrap_or_default()),
             ("listen.pop3", list(&self.pop3)),
             ("listen.pop3s", list(&self.pop3s)),
+            ("listen.pop3_proxy", list(&self.pop3_proxy)),
+            ("listen.pop3s_proxy", list(&self.pop3s_proxy)),
             (
                 "listen.lmtp",
                 match &self.lmtp {

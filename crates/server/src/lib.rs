@@ -23,6 +23,7 @@ pub mod config;
 pub mod lmtp;
 pub mod ownership;
 pub mod privsep;
+pub mod proxy;
 mod session;
 pub mod tls;
 
@@ -318,6 +319,10 @@ pub struct Listeners {
     pub pop3: Vec<TcpListener>,
     /// Implicit-TLS listeners.
     pub pop3s: Vec<TcpListener>,
+    /// Cleartext listeners behind a proxy (PROXY header first).
+    pub pop3_proxy: Vec<TcpListener>,
+    /// Implicit-TLS listeners behind a proxy (PROXY header, then TLS).
+    pub pop3s_proxy: Vec<TcpListener>,
 }
 
 impl Listeners {
@@ -472,6 +477,8 @@ impl Server {
             keep("listen.pop3", o.pop3 != new.pop3);
             keep("listen.pop3s", o.pop3s != new.pop3s);
             keep("listen.lmtp", o.lmtp != new.lmtp);
+            keep("listen.pop3_proxy", o.pop3_proxy != new.pop3_proxy);
+            keep("listen.pop3s_proxy", o.pop3s_proxy != new.pop3s_proxy);
             keep("user", o.run_as_user != new.run_as_user);
             keep("group", o.run_as_group != new.run_as_group);
             keep(
@@ -483,6 +490,8 @@ impl Server {
         new.pop3 = old.config.pop3.clone();
         new.pop3s = old.config.pop3s.clone();
         new.lmtp = old.config.lmtp.clone();
+        new.pop3_proxy = old.config.pop3_proxy.clone();
+        new.pop3s_proxy = old.config.pop3s_proxy.clone();
         new.run_as_user = old.config.run_as_user.clone();
         new.run_as_group = old.config.run_as_group.clone();
         new.limits.max_connections = old.config.limits.max_connections;
@@ -522,6 +531,8 @@ impl Server {
         for (addrs, out) in [
             (&live.config.pop3, &mut l.pop3),
             (&live.config.pop3s, &mut l.pop3s),
+            (&live.config.pop3_proxy, &mut l.pop3_proxy),
+            (&live.config.pop3s_proxy, &mut l.pop3s_proxy),
         ] {
             for addr in addrs {
                 let listener = bind_listener(*addr).map_err(|source| StartError::Bind {
@@ -547,12 +558,17 @@ impl Server {
         // Every connection task holds a clone; recv() returns None once all are gone.
         let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
         let mut all = Vec::new();
-        for (list, implicit_tls) in [(listeners.pop3, false), (listeners.pop3s, true)] {
+        for (list, kind) in [
+            (listeners.pop3, ListenerKind::PLAIN),
+            (listeners.pop3s, ListenerKind::TLS),
+            (listeners.pop3_proxy, ListenerKind::PLAIN_PROXY),
+            (listeners.pop3s_proxy, ListenerKind::TLS_PROXY),
+        ] {
             for listener in list {
                 if let Ok(a) = listener.local_addr() {
-                    info!(addr = %a, tls = implicit_tls, "listening");
+                    info!(addr = %a, tls = kind.implicit_tls, proxy = kind.proxy, "listening");
                 }
-                all.push((listener, implicit_tls));
+                all.push((listener, kind));
             }
         }
         let accept_task = tokio::spawn(accept_loop(
@@ -611,9 +627,61 @@ fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
     TcpListener::from_std(std::net::TcpListener::from(fd))
 }
 
+/// What a listener expects first.
+#[derive(Debug, Clone, Copy)]
+struct ListenerKind {
+    implicit_tls: bool,
+    proxy: bool,
+}
+
+impl ListenerKind {
+    const PLAIN: ListenerKind = ListenerKind {
+        implicit_tls: false,
+        proxy: false,
+    };
+    const TLS: ListenerKind = ListenerKind {
+        implicit_tls: true,
+        proxy: false,
+    };
+    const PLAIN_PROXY: ListenerKind = ListenerKind {
+        implicit_tls: false,
+        proxy: true,
+    };
+    const TLS_PROXY: ListenerKind = ListenerKind {
+        implicit_tls: true,
+        proxy: true,
+    };
+}
+
+/// On a PROXY listener: checks the peer is a trusted proxy and reads its header
+/// (bounded by the TLS-handshake limit). Returns the client address and whether the
+/// proxy terminated TLS; `None` closes the connection.
+async fn accept_proxied(
+    shared: &Shared,
+    tcp: &mut tokio::net::TcpStream,
+    peer: SocketAddr,
+) -> Option<(SocketAddr, bool)> {
+    let live = shared.live();
+    if !live.config.is_trusted_proxy(peer.ip()) {
+        warn!(remote = %peer, error = %proxy::ProxyError::Untrusted(peer.ip()), "connection refused");
+        return None;
+    }
+    match tokio::time::timeout(live.config.limits.tls_handshake, proxy::read_header(tcp)).await {
+        Ok(Ok(h)) => Some((h.client.unwrap_or(peer), h.tls)),
+        Ok(Err(e)) => {
+            warn!(remote = %peer, error = %e, "connection refused");
+            None
+        }
+        Err(_) => {
+            warn!(remote = %peer, "connection refused: no PROXY header in time");
+            None
+        }
+    }
+}
+
 async fn accept_loop(
     shared: Arc<Shared>,
-    listeners: Vec<(TcpListener, bool)>,
+    listeners: Vec<(TcpListener, ListenerKind)>,
     permits: Arc<Semaphore>,
     close: watch::Receiver<bool>,
     done: mpsc::Sender<()>,
@@ -640,7 +708,7 @@ async fn accept_loop(
             std::task::Poll::Pending
         })
         .await;
-        let (tcp, peer, implicit_tls) = match accepted {
+        let (mut tcp, peer, kind) = match accepted {
             Ok(x) => x,
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
@@ -649,18 +717,7 @@ async fn accept_loop(
                 continue;
             }
         };
-        let ip = peer.ip().to_canonical();
-        let per_ip_limit = shared.live().config.limits.max_connections_per_ip;
-        let over = {
-            let mut map = shared.per_ip.lock().unwrap_or_else(|p| p.into_inner());
-            let c = map.entry(ip).or_default();
-            if c.active >= per_ip_limit {
-                true
-            } else {
-                c.active += 1;
-                false
-            }
-        };
+        let implicit_tls = kind.implicit_tls;
         let conn_id = shared.conn_counter.fetch_add(1, Ordering::Relaxed);
         let shared2 = Arc::clone(&shared);
         let close = close.clone();
@@ -668,6 +725,28 @@ async fn accept_loop(
         tokio::spawn(async move {
             let _permit = permit;
             let _done = done;
+            // Behind a proxy, the client is who the header names: that address
+            // is the one the per-address limit, the throttle and the logs see.
+            let (peer, tls_by_proxy) = if kind.proxy {
+                match accept_proxied(&shared2, &mut tcp, peer).await {
+                    Some(x) => x,
+                    None => return,
+                }
+            } else {
+                (peer, false)
+            };
+            let ip = peer.ip().to_canonical();
+            let per_ip_limit = shared2.live().config.limits.max_connections_per_ip;
+            let over = {
+                let mut map = shared2.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+                let c = map.entry(ip).or_default();
+                if c.active >= per_ip_limit {
+                    true
+                } else {
+                    c.active += 1;
+                    false
+                }
+            };
             if over {
                 info!(remote = %peer, "too many connections from this address");
                 refuse(tcp, implicit_tls).await;
@@ -680,7 +759,12 @@ async fn accept_loop(
             // Every line a session logs carries its connection number, so one
             // session's lines can be picked out of a busy log.
             let span = tracing::info_span!("pop3", conn = conn_id);
-            session::run(shared2, tcp, peer, implicit_tls, close)
+            let origin = session::Origin {
+                peer,
+                implicit_tls,
+                tls_by_proxy,
+            };
+            session::run(shared2, tcp, origin, close)
                 .instrument(span)
                 .await;
         });

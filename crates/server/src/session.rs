@@ -129,14 +129,30 @@ impl Ended {
     }
 }
 
-/// Runs one connection to its end. `implicit_tls`: the pop3s port (handshake first).
+/// Where a connection comes from.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Origin {
+    /// The client (behind a proxy: the address its PROXY header named).
+    pub(crate) peer: SocketAddr,
+    /// The pop3s port: the TLS handshake comes first.
+    pub(crate) implicit_tls: bool,
+    /// A proxy terminated TLS with the client (PROXY v2 `PP2_CLIENT_SSL`): the session
+    /// counts as TLS, without a handshake of ours.
+    pub(crate) tls_by_proxy: bool,
+}
+
+/// Runs one connection to its end.
 pub(crate) async fn run(
     shared: Arc<Shared>,
     tcp: TcpStream,
-    peer: SocketAddr,
-    implicit_tls: bool,
+    origin: Origin,
     shutdown: watch::Receiver<bool>,
 ) {
+    let Origin {
+        peer,
+        implicit_tls,
+        tls_by_proxy,
+    } = origin;
     let _ = tcp.set_nodelay(true);
     let live = shared.live();
     let limits = &live.config.limits;
@@ -161,8 +177,8 @@ pub(crate) async fn run(
     };
     let trusted = live.config.is_trusted(peer.ip());
     let info = ConnectionInfo {
-        tls: implicit_tls,
-        stls_available: !implicit_tls && shared.tls.current().is_some(),
+        tls: implicit_tls || tls_by_proxy,
+        stls_available: !implicit_tls && !tls_by_proxy && shared.tls.current().is_some(),
         cleartext_login_allowed: live.config.allow_cleartext_login
             || trusted
             || (live.config.cleartext_login_on_loopback && peer.ip().to_canonical().is_loopback()),

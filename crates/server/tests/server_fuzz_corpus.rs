@@ -32,3 +32,20 @@ fn privsep_reply_corpus() {
     }
     assert!(count >= 5, "seed files missing in {}", dir.display());
 }
+
+/// Replays fuzz/corpus/server_proxy_header/ through the PROXY header fuzz body.
+#[test]
+fn proxy_header_corpus() {
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fuzz/corpus/server_proxy_header");
+    let mut count = 0;
+    for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = entry.unwrap().path();
+        let data = std::fs::read(&path).unwrap();
+        if std::panic::catch_unwind(|| correio_server::proxy::fuzz_header(&data)).is_err() {
+            panic!("server_proxy_header fuzz body failed on {}", path.display());
+        }
+        count += 1;
+    }
+    assert!(count >= 5, "seed files missing in {}", dir.display());
+}
