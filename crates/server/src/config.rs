@@ -50,6 +50,9 @@
 //! format = "text"                        # or "json"; no timestamps under systemd
 //! level = "info"                         # RUST_LOG, when set, overrides it
 //!
+//! [metrics]
+//! listen = "127.0.0.1:9110"              # Prometheus /metrics (off when absent)
+//!
 //! [limits]
 //! max_connections = 1000
 //! max_connections_per_ip = 20
@@ -156,6 +159,8 @@ struct FileConfig {
     #[serde(default)]
     log: FileLog,
     #[serde(default)]
+    metrics: FileMetrics,
+    #[serde(default)]
     tls: FileTls,
     #[serde(default)]
     pop3: FilePop3,
@@ -197,6 +202,12 @@ struct FileAuth {
     default_domain: Option<String>,
     failure_delay: Option<String>,
     failure_delay_max: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileMetrics {
+    listen: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -453,6 +464,8 @@ pub struct Config {
     pub delivery: Delivery,
     /// Logging.
     pub log: LogSettings,
+    /// Where Prometheus scrapes `/metrics` (none: no metrics listener).
+    pub metrics_listen: Option<SocketAddr>,
     /// Drop root to this user after binding.
     pub run_as_user: Option<String>,
     /// Drop root to this group after binding.
@@ -876,6 +889,15 @@ impl Config {
             throttle,
             delivery,
             log,
+            metrics_listen: match &f.metrics.listen {
+                None => None,
+                Some(a) => Some(a.parse().map_err(|_| {
+                    err(
+                        "metrics.listen",
+                        format!("{a:?} is not ADDR:PORT (e.g. \"127.0.0.1:9110\")"),
+                    )
+                })?),
+            },
             run_as_user: f.user,
             run_as_group: f.group,
             pop3,
@@ -1009,6 +1031,12 @@ impl Config {
                 },
             ),
             ("log.level", self.log.level.clone()),
+            (
+                "metrics.listen",
+                self.metrics_listen
+                    .map(|a| a.to_string())
+                    .unwrap_or_default(),
+            ),
             ("limits.max_connections", l.max_connections.to_string()),
             (
                 "limits.max_connections_per_ip",

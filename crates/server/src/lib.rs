@@ -21,6 +21,7 @@
 
 pub mod config;
 pub mod lmtp;
+pub mod metrics;
 pub mod ownership;
 pub mod privsep;
 pub mod proxy;
@@ -134,6 +135,8 @@ pub(crate) struct Shared {
     generations: AtomicU64,
     /// Where TLS pairs come from after the privilege drop (the privileged helper).
     tls_source: Mutex<Option<Arc<dyn TlsSource>>>,
+    /// Prometheus metrics (always kept; served when `[metrics] listen` is set).
+    pub(crate) metrics: Arc<metrics::Metrics>,
 }
 
 /// Reads the certificate and key on the server's behalf once it no longer may (a
@@ -401,6 +404,7 @@ impl Server {
                 mechanisms: Mutex::new(None),
                 generations: AtomicU64::new(0),
                 tls_source: Mutex::new(None),
+                metrics: Arc::new(metrics::Metrics::new()),
             }),
         })
     }
@@ -413,6 +417,11 @@ impl Server {
     /// The users, as sessions see them now.
     pub fn accounts(&self) -> Accounts {
         self.shared.live().users.clone()
+    }
+
+    /// The metrics, for the `/metrics` listener and the LMTP listener.
+    pub fn metrics(&self) -> Arc<metrics::Metrics> {
+        Arc::clone(&self.shared.metrics)
     }
 
     /// The users database, shared with the LMTP listener.
@@ -486,6 +495,7 @@ impl Server {
                 o.limits.max_connections != new.limits.max_connections,
             );
             keep("log", o.log != new.log);
+            keep("metrics.listen", o.metrics_listen != new.metrics_listen);
         }
         new.pop3 = old.config.pop3.clone();
         new.pop3s = old.config.pop3s.clone();
@@ -496,6 +506,7 @@ impl Server {
         new.run_as_group = old.config.run_as_group.clone();
         new.limits.max_connections = old.config.limits.max_connections;
         new.log = old.config.log.clone();
+        new.metrics_listen = old.config.metrics_listen;
 
         let users = Accounts::open(&new).map_err(ReloadError::Users)?;
         let before: HashMap<&str, String> = old.config.settings().into_iter().collect();
@@ -635,6 +646,46 @@ struct ListenerKind {
 }
 
 impl ListenerKind {
+    fn label(self) -> metrics::Listener {
+        match (self.implicit_tls, self.proxy) {
+            (false, false) => metrics::Listener::pop3,
+            (true, false) => metrics::Listener::pop3s,
+            (false, true) => metrics::Listener::pop3_proxy,
+            (true, true) => metrics::Listener::pop3s_proxy,
+        }
+    }
+}
+
+/// Counts a connection open while it lives.
+struct OpenConnection {
+    metrics: Arc<metrics::Metrics>,
+    labels: metrics::ConnLabels,
+}
+
+impl OpenConnection {
+    fn new(metrics: &Arc<metrics::Metrics>, kind: ListenerKind) -> OpenConnection {
+        let labels = metrics::ConnLabels {
+            listener: kind.label(),
+        };
+        metrics.connections.get_or_create(&labels).inc();
+        metrics.connections_open.get_or_create(&labels).inc();
+        OpenConnection {
+            metrics: Arc::clone(metrics),
+            labels,
+        }
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.metrics
+            .connections_open
+            .get_or_create(&self.labels)
+            .dec();
+    }
+}
+
+impl ListenerKind {
     const PLAIN: ListenerKind = ListenerKind {
         implicit_tls: false,
         proxy: false,
@@ -725,6 +776,7 @@ async fn accept_loop(
         tokio::spawn(async move {
             let _permit = permit;
             let _done = done;
+            let _open = OpenConnection::new(&shared2.metrics, kind);
             // Behind a proxy, the client is who the header names: that address
             // is the one the per-address limit, the throttle and the logs see.
             let (peer, tls_by_proxy) = if kind.proxy {

@@ -106,6 +106,8 @@ pub struct LmtpContext {
     pub spool_dir: PathBuf,
     /// How recipient names are rewritten before lookup (as logins are).
     pub username: UsernamePolicy,
+    /// Where delivery results are counted.
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl LmtpContext {
@@ -125,6 +127,7 @@ impl LmtpContext {
             deliver: DeliverOptions::default(),
             spool_dir: std::env::temp_dir(),
             username: UsernamePolicy::default(),
+            metrics: None,
         }
     }
 
@@ -143,6 +146,12 @@ impl LmtpContext {
     /// Replaces the name policy.
     pub fn with_username_policy(mut self, policy: UsernamePolicy) -> Self {
         self.username = policy;
+        self
+    }
+
+    /// Counts deliveries in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
         self
     }
 
@@ -865,6 +874,9 @@ async fn serve_connection<R, W>(
                             c.reply("250 2.1.5 Recipient OK").await
                         }
                         Ok(Recipient::Unknown) => {
+                            if let Some(m) = &c.ctx.metrics {
+                                m.delivery("unknown_user");
+                            }
                             c.reply(&format!("550 5.1.1 <{to}> User unknown")).await
                         }
                         Ok(Recipient::Unusable(e)) => {
@@ -979,10 +991,20 @@ where
         let text = match result {
             Ok(Ok(d)) => {
                 info!(target: "correio::lmtp", rcpt = %r.address, size = d.size, "delivered");
+                if let Some(m) = &c.ctx.metrics {
+                    m.delivery("delivered");
+                }
                 format!("250 2.0.0 <{}> Saved", r.address)
             }
             Ok(Err(e)) => {
                 warn!(target: "correio::lmtp", rcpt = %r.address, error = %e, temporary = e.is_temporary(), "delivery failed");
+                if let Some(m) = &c.ctx.metrics {
+                    m.delivery(if e.is_temporary() {
+                        "temporary_failure"
+                    } else {
+                        "permanent_failure"
+                    });
+                }
                 format!(
                     "{} {} <{}> {}",
                     e.reply_code(),

@@ -165,10 +165,12 @@ pub(crate) async fn run(
             Ok(Ok(s)) => Conn::Tls(Box::new(s)),
             Ok(Err(e)) => {
                 debug!(remote = %peer, error = %e, "TLS handshake failed");
+                shared.metrics.tls_failure("pop3s");
                 return;
             }
             Err(_) => {
                 debug!(remote = %peer, "TLS handshake timed out");
+                shared.metrics.tls_failure("pop3s");
                 return;
             }
         }
@@ -199,6 +201,7 @@ pub(crate) async fn run(
         live: Arc::clone(&live),
         trusted,
         close_now: false,
+        login_mechanism: String::new(),
         maildrop: None,
         record: None,
         sasl: None,
@@ -220,6 +223,8 @@ struct Driver {
     /// Close once the pending reply is sent (the address's waiting room for failed
     /// logins is full).
     close_now: bool,
+    /// The login kind in progress (`USER`, `APOP` or a SASL mechanism), for metrics.
+    login_mechanism: String,
     session: ServerSession,
     framer: LineFramer,
     conn: Conn,
@@ -256,12 +261,23 @@ impl Driver {
                     break;
                 };
                 deadline = None;
-                if let Line::Complete(bytes) = &line {
-                    debug!(remote = %self.peer, len = bytes.len(), "line");
-                }
+                // SASL responses are not commands: no keyword, no sample.
+                let keyword = match &line {
+                    Line::Complete(bytes) if self.sasl.is_none() => {
+                        debug!(remote = %self.peer, len = bytes.len(), "line");
+                        Some(crate::metrics::command_keyword(bytes))
+                    }
+                    _ => None,
+                };
+                let started = std::time::Instant::now();
                 let action = self.session.handle_line(line);
                 self.perform(action).await?;
                 self.queue_output().await?;
+                if let Some(k) = keyword {
+                    self.shared
+                        .metrics
+                        .command(k, started.elapsed().as_secs_f64());
+                }
             }
             // Nothing more to answer without reading: everything goes out now.
             self.flush_output().await?;
@@ -291,16 +307,25 @@ impl Driver {
     async fn perform(&mut self, mut action: Option<Action>) -> Result<(), Ended> {
         while let Some(a) = action.take() {
             let event = match a {
-                Action::Authenticate(c) => Event::Auth(self.password_login(c).await),
+                Action::Authenticate(c) => {
+                    self.login_mechanism = "USER".into();
+                    Event::Auth(self.password_login(c).await)
+                }
                 Action::ApopAuthenticate {
                     user,
                     digest,
                     timestamp,
-                } => Event::Auth(self.apop_login(user, digest, timestamp).await),
+                } => {
+                    self.login_mechanism = "APOP".into();
+                    Event::Auth(self.apop_login(user, digest, timestamp).await)
+                }
                 Action::SaslStart {
                     mechanism,
                     initial_response,
-                } => self.sasl_start(&mechanism, initial_response).await,
+                } => {
+                    self.login_mechanism = mechanism.clone();
+                    self.sasl_start(&mechanism, initial_response).await
+                }
                 Action::SaslStep(response) => self.sasl_step(response).await,
                 Action::SaslAbort => {
                     self.sasl = None;
@@ -315,6 +340,16 @@ impl Driver {
                 Action::Commit { deletions } => self.commit(deletions).await,
                 Action::Close => return Ok(()),
             };
+            if let Event::Auth(outcome) = &event {
+                use crate::metrics::LoginResult;
+                let result = match outcome {
+                    AuthOutcome::Success { .. } => LoginResult::success,
+                    AuthOutcome::Failure => LoginResult::wrong_credentials,
+                    AuthOutcome::LoginDelay => LoginResult::throttled,
+                    AuthOutcome::TempFail => LoginResult::unavailable,
+                };
+                self.shared.metrics.login(&self.login_mechanism, result);
+            }
             action = self.session.handle_event(event);
         }
         Ok(())
@@ -388,6 +423,10 @@ impl Driver {
             delay_ms = delay.as_millis() as u64,
             "login failed"
         );
+        self.shared
+            .metrics
+            .throttle_delay
+            .observe(delay.as_secs_f64());
         if !delay.is_zero() {
             // The wait must not cost the other users behind this address (a NAT, a
             // shared host) their connection slots: while waiting, this connection
@@ -608,6 +647,9 @@ impl Driver {
             Ok(Err(e)) => {
                 // Another session holding the lock is routine; anything else (a
                 // permission, a corrupt mailbox) is the admin's to see, with the path.
+                if !matches!(e, StoreError::InUse) {
+                    self.shared.metrics.store_errors.inc();
+                }
                 if matches!(e, StoreError::InUse) {
                     info!(target: "correio::session", user = %user, remote = %self.peer, "maildrop in use");
                 } else {
@@ -651,6 +693,7 @@ impl Driver {
         let mut reader = match reader {
             Ok(r) => r,
             Err(e) => {
+                self.shared.metrics.store_errors.inc();
                 warn!(remote = %self.peer, error = %e, "cannot open message");
                 return Ok(Event::MessageOpened(Err(open_error(&e))));
             }
@@ -701,6 +744,10 @@ impl Driver {
         }
         stuffer.finish(&mut out);
         sent += (out.len() - unsent_before) as u64;
+        self.shared.metrics.sent_bytes.inc_by(sent);
+        if matches!(kind, StreamKind::Retr) {
+            self.shared.metrics.messages_sent.inc();
+        }
         self.pending = out;
         Ok(Event::MessageSent { bytes: sent })
     }
@@ -722,8 +769,14 @@ impl Driver {
                 self.conn = Conn::Tls(Box::new(s));
                 Ok(())
             }
-            Ok(Err(e)) => Err(Ended::Tls(e.to_string())),
-            Err(_) => Err(Ended::Tls("handshake timed out".into())),
+            Ok(Err(e)) => {
+                self.shared.metrics.tls_failure("stls");
+                Err(Ended::Tls(e.to_string()))
+            }
+            Err(_) => {
+                self.shared.metrics.tls_failure("stls");
+                Err(Ended::Tls("handshake timed out".into()))
+            }
         }
     }
 
@@ -731,6 +784,7 @@ impl Driver {
         let Some(md) = self.maildrop.take() else {
             return Event::Committed(Err(OpenError::Temporary));
         };
+        let deletions_len = deletions.len();
         let mut update = Update::new(deletions, SystemTime::now());
         // Dates are kept only while they matter (EXPIRE n > 0): other policies cost no
         // extra write at QUIT.
@@ -741,15 +795,21 @@ impl Driver {
                 .with_retrieved(self.session.retrieved())
                 .with_expiry(Duration::from_secs(u64::from(days) * 86_400));
         }
+        let removed = deletions_len;
         let result = tokio::task::spawn_blocking(move || md.update(&update)).await;
         match result {
             Ok(Ok(report)) => {
+                self.shared
+                    .metrics
+                    .deletions
+                    .inc_by((removed + report.expired) as u64);
                 if report.expired > 0 {
                     info!(target: "correio::session", remote = %self.peer, expired = report.expired, "EXPIRE removed messages");
                 }
                 Event::Committed(Ok(()))
             }
             Ok(Err(e)) => {
+                self.shared.metrics.store_errors.inc();
                 warn!(remote = %self.peer, error = %e, "UPDATE failed");
                 Event::Committed(Err(open_error(&e)))
             }

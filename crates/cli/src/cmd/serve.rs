@@ -273,6 +273,15 @@ async fn serve(
         }
         None => None,
     };
+    // Metrics: bound before the privilege drop (the port may be below 1024).
+    let metrics_listener = match server.config().metrics_listen {
+        Some(addr) => Some(
+            correio_server::metrics::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen for metrics on {addr}"))?,
+        ),
+        None => None,
+    };
     let config = server.config();
     let mut helper = None;
     let mut helper_client = None;
@@ -297,6 +306,16 @@ async fn serve(
         tokio::spawn(correio_server::lmtp::run_lmtp_reloadable(
             l,
             lmtp_ctx_rx,
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            },
+        ))
+    });
+    let metrics_task = metrics_listener.map(|l| {
+        let mut rx = stop_rx.clone();
+        tokio::spawn(correio_server::metrics::serve(
+            l,
+            server.metrics(),
             async move {
                 let _ = rx.wait_for(|s| *s).await;
             },
@@ -328,6 +347,9 @@ async fn serve(
     if let Some(t) = lmtp_task {
         let _ = t.await;
     }
+    if let Some(t) = metrics_task {
+        let _ = t.await;
+    }
     signals.abort();
     if let Some(mut child) = helper {
         // Its socket closes with this process; reap it if it has already gone.
@@ -346,7 +368,8 @@ fn lmtp_context(server: &Server) -> std::sync::Arc<correio_server::lmtp::LmtpCon
     let mut ctx = correio_server::lmtp::LmtpContext::new(server.users(), c.mail_location.clone())
         .with_limits(limits)
         .with_deliver_options(c.delivery.options())
-        .with_username_policy(c.username.clone());
+        .with_username_policy(c.username.clone())
+        .with_metrics(server.metrics());
     ctx.hostname = c.hostname.clone();
     std::sync::Arc::new(ctx)
 }

@@ -1,0 +1,203 @@
+//! `[metrics] listen`: a real Prometheus (Debian `prometheus`), started by the test on
+//! loopback with its own data directory and a port chosen at run time, scrapes
+//! `correio serve`; the test reads counters that moved (a successful and a failed
+//! login, a RETR, an LMTP delivery) back through Prometheus's HTTP query API.
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::os::unix::fs::PermissionsExt as _;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_correio");
+
+struct Kill(Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn port() -> u16 {
+    correio_testkit::free_port().unwrap()
+}
+
+/// One HTTP/1.0 GET on loopback: (status line, body).
+fn http_get(port: u16, path: &str) -> (String, String) {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let status = out.lines().next().unwrap_or("").to_owned();
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|x| x.1)
+        .unwrap_or("")
+        .to_owned();
+    (status, body)
+}
+
+fn pop3(port: u16, script: &str) -> String {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(script.as_bytes()).unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+#[test]
+fn prometheus_scrapes_the_counters_that_moved() {
+    let prometheus = correio_testkit::peers::require("prometheus", "prometheus");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let root = dir.path();
+    let (p3, metrics, lmtp, prom) = (port(), port(), port(), port());
+    let cfg = root.join("correio.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "data_dir = \"{}\"\n[listen]\npop3 = [\"127.0.0.1:{p3}\"]\nlmtp = \"127.0.0.1:{lmtp}\"\n\
+             [metrics]\nlisten = \"127.0.0.1:{metrics}\"\n",
+            root.join("data").display()
+        ),
+    )
+    .unwrap();
+    let c = cfg.to_str().unwrap();
+    let mut add = Command::new(BIN)
+        .args([
+            "user",
+            "add",
+            "alice",
+            "--config",
+            c,
+            "--password-stdin",
+            "--scheme",
+            "PLAIN",
+        ])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    add.stdin.take().unwrap().write_all(b"pw\n").unwrap();
+    assert!(add.wait().unwrap().success());
+    let mut server = Command::new(BIN)
+        .args(["serve", "--config", c])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = server.stderr.take().unwrap();
+    let _server = Kill(server);
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let log2 = log.clone();
+    std::thread::spawn(move || {
+        for l in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let mut g = log2.lock().unwrap();
+            g.push_str(&l);
+            g.push('\n');
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !log.lock().unwrap().contains("metrics listening") {
+        assert!(Instant::now() < deadline, "{}", log.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // Traffic: an LMTP delivery, a failed and a successful login, a RETR.
+    let lmtp_out = pop3(
+        lmtp,
+        "LHLO t\r\nMAIL FROM:<s@example.net>\r\nRCPT TO:<alice>\r\nDATA\r\nSubject: m\r\n\r\nhi\r\n.\r\nQUIT\r\n",
+    );
+    assert!(lmtp_out.contains("250 2.0.0"), "{lmtp_out}");
+    let bad = pop3(p3, "USER alice\r\nPASS wrong\r\nQUIT\r\n");
+    assert!(bad.contains("-ERR [AUTH]"), "{bad}");
+    let good = pop3(p3, "USER alice\r\nPASS pw\r\nRETR 1\r\nQUIT\r\n");
+    assert!(good.contains("+OK Logged in"), "{good}");
+
+    // The endpoint itself: the text format, and nothing else served.
+    let (status, body) = http_get(metrics, "/metrics");
+    assert!(status.contains("200"), "{status}");
+    assert!(
+        body.contains("correio_logins_total{mechanism=\"USER\",result=\"success\"} 1"),
+        "{body}"
+    );
+    assert!(
+        body.contains("correio_lmtp_deliveries_total{result=\"delivered\"} 1"),
+        "{body}"
+    );
+    let (status, _) = http_get(metrics, "/other");
+    assert!(status.contains("404"), "{status}");
+
+    // A real Prometheus scrapes it.
+    let data = root.join("prometheus-data");
+    let pcfg = root.join("prometheus.yml");
+    std::fs::write(
+        &pcfg,
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+             scrape_configs:\n  - job_name: correio\n    static_configs:\n      - targets: ['127.0.0.1:{metrics}']\n"
+        ),
+    )
+    .unwrap();
+    let prom_child = Command::new(&prometheus)
+        .arg(format!("--config.file={}", pcfg.display()))
+        .arg(format!("--storage.tsdb.path={}", data.display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{prom}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _prom = Kill(prom_child);
+    let queries = [
+        ("correio_logins_total{result=\"success\"}", "1"),
+        ("correio_logins_total{result=\"wrong_credentials\"}", "1"),
+        ("correio_messages_sent_total", "1"),
+        ("correio_lmtp_deliveries_total{result=\"delivered\"}", "1"),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for (q, want) in queries {
+        loop {
+            let path = format!("/api/v1/query?query={}", urlencode(q));
+            let got = std::net::TcpStream::connect(("127.0.0.1", prom))
+                .ok()
+                .map(|_| http_get(prom, &path).1)
+                .unwrap_or_default();
+            let value = serde_json::from_str::<serde_json::Value>(&got)
+                .ok()
+                .and_then(|v| {
+                    v["data"]["result"][0]["value"][1]
+                        .as_str()
+                        .map(str::to_owned)
+                });
+            if value.as_deref() == Some(want) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "Prometheus never returned {want} for {q}: {got}"
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
