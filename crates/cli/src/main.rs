@@ -31,6 +31,8 @@ enum Command {
     Cert(cmd::cert::Args),
     /// Validate a configuration file.
     Check(cmd::check::Args),
+    /// Ask the running server: who, kick, mailbox, expunge, reload, status.
+    Admin(cmd::admin::Args),
     /// POP3 load generator for any server (and its own ceiling, --self-test).
     Bench(Box<cmd::bench::Args>),
 }
@@ -60,6 +62,7 @@ fn main() -> ExitCode {
         Command::Cert(a) => cmd::cert::run(a),
         Command::Check(a) => cmd::check::run(a),
         Command::Bench(a) => cmd::bench::run(*a),
+        Command::Admin(a) => cmd::admin::run(a),
     };
     match result {
         Ok(code) => code,

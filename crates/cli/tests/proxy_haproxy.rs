@@ -244,9 +244,16 @@ fn behind_haproxy_the_client_address_and_tls_come_from_the_proxy_header() {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", p_proxy)).unwrap();
     s.write_all(b"CAPA\r\nUSER alice\r\n").unwrap();
     assert_eq!(read_all(s), Vec::<u8>::new());
-    let l = log.lock().unwrap().clone();
-    assert!(l.contains("not in trusted_proxies"), "{l}");
-    assert!(l.contains("no valid PROXY protocol header"), "{l}");
+    // Both refusals are logged (the log is read by another thread: wait for it).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let l = log.lock().unwrap().clone();
+        if l.contains("not in trusted_proxies") && l.contains("no valid PROXY protocol header") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{l}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// What a client connecting from 127.0.0.2 (std cannot bind before connecting, so

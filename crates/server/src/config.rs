@@ -53,6 +53,9 @@
 //! [metrics]
 //! listen = "127.0.0.1:9110"              # Prometheus /metrics (off when absent)
 //!
+//! [admin]
+//! socket = "/run/correio/admin.sock"     # default <data_dir>/admin.sock; "" = off
+//!
 //! [limits]
 //! max_connections = 1000
 //! max_connections_per_ip = 20
@@ -161,6 +164,8 @@ struct FileConfig {
     #[serde(default)]
     metrics: FileMetrics,
     #[serde(default)]
+    admin: FileAdmin,
+    #[serde(default)]
     tls: FileTls,
     #[serde(default)]
     pop3: FilePop3,
@@ -202,6 +207,12 @@ struct FileAuth {
     default_domain: Option<String>,
     failure_delay: Option<String>,
     failure_delay_max: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileAdmin {
+    socket: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -466,6 +477,8 @@ pub struct Config {
     pub log: LogSettings,
     /// Where Prometheus scrapes `/metrics` (none: no metrics listener).
     pub metrics_listen: Option<SocketAddr>,
+    /// The admin control socket (`correio admin`); none when set to `""`.
+    pub admin_socket: Option<PathBuf>,
     /// Drop root to this user after binding.
     pub run_as_user: Option<String>,
     /// Drop root to this group after binding.
@@ -889,6 +902,11 @@ impl Config {
             throttle,
             delivery,
             log,
+            admin_socket: match f.admin.socket.as_deref() {
+                None => Some(data_dir.join("admin.sock")),
+                Some("") => None,
+                Some(p) => Some(PathBuf::from(p)),
+            },
             metrics_listen: match &f.metrics.listen {
                 None => None,
                 Some(a) => Some(a.parse().map_err(|_| {
@@ -1031,6 +1049,13 @@ impl Config {
                 },
             ),
             ("log.level", self.log.level.clone()),
+            (
+                "admin.socket",
+                self.admin_socket
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+            ),
             (
                 "metrics.listen",
                 self.metrics_listen

@@ -19,6 +19,7 @@
 //!   new connections; running sessions keep what they started with.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod config;
 pub mod lmtp;
 pub mod metrics;
@@ -137,6 +138,8 @@ pub(crate) struct Shared {
     tls_source: Mutex<Option<Arc<dyn TlsSource>>>,
     /// Prometheus metrics (always kept; served when `[metrics] listen` is set).
     pub(crate) metrics: Arc<metrics::Metrics>,
+    /// Live sessions, for the admin socket.
+    pub(crate) registry: Arc<admin::Registry>,
 }
 
 /// Reads the certificate and key on the server's behalf once it no longer may (a
@@ -405,6 +408,7 @@ impl Server {
                 generations: AtomicU64::new(0),
                 tls_source: Mutex::new(None),
                 metrics: Arc::new(metrics::Metrics::new()),
+                registry: Arc::new(admin::Registry::default()),
             }),
         })
     }
@@ -496,6 +500,7 @@ impl Server {
             );
             keep("log", o.log != new.log);
             keep("metrics.listen", o.metrics_listen != new.metrics_listen);
+            keep("admin.socket", o.admin_socket != new.admin_socket);
         }
         new.pop3 = old.config.pop3.clone();
         new.pop3s = old.config.pop3s.clone();
@@ -507,6 +512,7 @@ impl Server {
         new.limits.max_connections = old.config.limits.max_connections;
         new.log = old.config.log.clone();
         new.metrics_listen = old.config.metrics_listen;
+        new.admin_socket = old.config.admin_socket.clone();
 
         let users = Accounts::open(&new).map_err(ReloadError::Users)?;
         let before: HashMap<&str, String> = old.config.settings().into_iter().collect();
@@ -812,6 +818,7 @@ async fn accept_loop(
             // session's lines can be picked out of a busy log.
             let span = tracing::info_span!("pop3", conn = conn_id);
             let origin = session::Origin {
+                id: conn_id,
                 peer,
                 implicit_tls,
                 tls_by_proxy,

@@ -132,6 +132,8 @@ impl Ended {
 /// Where a connection comes from.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Origin {
+    /// The connection number (logs, the admin socket).
+    pub(crate) id: u64,
     /// The client (behind a proxy: the address its PROXY header named).
     pub(crate) peer: SocketAddr,
     /// The pop3s port: the TLS handshake comes first.
@@ -149,10 +151,14 @@ pub(crate) async fn run(
     shutdown: watch::Receiver<bool>,
 ) {
     let Origin {
+        id,
         peer,
         implicit_tls,
         tls_by_proxy,
     } = origin;
+    let (view, _registered) = shared
+        .registry
+        .register(id, peer, implicit_tls || tls_by_proxy);
     let _ = tcp.set_nodelay(true);
     let live = shared.live();
     let limits = &live.config.limits;
@@ -202,6 +208,7 @@ pub(crate) async fn run(
         trusted,
         close_now: false,
         login_mechanism: String::new(),
+        view,
         maildrop: None,
         record: None,
         sasl: None,
@@ -225,6 +232,8 @@ struct Driver {
     close_now: bool,
     /// The login kind in progress (`USER`, `APOP` or a SASL mechanism), for metrics.
     login_mechanism: String,
+    /// What the admin socket sees of this session (and how it ends it).
+    view: Arc<crate::admin::SessionView>,
     session: ServerSession,
     framer: LineFramer,
     conn: Conn,
@@ -296,6 +305,10 @@ impl Driver {
                     Err(_) => Event::IdleTimeout,
                 },
                 _ = wait_shutdown(&mut self.shutdown) => Event::Shutdown,
+                _ = self.view.kick.notified() => {
+                    info!(target: "correio::session", remote = %self.peer, "ended by the admin");
+                    Event::Shutdown
+                }
             };
             let action = self.session.handle_event(event);
             self.perform(action).await?;
@@ -642,6 +655,7 @@ impl Driver {
                     "login"
                 );
                 self.maildrop = Some(md);
+                *self.view.user.lock().unwrap_or_else(|p| p.into_inner()) = Some(user.clone());
                 Event::MaildropOpened(Ok(listing))
             }
             Ok(Err(e)) => {
@@ -745,6 +759,9 @@ impl Driver {
         stuffer.finish(&mut out);
         sent += (out.len() - unsent_before) as u64;
         self.shared.metrics.sent_bytes.inc_by(sent);
+        self.view
+            .bytes
+            .fetch_add(sent, std::sync::atomic::Ordering::Relaxed);
         if matches!(kind, StreamKind::Retr) {
             self.shared.metrics.messages_sent.inc();
         }
@@ -767,6 +784,9 @@ impl Driver {
         match timeout(self.live.config.limits.tls_handshake, acceptor.accept(tcp)).await {
             Ok(Ok(s)) => {
                 self.conn = Conn::Tls(Box::new(s));
+                self.view
+                    .tls
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
                 Ok(())
             }
             Ok(Err(e)) => {

@@ -1,4 +1,5 @@
 //! One module per subcommand.
+pub mod admin;
 pub mod bench;
 pub mod cert;
 pub mod check;

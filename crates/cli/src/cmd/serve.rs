@@ -282,6 +282,12 @@ async fn serve(
         ),
         None => None,
     };
+    // The admin socket: made before the drop (its directory may be root's), 0660 and
+    // given to the service user and group, so root and that group may use it.
+    let admin_listener = match &server.config().admin_socket {
+        Some(path) => Some(bind_admin(path, &server.config())?),
+        None => None,
+    };
     let config = server.config();
     let mut helper = None;
     let mut helper_client = None;
@@ -321,16 +327,29 @@ async fn serve(
             },
         ))
     });
+    let reload = std::sync::Arc::new(Reloader {
+        server: server.clone(),
+        first_run,
+        config_file,
+        overrides: args.overrides(),
+        lmtp: lmtp_ctx_tx,
+        helper: helper_client,
+    });
+    let admin_task = admin_listener.map(|l| {
+        let mut rx = stop_rx.clone();
+        let r = std::sync::Arc::clone(&reload);
+        let reload_fn: correio_server::admin::ReloadFn = std::sync::Arc::new(move || r.reload());
+        tokio::spawn(correio_server::admin::serve(
+            l,
+            server.clone(),
+            reload_fn,
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            },
+        ))
+    });
     let signals = {
-        let server = server.clone();
-        let reload = Reloader {
-            server: server.clone(),
-            first_run,
-            config_file,
-            overrides: args.overrides(),
-            lmtp: lmtp_ctx_tx,
-            helper: helper_client,
-        };
+        let reload = std::sync::Arc::clone(&reload);
         tokio::spawn(async move {
             if let Err(e) = handle_signals(reload).await {
                 error!(error = %e, "cannot install signal handlers");
@@ -350,12 +369,45 @@ async fn serve(
     if let Some(t) = metrics_task {
         let _ = t.await;
     }
+    if let Some(t) = admin_task {
+        let _ = t.await;
+    }
+    if let Some(p) = &server.config().admin_socket {
+        let _ = std::fs::remove_file(p);
+    }
     signals.abort();
     if let Some(mut child) = helper {
         // Its socket closes with this process; reap it if it has already gone.
         let _ = child.try_wait();
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Binds the admin control socket (replacing a stale one), mode 0660, owned by the
+/// service user and group when root starts the server.
+fn bind_admin(path: &std::path::Path, config: &Config) -> anyhow::Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
+    if let Ok(m) = std::fs::symlink_metadata(path) {
+        if m.file_type().is_socket() {
+            std::fs::remove_file(path)
+                .with_context(|| format!("removing the stale {}", path.display()))?;
+        } else {
+            anyhow::bail!("{} exists and is not a socket", path.display());
+        }
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let l = tokio::net::UnixListener::bind(path)
+        .with_context(|| format!("cannot listen on the admin socket {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+        .with_context(|| format!("setting the mode of {}", path.display()))?;
+    if let Some(o) = ServiceAccount::for_files(config)? {
+        o.give(path)
+            .with_context(|| format!("giving {} to {}", path.display(), o.name))?;
+    }
+    info!(path = %path.display(), "admin socket listening");
+    Ok(l)
 }
 
 /// The LMTP listener's view of the server's configuration.
@@ -389,7 +441,9 @@ struct Reloader {
 }
 
 impl Reloader {
-    fn reload(&self) {
+    /// Re-reads the configuration and applies it; the changed keys, or why nothing
+    /// changed. Logged either way (SIGHUP and `correio admin reload` both call it).
+    fn reload(&self) -> Result<Vec<String>, String> {
         let loaded = match &self.helper {
             Some(h) if self.config_file.is_some() => {
                 h.config_text().map_err(|e| e.to_string()).and_then(|text| {
@@ -411,12 +465,13 @@ impl Reloader {
             }
             Err(e) => {
                 error!(error = %e, "SIGHUP: configuration not reloaded; keeping the old one");
-                return;
+                return Err(e);
             }
         };
         match self.server.reload(new) {
             Err(e) => {
                 error!(error = %e, "SIGHUP: configuration not reloaded; keeping the old one");
+                Err(e.to_string())
             }
             Ok(r) => {
                 for (key, old, new) in &r.changed {
@@ -433,13 +488,14 @@ impl Reloader {
                 }
                 let _ = self.lmtp.send(lmtp_context(&self.server));
                 info!(changed = r.changed.len(), "SIGHUP: configuration reloaded");
+                Ok(r.changed.into_iter().map(|(k, _, _)| k).collect())
             }
         }
     }
 }
 
 /// Returns when SIGTERM or SIGINT arrives; reloads on SIGHUP meanwhile.
-async fn handle_signals(reload: Reloader) -> std::io::Result<()> {
+async fn handle_signals(reload: std::sync::Arc<Reloader>) -> std::io::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -449,7 +505,9 @@ async fn handle_signals(reload: Reloader) -> std::io::Result<()> {
             _ = term.recv() => { info!("SIGTERM"); return Ok(()); }
             _ = int.recv() => { info!("SIGINT"); return Ok(()); }
             // File reads and the helper round trip block: keep them off the workers.
-            _ = hup.recv() => tokio::task::block_in_place(|| reload.reload()),
+            _ = hup.recv() => {
+                let _ = tokio::task::block_in_place(|| reload.reload());
+            }
         }
     }
 }
