@@ -11,7 +11,7 @@ mod cmd;
 
 /// Correio: a POP3 mail system. Server, delivery and fetcher in one binary.
 #[derive(Debug, Parser)]
-#[command(name = "correio", version, about, long_about = None)]
+#[command(name = "correio", version = env!("CORREIO_VERSION"), about, long_about = None)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -33,8 +33,19 @@ enum Command {
     Check(cmd::check::Args),
     /// Ask the running server: who, kick, mailbox, expunge, reload, status.
     Admin(cmd::admin::Args),
+    /// Check (and repair) an mbox or a Maildir: `correio mailbox check PATH`.
+    Mailbox(cmd::mailbox::Args),
+    /// Translate another server's configuration (Dovecot) into correio.toml.
+    Import(cmd::import::Args),
     /// POP3 load generator for any server (and its own ceiling, --self-test).
     Bench(Box<cmd::bench::Args>),
+    /// Report on any POP3 server: offer, RFC conformance, exposure.
+    Probe(Box<cmd::probe::Args>),
+    /// Copy mail between Maildir, mbox, .eml folders (or from a POP3 server), resumably.
+    Convert(Box<cmd::convert::Args>),
+    /// Generate man pages and shell completions (for packagers).
+    #[command(hide = true)]
+    Gen(cmd::r#gen::Args),
 }
 
 fn main() -> ExitCode {
@@ -61,8 +72,13 @@ fn main() -> ExitCode {
         Command::Fetch(a) => cmd::fetch::run(a),
         Command::Cert(a) => cmd::cert::run(a),
         Command::Check(a) => cmd::check::run(a),
+        Command::Mailbox(a) => cmd::mailbox::run(a),
+        Command::Import(a) => cmd::import::run(a),
         Command::Bench(a) => cmd::bench::run(*a),
         Command::Admin(a) => cmd::admin::run(a),
+        Command::Probe(a) => cmd::probe::run(*a),
+        Command::Convert(a) => cmd::convert::run(*a),
+        Command::Gen(a) => cmd::r#gen::run(a),
     };
     match result {
         Ok(code) => code,

@@ -21,6 +21,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod import;
 pub mod lmtp;
 pub mod metrics;
 pub mod ownership;
@@ -880,7 +881,13 @@ pub fn drop_privileges(user: &str, group: Option<&str>) -> anyhow::Result<()> {
         }
         None => u.gid,
     };
-    setgroups(&[gid])?;
+    // The user's supplementary groups too (e.g. `mail` for /var/mail mboxes), as
+    // initgroups(3) would give a login; the chosen group first.
+    let cname = std::ffi::CString::new(user)?;
+    let mut groups = nix::unistd::getgrouplist(&cname, gid).unwrap_or_else(|_| vec![gid]);
+    groups.retain(|g| *g != gid);
+    groups.insert(0, gid);
+    setgroups(&groups)?;
     setgid(gid)?;
     setuid(u.uid)?;
     if Uid::effective().is_root() || Gid::effective() != gid {

@@ -78,3 +78,10 @@ pub fn dovecot_uidlist(data: &[u8]) {
 pub fn expiry_retrieved(data: &[u8]) {
     crate::expiry::fuzz_retrieved(data);
 }
+
+/// Courier size list parsing (`courierpop3dsizelist`): never panics; every UIDL it
+/// yields is valid.
+#[doc(hidden)]
+pub fn courier_sizelist(data: &[u8]) {
+    crate::maildir::fuzz_courier_sizelist(data);
+}

@@ -26,9 +26,11 @@
 //! message; one session per maildrop at a time, across processes.
 #![forbid(unsafe_code)]
 
+pub mod convert;
 pub mod deliver;
 mod error;
 pub mod expiry;
+pub mod fsck;
 pub mod fuzzing;
 mod location;
 pub mod lock;

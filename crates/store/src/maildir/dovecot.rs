@@ -5,7 +5,9 @@
 //! UIDVALIDITY, each as 8 hex digits; Dovecot 2.3 expands `%X` in lower case (checked
 //! against a running Dovecot in `tests/dovecot_interop.rs`). When a record carries a `P<uidl>`
 //! extension (a UIDL Dovecot kept from an earlier migration), that one wins, as in
-//! Dovecot. Only versions 1 and 3 of the file exist; anything else is ignored.
+//! Dovecot; an empty `P` stands for the file name up to `:` (Dovecot's
+//! `maildir_mail_get_special`, `MAIL_FETCH_UIDL_BACKEND`). Only versions 1 and 3 of the
+//! file exist; anything else is ignored.
 //!
 //! Formats: version 3 header `3 V<validity> N<next> G<guid>...`, records
 //! `<uid> [<ext>...] :<filename>`; version 1 header `1 <validity> <next>`, records
@@ -79,10 +81,20 @@ pub(crate) fn parse(bytes: &[u8]) -> HashMap<Vec<u8>, String> {
         };
         let mut uidl = format!("{uid:08x}{validity:08x}");
         for ext in f {
-            if let Some(p) = ext.strip_prefix('P')
-                && valid_uidl(p)
-            {
+            let Some(p) = ext.strip_prefix('P') else {
+                continue;
+            };
+            if valid_uidl(p) {
                 uidl = p.to_string();
+            } else if p.is_empty() {
+                // An empty `P` is Dovecot's short form for "the file name up to ':'"
+                // (its storage ID, `,S=`/`,W=` included).
+                let id = name.split(|&b| b == b':').next().unwrap_or(name);
+                if let Ok(id) = std::str::from_utf8(id)
+                    && valid_uidl(id)
+                {
+                    uidl = id.to_string();
+                }
             }
         }
         let base = base_of(name);
@@ -105,6 +117,14 @@ mod tests {
         assert_eq!(m[&b"2.M2P2.host"[..]], "000000026553f100");
         assert_eq!(m[&b"3.M3.host"[..]], "old-uidl-3");
         assert_eq!(m.len(), 3);
+    }
+
+    #[test]
+    fn empty_pop3_uidl_is_the_file_name_up_to_the_colon() {
+        let t = b"3 V7 N3\n1 P :1.M1P1.host,S=10,W=12:2,S\n2 P W5 :2.M2.host\n";
+        let m = parse(t);
+        assert_eq!(m[&b"1.M1P1.host"[..]], "1.M1P1.host,S=10,W=12");
+        assert_eq!(m[&b"2.M2.host"[..]], "2.M2.host");
     }
 
     #[test]

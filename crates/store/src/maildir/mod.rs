@@ -6,7 +6,8 @@
 //! present (trusted as Dovecot does), else from the index `correio-index`, else by
 //! reading the file once (then cached in the index with the file's size and mtime).
 //! The UIDL of a message is, in order: the one recorded in the index; the one Dovecot
-//! showed (`dovecot-uidlist`, see [`dovecot`]); one derived from the base name (see
+//! showed (`dovecot-uidlist`, see [`dovecot`]); the one Courier showed
+//! (`courierpop3dsizelist`, see [`courier`]); one derived from the base name (see
 //! [`names`]). It is recorded in the index on first sight, keyed by base name, so a
 //! flag rename by another tool keeps it.
 //!
@@ -21,9 +22,10 @@
 //! [`crate::expiry`] files `correio-retrieved` and `correio-last-login` live in the
 //! Maildir root, where Dovecot and other tools ignore unknown files.
 
-mod dovecot;
-mod index;
-mod names;
+mod courier;
+pub(crate) mod dovecot;
+pub(crate) mod index;
+pub(crate) mod names;
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
@@ -217,6 +219,7 @@ impl MaildirDrop {
         let old_index = index::load(root);
         let mut new_index = index::Index::with_capacity(entries.len());
         let mut dovecot: Option<HashMap<Vec<u8>, String>> = None;
+        let mut courier: Option<HashMap<Vec<u8>, String>> = None;
         let mut used_uidls = std::collections::HashSet::with_capacity(entries.len());
         let mut messages = Vec::with_capacity(entries.len());
         let mut kept = Vec::with_capacity(entries.len());
@@ -269,6 +272,11 @@ impl MaildirDrop {
                 None => {
                     let d = dovecot.get_or_insert_with(|| dovecot::load(root));
                     d.get(&e.base)
+                        .or_else(|| {
+                            courier
+                                .get_or_insert_with(|| courier::load(root))
+                                .get(&e.base)
+                        })
                         .cloned()
                         .unwrap_or_else(|| names::uidl_from_base(&e.base))
                 }
@@ -682,6 +690,13 @@ pub(crate) fn fuzz_index(data: &[u8]) {
 #[doc(hidden)]
 pub(crate) fn fuzz_uidlist(data: &[u8]) {
     for u in dovecot::parse(data).values() {
+        assert!(!u.is_empty() && u.len() <= 70 && u.bytes().all(|b| (0x21..=0x7e).contains(&b)));
+    }
+}
+
+#[doc(hidden)]
+pub(crate) fn fuzz_courier_sizelist(data: &[u8]) {
+    for u in courier::parse(data).values() {
         assert!(!u.is_empty() && u.len() <= 70 && u.bytes().all(|b| (0x21..=0x7e).contains(&b)));
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! Format: written as mboxrd (a `From <sender> <asctime>` line, the message with LF
 //! line ends and `>*From ` lines quoted with one more `>`, then a blank line); read as
-//! mboxrd/mboxo and mboxcl2 (see [`scan`] for the exact rules).
+//! mboxrd/mboxo and mboxcl2 (the scanner, `scan.rs`, has the exact rules).
 //!
 //! Locks: a session holds `flock` on `<mbox>.correio-session` (fails fast: POP3
 //! `[IN-USE]`); reading the snapshot, appending and UPDATE take the local mail locks
@@ -31,8 +31,19 @@
 //! rename and append to the old file without re-checking it after locking would lose
 //! that message; our own writer re-checks (it opens the file after the dotlock and
 //! verifies the inode after locking).
+//!
+//! Never delete across a doubt: a message whose boundaries are in doubt (a `From ` line
+//! inside it that is not a separator by the rules of the scanner, `scan.rs`, so that a
+//! laxer reader would split the message there; see [`from_line`]) is never removed by
+//! UPDATE, even when marked deleted: its bytes stay, the other deletions are done, and
+//! UPDATE then fails with an error naming the message and the offset of the doubtful
+//! line, so the client gets `-ERR` for QUIT ("some deleted messages not removed", RFC
+//! 1939) and the log says why. `correio mailbox check --repair` quotes such lines, after
+//! which the message can be deleted. Before anything is rewritten, the scan must cover
+//! the file exactly (preamble and messages end to end), or UPDATE refuses.
 
-mod scan;
+pub mod from_line;
+pub(crate) mod scan;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Read, Write};
@@ -49,7 +60,7 @@ use crate::lock::{DEFAULT_LOCK_TIMEOUT, MboxLock, SessionLock};
 use crate::maildrop::{CommitReport, Maildrop, MessageInfo, MessageReader, checked_deletions};
 use crate::transform::{FromQuoting, QuoteDir};
 
-pub(crate) use scan::{Encoding, ScannedMessage, scan, uidls};
+pub(crate) use scan::{Encoding, NoteKind, Scan, ScannedMessage, scan, uidls};
 
 /// The session lock file of an mbox: `<mbox>.correio-session`.
 pub fn session_lock_path(mbox: &Path) -> PathBuf {
@@ -260,7 +271,7 @@ impl MboxDrop {
         for &i in &deletions {
             *doomed.entry(self.messages[i].uidl.as_str()).or_default() += 1;
         }
-        let removed = rewrite_without(&self.path, self.lock_timeout, |uidl| {
+        let r = rewrite_without(&self.path, self.lock_timeout, |uidl| {
             match doomed.get_mut(uidl) {
                 Some(n) if *n > 0 => {
                     *n -= 1;
@@ -269,26 +280,81 @@ impl MboxDrop {
                 _ => false,
             }
         })?;
+        if let Some(&(ref uidl, at)) = r.kept.first() {
+            tracing::warn!(
+                path = %self.path.display(),
+                kept = r.kept.len(),
+                removed = r.removed,
+                "UPDATE kept messages marked deleted: their boundaries are in doubt"
+            );
+            return Err(StoreError::Io {
+                context: format!(
+                    "kept {} of {} messages marked deleted in {}",
+                    r.kept.len(),
+                    deletions.len(),
+                    self.path.display()
+                ),
+                source: io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "the boundaries of the message with UIDL {uidl} are in doubt (a \
+                         `From ` line at offset {at} that is not a message separator), so \
+                         its bytes are kept; `correio mailbox check` explains, `--repair` \
+                         fixes it"
+                    ),
+                ),
+            });
+        }
         Ok(CommitReport {
-            removed,
-            already_gone: deletions.len() - removed,
+            removed: r.removed,
+            already_gone: deletions.len() - r.removed,
             ..CommitReport::default()
         })
     }
 }
 
+/// What [`rewrite_without`] did.
+#[derive(Debug, Default)]
+pub(crate) struct Rewritten {
+    /// Messages left out.
+    pub(crate) removed: usize,
+    /// Messages `drop_it` chose but that were kept because their boundaries are in
+    /// doubt: (UIDL, offset of the doubtful line).
+    pub(crate) kept: Vec<(String, u64)>,
+}
+
+/// Checks that a scan covers `0..len` end to end (preamble, then each message up to
+/// the next), so that a rewrite from its ranges keeps every byte.
+pub(crate) fn check_tiling(s: &Scan, path: &Path) -> Result<(), StoreError> {
+    let mut at = s.preamble_len;
+    for m in &s.messages {
+        if m.from_start != at || m.next_start < m.from_start {
+            at = u64::MAX;
+            break;
+        }
+        at = m.next_start;
+    }
+    if at != s.len {
+        return Err(StoreError::Changed {
+            path: path.to_path_buf(),
+            reason: "the scan does not cover the file (changed while read?); not rewriting".into(),
+        });
+    }
+    Ok(())
+}
+
 /// Rewrites the mbox at `path` without the messages for whose UIDL `drop_it` says
 /// true, atomically (temporary file, fsync, rename, fsync dir), under the mail locks.
-/// Returns how many messages were left out.
+/// A message whose boundaries are in doubt is kept even then (see the module docs).
 pub(crate) fn rewrite_without(
     path: &Path,
     timeout: Duration,
     mut drop_it: impl FnMut(&str) -> bool,
-) -> Result<usize, StoreError> {
+) -> Result<Rewritten, StoreError> {
     let lock = match MboxLock::acquire(path, false, timeout) {
         Ok(l) => l,
         Err(StoreError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
-            return Ok(0);
+            return Ok(Rewritten::default());
         }
         Err(e) => return Err(e),
     };
@@ -301,19 +367,25 @@ pub(crate) fn rewrite_without(
     let s = scan(file, len).map_err(|e| StoreError::io("cannot read", path, e))?;
     let ids = uidls(&s.messages);
     let mut keep = vec![(0, s.preamble_len)];
-    let mut removed = 0;
+    let mut r = Rewritten::default();
     for (m, id) in s.messages.iter().zip(&ids) {
         if drop_it(id) {
-            removed += 1;
-        } else {
-            keep.push((m.from_start, m.next_start));
+            match m.doubt {
+                Some(at) => r.kept.push((id.clone(), at)),
+                None => {
+                    r.removed += 1;
+                    continue;
+                }
+            }
         }
+        keep.push((m.from_start, m.next_start));
     }
-    if removed == 0 {
-        return Ok(0);
+    if r.removed == 0 {
+        return Ok(r);
     }
+    check_tiling(&s, path)?;
     rewrite_ranges(path, &lock, &keep)?;
-    Ok(removed)
+    Ok(r)
 }
 
 /// Replaces the locked mbox at `path` by the concatenation of `ranges` of its current
@@ -362,7 +434,7 @@ fn rewrite_ranges(path: &Path, lock: &MboxLock, ranges: &[(u64, u64)]) -> Result
 /// (`.<name>.correio-tmp.<pid>`; only mail-lock holders create them, so with the lock
 /// held any of them is stale) and dotlock temporaries (`<name>.lock.<pid>`) of
 /// processes that no longer exist. Call with the mail locks held. Best effort.
-fn clean_leftovers(path: &Path) {
+pub(crate) fn clean_leftovers(path: &Path) {
     let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
         return;
     };
@@ -393,7 +465,7 @@ fn clean_leftovers(path: &Path) {
     }
 }
 
-fn parent_dir(path: &Path) -> &Path {
+pub(crate) fn parent_dir(path: &Path) -> &Path {
     path.parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."))
@@ -412,7 +484,7 @@ pub fn journal_path(mbox: &Path) -> PathBuf {
 /// the recorded length are removed, so a message is never half in the mbox. If another
 /// program appended after our partial message (its From_ line follows), only our part
 /// is cut out and its message is kept. Call with the mail locks held.
-fn recover_interrupted_append(path: &Path, lock: &MboxLock) -> Result<(), StoreError> {
+pub(crate) fn recover_interrupted_append(path: &Path, lock: &MboxLock) -> Result<(), StoreError> {
     let jpath = journal_path(path);
     let text = match fs::read_to_string(&jpath) {
         Ok(t) => t,
@@ -596,7 +668,7 @@ impl MboxWriter {
 
 /// `From ` line: envelope sender (no spaces or controls; `MAILER-DAEMON` when empty)
 /// and the time in asctime format, UTC.
-fn from_line(sender: Option<&str>, now: SystemTime) -> String {
+pub(crate) fn from_line(sender: Option<&str>, now: SystemTime) -> String {
     let s: String = sender
         .unwrap_or("")
         .chars()
