@@ -23,6 +23,7 @@
 //! [tls]
 //! cert = "/etc/correio/cert.pem"         # default: <data_dir>/tls/cert.pem
 //! key = "/etc/correio/key.pem"           # default: <data_dir>/tls/key.pem
+//! sni = [{ name = "mail.example.net", cert = "...", key = "..." }]  # per name
 //!
 //! [pop3]
 //! mechanisms = ["PLAIN", "LOGIN"]        # default; SCRAM-SHA-256 and CRAM-MD5 only
@@ -188,6 +189,15 @@ struct FileListen {
 struct FileTls {
     cert: Option<PathBuf>,
     key: Option<PathBuf>,
+    sni: Option<Vec<FileSni>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSni {
+    name: String,
+    cert: PathBuf,
+    key: PathBuf,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -498,6 +508,9 @@ pub struct Config {
     pub tls_cert: PathBuf,
     /// Private key, PEM.
     pub tls_key: PathBuf,
+    /// One certificate per server name (SNI); clients naming none of them get the
+    /// default pair.
+    pub tls_sni: Vec<crate::tls::SniCert>,
     /// The pair was named in the configuration (`[tls] cert`/`key`): it must load.
     /// Otherwise it is the data directory's default pair, which `correio serve`
     /// creates on its first run.
@@ -657,7 +670,7 @@ impl Config {
         })
     }
 
-    fn resolve(f: FileConfig, o: &Overrides) -> Result<Config, ConfigError> {
+    fn resolve(mut f: FileConfig, o: &Overrides) -> Result<Config, ConfigError> {
         let data_dir = o
             .data_dir
             .clone()
@@ -824,6 +837,26 @@ impl Config {
                 }
             },
         };
+        let mut tls_sni: Vec<crate::tls::SniCert> = Vec::new();
+        for s in f.tls.sni.take().unwrap_or_default() {
+            let name = s.name.trim().trim_end_matches('.').to_ascii_lowercase();
+            if name.is_empty()
+                || name.len() > 253
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+            {
+                return Err(err("tls.sni", format!("{:?} is not a host name", s.name)));
+            }
+            if tls_sni.iter().any(|x| x.name == name) {
+                return Err(err("tls.sni", format!("{name:?} is listed twice")));
+            }
+            tls_sni.push(crate::tls::SniCert {
+                name,
+                cert: s.cert,
+                key: s.key,
+            });
+        }
         let dd = Delivery::default();
         let delivery = Delivery {
             max_message_size: f.delivery.max_message_size.unwrap_or(dd.max_message_size),
@@ -922,6 +955,7 @@ impl Config {
             pop3s,
             lmtp,
             tls_explicit: f.tls.cert.is_some() || f.tls.key.is_some(),
+            tls_sni,
             tls_cert: f
                 .tls
                 .cert
@@ -1009,6 +1043,14 @@ impl Config {
             ),
             ("tls.cert", self.tls_cert.display().to_string()),
             ("tls.key", self.tls_key.display().to_string()),
+            (
+                "tls.sni",
+                self.tls_sni
+                    .iter()
+                    .map(|s| format!("{}={}", s.name, s.cert.display()))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ),
             ("pop3.mechanisms", self.mechanisms.join(" ")),
             ("pop3.apop", self.apop.to_string()),
             ("pop3.login_delay", dur(self.login_delay)),
@@ -1172,6 +1214,10 @@ pub fn fuzz_config(data: &[u8]) {
         assert!(c.throttle.failure_delay <= c.throttle.failure_delay_max);
         assert!(c.throttle.failure_delay_max <= Duration::from_secs(60));
         assert!(c.delivery.max_message_size >= 1);
+        for s in &c.tls_sni {
+            assert_eq!(s.name, s.name.to_ascii_lowercase());
+            assert!(!s.name.is_empty());
+        }
         for n in &c.trusted_networks {
             assert_eq!(*n, n.trunc());
         }

@@ -148,6 +148,8 @@ pub(crate) struct Shared {
 pub trait TlsSource: std::fmt::Debug + Send + Sync {
     /// The PEM bytes of the configured certificate chain and key.
     fn read_pair(&self) -> Result<(Vec<u8>, Vec<u8>), tls::TlsError>;
+    /// The PEM bytes of the `index`th `[tls] sni` pair.
+    fn read_sni_pair(&self, index: usize) -> Result<(Vec<u8>, Vec<u8>), tls::TlsError>;
 }
 
 /// What a connection is offered, from what the stored secrets allow.
@@ -374,11 +376,12 @@ impl Server {
     ) -> Result<Server, StartError> {
         let users = Accounts::open(&config)?;
         let tls = if config.tls_explicit
+            || !config.tls_sni.is_empty()
             || config.tls_cert.exists()
             || config.tls_key.exists()
             || !config.pop3s.is_empty()
         {
-            TlsStore::load(&config.tls_cert, &config.tls_key)?
+            TlsStore::load_with_sni(&config.tls_cert, &config.tls_key, &config.tls_sni)?
         } else {
             warn!(
                 cert = %config.tls_cert.display(),
@@ -456,6 +459,7 @@ impl Server {
         self.shared
             .tls
             .set_paths(&live.config.tls_cert, &live.config.tls_key);
+        self.shared.tls.set_sni(&live.config.tls_sni);
         let source = self
             .shared
             .tls_source
@@ -465,7 +469,12 @@ impl Server {
         match source {
             Some(src) => {
                 let (cert, key) = src.read_pair()?;
-                self.shared.tls.install_pem(&cert, &key)
+                let mut sni = Vec::new();
+                for (i, s) in live.config.tls_sni.iter().enumerate() {
+                    let (c, k) = src.read_sni_pair(i)?;
+                    sni.push((s.name.clone(), c, k));
+                }
+                self.shared.tls.install_pem(&cert, &key, &sni)
             }
             None => self.shared.tls.reload(),
         }

@@ -39,14 +39,17 @@ pub enum Request {
     TlsPair,
     /// The configuration file's text (it may be readable by root only).
     ConfigText,
+    /// The PEM bytes of the nth `[tls] sni` pair of the configuration.
+    SniPair(u16),
 }
 
 impl Request {
     /// The request on the wire.
-    pub fn encode(self) -> &'static [u8] {
+    pub fn encode(self) -> Vec<u8> {
         match self {
-            Request::TlsPair => b"PAIR\n",
-            Request::ConfigText => b"CONFIG\n",
+            Request::TlsPair => b"PAIR\n".to_vec(),
+            Request::ConfigText => b"CONFIG\n".to_vec(),
+            Request::SniPair(n) => format!("SNI {n}\n").into_bytes(),
         }
     }
 
@@ -55,7 +58,17 @@ impl Request {
         match line {
             b"PAIR" => Some(Request::TlsPair),
             b"CONFIG" => Some(Request::ConfigText),
-            _ => None,
+            _ => {
+                let n = line.strip_prefix(b"SNI ")?;
+                if n.is_empty() || n.len() > 5 || !n.iter().all(u8::is_ascii_digit) {
+                    return None;
+                }
+                std::str::from_utf8(n)
+                    .ok()?
+                    .parse()
+                    .ok()
+                    .map(Request::SniPair)
+            }
         }
     }
 }
@@ -167,7 +180,7 @@ impl HelperClient {
         let mut s = self.stream.lock().unwrap_or_else(|p| p.into_inner());
         s.set_read_timeout(Some(REPLY_TIMEOUT))?;
         s.set_write_timeout(Some(REPLY_TIMEOUT))?;
-        s.write_all(req.encode())?;
+        s.write_all(&req.encode())?;
         let mut buf = Vec::with_capacity(8192);
         let mut chunk = [0u8; 8192];
         loop {
@@ -215,16 +228,31 @@ impl crate::TlsSource for HelperClient {
             Err(e) => Err(helper_error(e.to_string())),
         }
     }
+
+    fn read_sni_pair(&self, index: usize) -> Result<(Vec<u8>, Vec<u8>), TlsError> {
+        let helper_error = |reason: String| TlsError::Pem {
+            path: "(privileged helper)".into(),
+            reason,
+        };
+        let n = u16::try_from(index).map_err(|_| helper_error("too many SNI pairs".into()))?;
+        match self.ask(Request::SniPair(n)) {
+            Ok(Reply::Pair(c, k)) => Ok((c, k)),
+            Ok(Reply::Error(e)) => Err(helper_error(e)),
+            Ok(Reply::Text(_)) => Err(helper_error("unexpected reply".into())),
+            Err(e) => Err(helper_error(e.to_string())),
+        }
+    }
 }
 
 /// The helper's loop: answers requests on `stream` until the server closes it.
-/// `pair_paths` is called for each request: it re-reads the configuration, so a
+/// `pair_paths` is called for each TLS request (`None`: the default pair, `Some(n)`:
+/// the nth `[tls] sni` pair): it re-reads the configuration, so a
 /// reload that changed `[tls]` is followed. `config_file` is the one configuration
 /// file the helper sends on request (none: the defaults, sent as empty text).
 pub fn serve_helper(
     mut stream: UnixStream,
     config_file: Option<&std::path::Path>,
-    pair_paths: impl Fn() -> Result<(std::path::PathBuf, std::path::PathBuf), String>,
+    pair_paths: impl Fn(Option<u16>) -> Result<(std::path::PathBuf, std::path::PathBuf), String>,
 ) -> io::Result<()> {
     let mut line = Vec::with_capacity(16);
     let mut byte = [0u8; 1];
@@ -247,7 +275,10 @@ pub fn serve_helper(
             continue;
         }
         let reply = match Request::decode(&line) {
-            Some(Request::TlsPair) => match pair_paths() {
+            Some(req @ (Request::TlsPair | Request::SniPair(_))) => match pair_paths(match req {
+                Request::SniPair(n) => Some(n),
+                _ => None,
+            }) {
                 Ok((cert, key)) => match crate::tls::read_pair(&cert, &key) {
                     Ok((c, k)) if c.len() <= MAX_BLOB && k.len() <= MAX_BLOB => Reply::Pair(c, k),
                     Ok(_) => Reply::Error(format!(
@@ -324,7 +355,10 @@ mod tests {
         let cfg = dir.path().join("c.toml");
         std::fs::write(&cfg, "hostname = \"h\"\n").unwrap();
         let helper = std::thread::spawn(move || {
-            serve_helper(b, Some(&cfg), move || Ok((c2.clone(), k2.clone())))
+            serve_helper(b, Some(&cfg), move |sni| match sni {
+                None => Ok((c2.clone(), k2.clone())),
+                Some(n) => Err(format!("no SNI pair {n}")),
+            })
         });
         let client = HelperClient::new(a);
         use crate::TlsSource as _;

@@ -101,22 +101,139 @@ pub fn server_config_from_pem(
     Ok(Arc::new(config))
 }
 
+/// A certificate for one server name (SNI), with where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SniCert {
+    /// The server name, lower case (`mail.example.org`).
+    pub name: String,
+    /// Certificate chain, PEM.
+    pub cert: PathBuf,
+    /// Private key, PEM.
+    pub key: PathBuf,
+}
+
+/// PEM bytes of one SNI pair: (name, chain, key).
+pub type SniPem = (String, Vec<u8>, Vec<u8>);
+
+/// Picks the certificate by the name the client asked for (SNI), else the default.
+#[derive(Debug)]
+struct SniResolver {
+    default: Arc<rustls::sign::CertifiedKey>,
+    by_name: std::collections::HashMap<String, Arc<rustls::sign::CertifiedKey>>,
+}
+
+impl rustls::server::ResolvesServerCert for SniResolver {
+    fn resolve(
+        &self,
+        hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        let asked = hello.server_name().map(str::to_ascii_lowercase);
+        Some(
+            asked
+                .and_then(|n| self.by_name.get(&n).cloned())
+                .unwrap_or_else(|| Arc::clone(&self.default)),
+        )
+    }
+}
+
+fn certified_key(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+    cert: &Path,
+    key: &Path,
+) -> Result<Arc<rustls::sign::CertifiedKey>, TlsError> {
+    let chain: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut &cert_pem[..])
+        .collect::<Result<_, _>>()
+        .map_err(|e| TlsError::Pem {
+            path: cert.to_owned(),
+            reason: format!("bad PEM: {e}"),
+        })?;
+    if chain.is_empty() {
+        return Err(TlsError::Pem {
+            path: cert.to_owned(),
+            reason: "no CERTIFICATE block found".into(),
+        });
+    }
+    let key_der: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut &key_pem[..])
+        .map_err(|e| TlsError::Pem {
+            path: key.to_owned(),
+            reason: format!("bad PEM: {e}"),
+        })?
+        .ok_or_else(|| TlsError::Pem {
+            path: key.to_owned(),
+            reason: "no PRIVATE KEY block found".into(),
+        })?;
+    let signing = rustls::crypto::ring::sign::any_supported_type(&key_der)?;
+    let ck = rustls::sign::CertifiedKey::new(chain, signing);
+    // The key must belong to the certificate (rustls checks it for single certs).
+    ck.keys_match().map_err(|e| TlsError::Pem {
+        path: key.to_owned(),
+        reason: format!("does not match {}: {e}", cert.display()),
+    })?;
+    Ok(Arc::new(ck))
+}
+
+/// A server config with a default pair and one pair per SNI name (PEM bytes given;
+/// the paths name them in errors).
+pub fn server_config_with_sni(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+    cert: &Path,
+    key: &Path,
+    sni: &[SniPem],
+    sni_paths: &[SniCert],
+) -> Result<Arc<RustlsConfig>, TlsError> {
+    if sni.is_empty() {
+        return server_config_from_pem(cert_pem, key_pem, cert, key);
+    }
+    let default = certified_key(cert_pem, key_pem, cert, key)?;
+    let mut by_name = std::collections::HashMap::new();
+    for (i, (name, c, k)) in sni.iter().enumerate() {
+        let (cp, kp) = sni_paths
+            .get(i)
+            .map(|s| (s.cert.clone(), s.key.clone()))
+            .unwrap_or_default();
+        by_name.insert(name.to_ascii_lowercase(), certified_key(c, k, &cp, &kp)?);
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = RustlsConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(SniResolver { default, by_name }));
+    Ok(Arc::new(config))
+}
+
+/// Reads every SNI pair's files.
+pub fn read_sni(sni: &[SniCert]) -> Result<Vec<SniPem>, TlsError> {
+    sni.iter()
+        .map(|s| read_pair(&s.cert, &s.key).map(|(c, k)| (s.name.clone(), c, k)))
+        .collect()
+}
+
 /// The current TLS config, swapped whole on reload. Sessions take an `Arc` at accept
 /// time (or at STLS) and keep it, so a reload never disturbs them.
 #[derive(Debug)]
 pub struct TlsStore {
     paths: RwLock<(PathBuf, PathBuf)>,
+    sni: RwLock<Vec<SniCert>>,
     current: RwLock<Option<Arc<RustlsConfig>>>,
 }
 
 impl TlsStore {
     /// Loads the pair now; fails if it cannot be used.
     pub fn load(cert: &Path, key: &Path) -> Result<TlsStore, TlsError> {
-        let config = load_server_config(cert, key)?;
-        Ok(TlsStore {
+        Self::load_with_sni(cert, key, &[])
+    }
+
+    /// Loads the default pair and one pair per SNI name; fails if any cannot be used.
+    pub fn load_with_sni(cert: &Path, key: &Path, sni: &[SniCert]) -> Result<TlsStore, TlsError> {
+        let store = TlsStore {
             paths: RwLock::new((cert.to_owned(), key.to_owned())),
-            current: RwLock::new(Some(config)),
-        })
+            sni: RwLock::new(sni.to_vec()),
+            current: RwLock::new(None),
+        };
+        store.reload()?;
+        Ok(store)
     }
 
     /// A store without TLS (no STLS, no pop3s).
@@ -129,6 +246,7 @@ impl TlsStore {
     pub fn unloaded(cert: &Path, key: &Path) -> TlsStore {
         TlsStore {
             paths: RwLock::new((cert.to_owned(), key.to_owned())),
+            sni: RwLock::new(Vec::new()),
             current: RwLock::new(None),
         }
     }
@@ -151,13 +269,27 @@ impl TlsStore {
         }
     }
 
+    /// Replaces the SNI pairs to load at the next reload.
+    pub fn set_sni(&self, sni: &[SniCert]) {
+        if let Ok(mut s) = self.sni.write() {
+            *s = sni.to_vec();
+        }
+    }
+
+    fn sni_paths(&self) -> Vec<SniCert> {
+        self.sni.read().map(|s| s.clone()).unwrap_or_default()
+    }
+
     /// Re-reads the files. On error the old pair stays in use.
     pub fn reload(&self) -> Result<(), TlsError> {
         let (cert, key) = self.paths();
         if cert.as_os_str().is_empty() {
             return Ok(());
         }
-        let config = load_server_config(&cert, &key)?;
+        let (cert_pem, key_pem) = read_pair(&cert, &key)?;
+        let paths = self.sni_paths();
+        let sni = read_sni(&paths)?;
+        let config = server_config_with_sni(&cert_pem, &key_pem, &cert, &key, &sni, &paths)?;
         if let Ok(mut g) = self.current.write() {
             *g = Some(config);
         }
@@ -166,9 +298,15 @@ impl TlsStore {
 
     /// Installs a pair read elsewhere (by the privileged helper). On error the old
     /// pair stays in use.
-    pub fn install_pem(&self, cert_pem: &[u8], key_pem: &[u8]) -> Result<(), TlsError> {
+    pub fn install_pem(
+        &self,
+        cert_pem: &[u8],
+        key_pem: &[u8],
+        sni: &[SniPem],
+    ) -> Result<(), TlsError> {
         let (cert, key) = self.paths();
-        let config = server_config_from_pem(cert_pem, key_pem, &cert, &key)?;
+        let config =
+            server_config_with_sni(cert_pem, key_pem, &cert, &key, sni, &self.sni_paths())?;
         if let Ok(mut g) = self.current.write() {
             *g = Some(config);
         }

@@ -54,7 +54,11 @@ pub fn problems(config: &Config) -> Vec<String> {
     // first run, so it is a note, not an error.
     let pair_present = config.tls_cert.exists() || config.tls_key.exists();
     if config.tls_explicit || pair_present {
-        if let Err(e) = correio_server::tls::load_server_config(&config.tls_cert, &config.tls_key) {
+        if let Err(e) = correio_server::tls::TlsStore::load_with_sni(
+            &config.tls_cert,
+            &config.tls_key,
+            &config.tls_sni,
+        ) {
             out.push(format!("tls: {e}"));
         }
     } else {

@@ -147,9 +147,16 @@ fn run_helper(config_file: Option<PathBuf>, overrides: Overrides) -> anyhow::Res
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
     })?;
     let file = config_file.clone();
-    correio_server::privsep::serve_helper(stream, file.as_deref(), move || {
+    correio_server::privsep::serve_helper(stream, file.as_deref(), move |sni| {
         let c = Config::load(config_file.as_deref(), &overrides).map_err(|e| e.to_string())?;
-        Ok((c.tls_cert, c.tls_key))
+        match sni {
+            None => Ok((c.tls_cert, c.tls_key)),
+            Some(n) => c
+                .tls_sni
+                .get(usize::from(n))
+                .map(|s| (s.cert.clone(), s.key.clone()))
+                .ok_or_else(|| format!("no [tls] sni pair number {n}")),
+        }
     })
     .context("privileged helper")?;
     Ok(ExitCode::SUCCESS)
