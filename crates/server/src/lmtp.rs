@@ -997,7 +997,7 @@ where
                 format!("250 2.0.0 <{}> Saved", r.address)
             }
             Ok(Err(e)) => {
-                warn!(target: "correio::lmtp", rcpt = %r.address, error = %e, temporary = e.is_temporary(), "delivery failed");
+                warn!(target: "correio::lmtp", rcpt = %r.address, path = %r.location.path().display(), error = %e, temporary = e.is_temporary(), "delivery failed");
                 if let Some(m) = &c.ctx.metrics {
                     m.delivery(if e.is_temporary() {
                         "temporary_failure"
