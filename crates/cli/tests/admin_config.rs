@@ -299,19 +299,20 @@ fn lmtp_unix_socket_is_open_to_the_mta() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    // The socket appears at bind; its mode and owner are set right after. Wait for
+    // both (bounded), then check them.
     let started = std::time::Instant::now();
-    while !std::fs::symlink_metadata(&sock).is_ok_and(|m| m.file_type().is_socket()) {
+    let ready = |m: &std::fs::Metadata| {
+        m.file_type().is_socket() && m.mode() & 0o777 == 0o666 && m.uid() == nix_nobody()
+    };
+    while !std::fs::symlink_metadata(&sock).is_ok_and(|m| ready(&m)) {
         assert!(
             started.elapsed() < std::time::Duration::from_secs(20),
-            "no socket"
+            "no socket with mode 0666 owned by nobody: {:?}",
+            std::fs::symlink_metadata(&sock).map(|m| (m.mode(), m.uid()))
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    // Wait for the drop (the socket is set up just before it).
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    let m = std::fs::metadata(&sock).unwrap();
-    assert_eq!(m.mode() & 0o777, 0o666);
-    assert_eq!(m.uid(), nix_nobody());
     // A client that is neither root nor the service user (uid 4242) connects.
     let probe = Command::new("python3")
         .arg("-c")

@@ -6,29 +6,12 @@
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
+
+use correio_testkit::daemon::{Daemon, is_root};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_correio");
-
-struct Kill(Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn correio(args: &[&str], stdin: &[u8]) -> (bool, String) {
     let mut c = Command::new(BIN)
@@ -55,12 +38,6 @@ fn admin(cfg: &str, args: &[&str]) -> serde_json::Value {
     all.extend_from_slice(args);
     let (_, out) = correio(&all, b"");
     serde_json::from_str(out.lines().next().unwrap_or("")).unwrap_or_else(|e| panic!("{e}: {out}"))
-}
-
-fn is_root() -> bool {
-    std::fs::metadata("/proc/self")
-        .map(|m| m.uid() == 0)
-        .unwrap_or(false)
 }
 
 #[test]
@@ -102,30 +79,13 @@ fn admin_commands_against_a_live_server() {
         );
         assert!(ok, "{out}");
     }
-    let mut server = Command::new(BIN)
-        .args(["serve", "--config", c])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = server.stderr.take().unwrap();
-    let _server = Kill(server);
-    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let log2 = log.clone();
-    std::thread::spawn(move || {
-        for l in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let mut g = log2.lock().unwrap();
-            g.push_str(&l);
-            g.push('\n');
-        }
+    let mut server = Daemon::start({
+        let mut cmd = Command::new(BIN);
+        cmd.args(["serve", "--config", c]);
+        cmd
     });
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !log.lock().unwrap().contains("admin socket listening")
-        || std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
-    {
-        assert!(Instant::now() < deadline, "{}", log.lock().unwrap());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    server.wait_log(&["admin socket listening"], Duration::from_secs(20));
+    server.wait_port(port, Duration::from_secs(20));
 
     // A session holds alice's mailbox.
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();

@@ -4,44 +4,16 @@
 //! runs as `postfix`, neither root nor the service user) must be able to connect.
 //! The message is then fetched back over POP3, byte-exact. Root only (CI runs as root).
 
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::io::{Read as _, Write as _};
 use std::os::unix::fs::PermissionsExt as _;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
+
+use correio_testkit::daemon::{Daemon, is_root};
 use std::time::{Duration, Instant};
 
 use correio_testkit::postfix::{LmtpTarget, Postfix, PostfixConfig, Smtp};
 
 const BIN: &str = env!("CARGO_BIN_EXE_correio");
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false)
-}
 
 #[test]
 fn postfix_delivers_over_the_unix_socket_to_a_dropped_server() {
@@ -90,32 +62,12 @@ fn postfix_delivers_over_the_unix_socket_to_a_dropped_server() {
         String::from_utf8_lossy(&add.stderr)
     );
 
-    let mut child = Command::new(BIN)
-        .args(["serve", "--config", cfg.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let _server = Server(child);
-    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let log2 = log.clone();
-    std::thread::spawn(move || {
-        for l in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let mut g = log2.lock().unwrap();
-            g.push_str(&l);
-            g.push('\n');
-        }
+    let mut server = Daemon::start({
+        let mut cmd = Command::new(BIN);
+        cmd.args(["serve", "--config", cfg.to_str().unwrap()]);
+        cmd
     });
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !log.lock().unwrap().contains("dropped root privileges") {
-        assert!(
-            Instant::now() < deadline,
-            "server did not start: {}",
-            log.lock().unwrap()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    server.wait_log(&["dropped root privileges"], Duration::from_secs(20));
 
     let pf_dir = root.join("postfix");
     std::fs::create_dir_all(&pf_dir).unwrap();
@@ -143,7 +95,7 @@ fn postfix_delivers_over_the_unix_socket_to_a_dropped_server() {
             Instant::now() < deadline,
             "not delivered; postfix log:\n{}\nserver log:\n{}",
             postfix.log(),
-            log.lock().unwrap()
+            server.log()
         );
         std::thread::sleep(Duration::from_millis(100));
     }

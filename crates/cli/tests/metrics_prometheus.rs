@@ -3,31 +3,14 @@
 //! `correio serve`; the test reads counters that moved (a successful and a failed
 //! login, a RETR, an LMTP delivery) back through Prometheus's HTTP query API.
 
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::io::{Read as _, Write as _};
 use std::os::unix::fs::PermissionsExt as _;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
+
+use correio_testkit::daemon::Daemon;
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_correio");
-
-struct Kill(Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn port() -> u16 {
     correio_testkit::free_port().unwrap()
@@ -92,28 +75,12 @@ fn prometheus_scrapes_the_counters_that_moved() {
         .unwrap();
     add.stdin.take().unwrap().write_all(b"pw\n").unwrap();
     assert!(add.wait().unwrap().success());
-    let mut server = Command::new(BIN)
-        .args(["serve", "--config", c])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = server.stderr.take().unwrap();
-    let _server = Kill(server);
-    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let log2 = log.clone();
-    std::thread::spawn(move || {
-        for l in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let mut g = log2.lock().unwrap();
-            g.push_str(&l);
-            g.push('\n');
-        }
+    let mut server = Daemon::start({
+        let mut cmd = Command::new(BIN);
+        cmd.args(["serve", "--config", c]);
+        cmd
     });
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !log.lock().unwrap().contains("metrics listening") {
-        assert!(Instant::now() < deadline, "{}", log.lock().unwrap());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    server.wait_log(&["metrics listening"], Duration::from_secs(20));
 
     // Traffic: an LMTP delivery, a failed and a successful login, a RETR.
     let lmtp_out = pop3(
@@ -151,15 +118,13 @@ fn prometheus_scrapes_the_counters_that_moved() {
         ),
     )
     .unwrap();
-    let prom_child = Command::new(&prometheus)
-        .arg(format!("--config.file={}", pcfg.display()))
-        .arg(format!("--storage.tsdb.path={}", data.display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{prom}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _prom = Kill(prom_child);
+    let _prom = Daemon::start({
+        let mut cmd = Command::new(&prometheus);
+        cmd.arg(format!("--config.file={}", pcfg.display()))
+            .arg(format!("--storage.tsdb.path={}", data.display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{prom}"));
+        cmd
+    });
     let queries = [
         ("correio_logins_total{result=\"success\"}", "1"),
         ("correio_logins_total{result=\"wrong_credentials\"}", "1"),

@@ -12,42 +12,17 @@
 //! from a peer outside `trusted_proxies`, and one from a trusted peer without a header,
 //! are closed without a byte.
 
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::io::{Read as _, Write as _};
 use std::os::unix::fs::PermissionsExt as _;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
+
+use correio_testkit::daemon::Daemon;
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_correio");
 
-struct Kill(Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn port() -> u16 {
     correio_testkit::free_port().unwrap()
-}
-
-fn wait_port(p: u16) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", p)).is_err() {
-        assert!(Instant::now() < deadline, "port {p} not listening");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn curl(args: &[&str]) -> (bool, String) {
@@ -121,24 +96,12 @@ fn behind_haproxy_the_client_address_and_tls_come_from_the_proxy_header() {
         &["deliver", "--config", c, "--user", "alice"],
         b"Subject: through the proxy\n\nhello\n",
     );
-    let mut server = Command::new(BIN)
-        .args(["serve", "--config", c])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = server.stderr.take().unwrap();
-    let _server = Kill(server);
-    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let log2 = log.clone();
-    std::thread::spawn(move || {
-        for l in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let mut g = log2.lock().unwrap();
-            g.push_str(&l);
-            g.push('\n');
-        }
+    let mut server = Daemon::start({
+        let mut cmd = Command::new(BIN);
+        cmd.args(["serve", "--config", c]);
+        cmd
     });
-    wait_port(p_direct);
+    server.wait_port(p_direct, Duration::from_secs(20));
 
     // HAProxy: three frontends, each sending a PROXY header to Correio.
     let cert = data.join("tls/cert.pem");
@@ -166,15 +129,13 @@ fn behind_haproxy_the_client_address_and_tls_come_from_the_proxy_header() {
         ),
     )
     .unwrap();
-    let hap = Command::new(&haproxy)
-        .args(["-db", "-f", hcfg.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let _hap = Kill(hap);
+    let mut hap = Daemon::start({
+        let mut cmd = Command::new(&haproxy);
+        cmd.args(["-db", "-f", hcfg.to_str().unwrap()]);
+        cmd
+    });
     for p in [f_v1, f_tls, f_v2] {
-        wait_port(p);
+        hap.wait_port(p, Duration::from_secs(20));
     }
     let cacert = cert.to_str().unwrap();
     let want = "Subject: through the proxy\r\n\r\nhello\r\n";
@@ -188,7 +149,7 @@ fn behind_haproxy_the_client_address_and_tls_come_from_the_proxy_header() {
         "alice:alice pw",
         &format!("pop3://localhost:{f_v1}/1"),
     ]);
-    assert!(ok && out == want, "v1: {out}\n{}", log.lock().unwrap());
+    assert!(ok && out == want, "v1: {out}\n{}", server.log());
     // Without STLS the password is refused: the client is not trusted for cleartext.
     let (ok, _) = curl(&[
         "-u",
@@ -205,7 +166,7 @@ fn behind_haproxy_the_client_address_and_tls_come_from_the_proxy_header() {
         "alice:alice pw",
         &format!("pop3s://localhost:{f_tls}/1"),
     ]);
-    assert!(ok && out == want, "v2-ssl: {out}\n{}", log.lock().unwrap());
+    assert!(ok && out == want, "v2-ssl: {out}\n{}", server.log());
 
     // v2, TCP, in front of a pop3s PROXY listener: Correio's TLS after the header.
     let (ok, out) = curl(&[
@@ -215,12 +176,12 @@ fn behind_haproxy_the_client_address_and_tls_come_from_the_proxy_header() {
         "alice:alice pw",
         &format!("pop3s://localhost:{f_v2}/1"),
     ]);
-    assert!(ok && out == want, "v2: {out}\n{}", log.lock().unwrap());
+    assert!(ok && out == want, "v2: {out}\n{}", server.log());
 
     // Every login logged the client's address, not the proxy's.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let l = log.lock().unwrap().clone();
+        let l = server.log();
         let logins: Vec<&str> = l
             .lines()
             .filter(|x| x.contains(" login user=alice"))
@@ -244,16 +205,11 @@ fn behind_haproxy_the_client_address_and_tls_come_from_the_proxy_header() {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", p_proxy)).unwrap();
     s.write_all(b"CAPA\r\nUSER alice\r\n").unwrap();
     assert_eq!(read_all(s), Vec::<u8>::new());
-    // Both refusals are logged (the log is read by another thread: wait for it).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let l = log.lock().unwrap().clone();
-        if l.contains("not in trusted_proxies") && l.contains("no valid PROXY protocol header") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{l}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // Both refusals are logged.
+    server.wait_log(
+        &["not in trusted_proxies", "no valid PROXY protocol header"],
+        Duration::from_secs(10),
+    );
 }
 
 /// What a client connecting from 127.0.0.2 (std cannot bind before connecting, so

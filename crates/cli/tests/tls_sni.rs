@@ -5,32 +5,15 @@
 //! through the privileged helper. Certificates are compared by their DER bytes as
 //! `openssl s_client` receives them.
 
-use std::io::{BufRead as _, BufReader, Write as _};
-use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+use std::io::Write as _;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
+
+use correio_testkit::daemon::{Daemon, is_root};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_correio");
-
-struct Kill(Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// A self-signed pair for `host` written by `correio cert` into `dir/tls/`.
 fn make_cert(dir: &Path, host: &str) {
@@ -101,12 +84,6 @@ fn served(port: u16, servername: Option<&str>) -> Vec<u8> {
     c.wait_with_output().unwrap().stdout
 }
 
-fn is_root() -> bool {
-    std::fs::metadata("/proc/self")
-        .map(|m| m.uid() == 0)
-        .unwrap_or(false)
-}
-
 #[test]
 fn one_certificate_per_server_name() {
     let dir = tempfile::tempdir().unwrap();
@@ -140,28 +117,12 @@ fn one_certificate_per_server_name() {
         String::from_utf8_lossy(&check.stderr)
     );
 
-    let mut child = Command::new(BIN)
-        .args(["serve", "--config", cfg.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let server = Kill(child);
-    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let log2 = log.clone();
-    std::thread::spawn(move || {
-        for l in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let mut g = log2.lock().unwrap();
-            g.push_str(&l);
-            g.push('\n');
-        }
+    let mut server = Daemon::start({
+        let mut cmd = Command::new(BIN);
+        cmd.args(["serve", "--config", cfg.to_str().unwrap()]);
+        cmd
     });
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "{}", log.lock().unwrap());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    server.wait_port(port, Duration::from_secs(20));
 
     let want_default = der_of_file(&default.join("tls/cert.pem"));
     let want_net = der_of_file(&net.join("tls/cert.pem"));
@@ -185,16 +146,12 @@ fn one_certificate_per_server_name() {
             std::fs::Permissions::from_mode(0o600),
         )
         .unwrap();
-        let st = Command::new("kill")
-            .args(["-HUP", &server.0.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(st.success());
+        server.signal("HUP");
         let want_new = der_of_file(&renewed.join("tls/cert.pem"));
         assert_ne!(want_new, want_net);
         let deadline = Instant::now() + Duration::from_secs(10);
         while served(port, Some("mail.example.net")) != want_new {
-            assert!(Instant::now() < deadline, "{}", log.lock().unwrap());
+            assert!(Instant::now() < deadline, "{}", server.log());
             std::thread::sleep(Duration::from_millis(100));
         }
         assert_eq!(served(port, Some("pop.example.org")), want_org);

@@ -436,17 +436,23 @@ impl Driver {
             delay_ms = delay.as_millis() as u64,
             "login failed"
         );
-        self.shared
-            .metrics
-            .throttle_delay
-            .observe(delay.as_secs_f64());
-        if !delay.is_zero() {
+        if delay.is_zero() {
+            self.shared.metrics.throttle_delay.observe(0.0);
+        } else {
             // The wait must not cost the other users behind this address (a NAT, a
             // shared host) their connection slots: while waiting, this connection
             // counts in the address's waiting room, not against its connection limit.
             let limit = self.live.config.limits.max_connections_per_ip;
             match self.shared.park(self.peer.ip(), limit) {
-                Some(_parked) => tokio::time::sleep(delay).await,
+                Some(_parked) => {
+                    // Observed once parked: a reader of the metric knows the
+                    // connection is in the waiting room.
+                    self.shared
+                        .metrics
+                        .throttle_delay
+                        .observe(delay.as_secs_f64());
+                    tokio::time::sleep(delay).await
+                }
                 None => {
                     info!(
                         target: "correio::auth",

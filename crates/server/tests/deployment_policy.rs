@@ -247,8 +247,21 @@ fn a_failing_neighbour_does_not_lock_out_the_address() {
             w
         })
         .collect();
-    // Let them reach the delay (their failure replies are 4 s away).
-    std::thread::sleep(Duration::from_millis(700));
+    // Wait until all three wait out their delay (their replies are 4 s away): the
+    // server counts a delay once the connection is in the address's waiting room.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !srv
+        .server
+        .metrics()
+        .encode()
+        .contains("correio_auth_failure_delay_seconds_count 3")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the failures never reached the delay"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     // Another user behind the same address still gets in, at once.
     let mut w = srv.connect();
     let g = w.line();

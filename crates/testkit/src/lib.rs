@@ -19,6 +19,7 @@
 //! processes (to stop every one a daemon started, by PID) and accounts.
 #![forbid(unsafe_code)]
 
+pub mod daemon;
 pub mod peers;
 pub mod postfix;
 pub mod sys;
