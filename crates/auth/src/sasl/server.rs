@@ -44,6 +44,16 @@ use crate::username::validate_username;
 pub trait SecretLookup {
     /// The record for `user`, if it exists. `user` has passed `validate_username`.
     fn lookup_user(&self, user: &str) -> Option<UserRecord>;
+
+    /// Checks a plaintext password (USER/PASS, PLAIN, LOGIN): the record on success.
+    /// The default looks the user up and verifies the stored hash
+    /// ([`verify_record`](super::verify_record)); a user database that checks passwords
+    /// itself (PAM, an LDAP bind, checkpassword) or caches results overrides it, and
+    /// returns [`SaslError::Temporary`] when it cannot answer now. `user` has passed
+    /// `validate_username`. Blocking: call off async threads.
+    fn verify_plain(&self, user: &str, password: &[u8]) -> Result<UserRecord, SaslError> {
+        super::verify_record(user, password, self.lookup_user(user))
+    }
 }
 
 impl SecretLookup for UserDb {
