@@ -17,11 +17,15 @@
 //! submits mail to it over SMTP; [`peers`] runs third-party programs with a time limit
 //! and compares the messages they stored with the ones expected; [`sys`] finds
 //! processes (to stop every one a daemon started, by PID) and accounts.
+//!
+//! [`postgres`] starts a private PostgreSQL server on loopback (stopped and started
+//! again on the same data by the test).
 #![forbid(unsafe_code)]
 
 pub mod daemon;
 pub mod peers;
 pub mod postfix;
+pub mod postgres;
 pub mod sys;
 
 use std::fs;
