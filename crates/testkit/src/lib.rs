@@ -26,6 +26,7 @@ pub mod daemon;
 pub mod peers;
 pub mod postfix;
 pub mod postgres;
+mod service;
 pub mod sys;
 
 use std::fs;

@@ -57,11 +57,12 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::daemon::{Daemon, is_root};
+use crate::daemon::Daemon;
 use crate::peers::{Run, run_bounded_input};
-use crate::sys::{alive, kill_pid};
+use crate::service::{check_traversable, log_shows, service_owner, stop_by_pid, wait_until};
+use crate::sys::alive;
 
 /// The superuser (trusted over the Unix socket only).
 pub const ADMIN: &str = "postgres";
@@ -433,89 +434,6 @@ fn bin_dir() -> PathBuf {
              this test needs it (apt-get install -y postgresql)"
         ),
     }
-}
-
-/// The uid and gid to run a server that refuses root as: `nobody` when the test runs
-/// as root, none (the test's own) otherwise.
-fn service_owner() -> Option<(u32, u32)> {
-    if !is_root() {
-        return None;
-    }
-    let user = nix::unistd::User::from_name("nobody")
-        .expect("reading the account nobody")
-        .expect("no account nobody to run the server as");
-    Some((user.uid.as_raw(), user.gid.as_raw()))
-}
-
-/// Panics unless every ancestor of `dir` lets others through (a server running as
-/// `nobody` must reach its data in `dir`).
-fn check_traversable(dir: &Path) {
-    for a in dir.ancestors().skip(1) {
-        let mode = fs::metadata(a).map(|m| m.permissions().mode()).unwrap_or(0);
-        assert!(
-            mode & 0o001 != 0,
-            "{} (mode {mode:o}) is not traversable by others: the database server, \
-             running as nobody, could not reach its data in {}; set TMPDIR to another \
-             directory",
-            a.display(),
-            dir.display()
-        );
-    }
-}
-
-/// Waits (at most `limit`) until `ready(log)`: true then, false as soon as the process
-/// has exited.
-///
-/// # Panics
-/// When the time is up, with the log.
-fn wait_until(d: &Daemon, limit: Duration, ready: impl Fn(&str) -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    loop {
-        if ready(&d.log()) {
-            return true;
-        }
-        if !alive(d.pid()) {
-            return false;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the database server was not ready within {limit:?}:\n{}",
-            d.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Does the log of an exited process (whose last lines may still be on their way
-/// through the pipe) contain `needle`? Waits at most 2 s for it.
-fn log_shows(d: &Daemon, needle: &str) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while Instant::now() < deadline {
-        if d.log().contains(needle) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
-}
-
-/// Sends `signal` to the server by PID and waits (at most `limit`, then SIGKILL) until
-/// it has exited; returns its log.
-fn stop_by_pid(server: Daemon, signal: &str, limit: Duration) -> String {
-    let pid = server.pid();
-    if alive(pid) {
-        server.signal(signal);
-    }
-    let deadline = Instant::now() + limit;
-    while alive(pid) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    if alive(pid) {
-        kill_pid(pid);
-    }
-    let log = server.log();
-    drop(server); // reaps it
-    log
 }
 
 /// `s` as an SQL identifier, in double quotes.
