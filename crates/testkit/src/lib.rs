@@ -19,10 +19,11 @@
 //! processes (to stop every one a daemon started, by PID) and accounts.
 //!
 //! [`postgres`] starts a private PostgreSQL server on loopback (stopped and started
-//! again on the same data by the test).
+//! again on the same data by the test), [`mariadb`] a private MariaDB server.
 #![forbid(unsafe_code)]
 
 pub mod daemon;
+pub mod mariadb;
 pub mod peers;
 pub mod postfix;
 pub mod postgres;

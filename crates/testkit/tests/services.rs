@@ -7,6 +7,7 @@
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use correio_testkit::mariadb::MariaDb;
 use correio_testkit::postgres::Postgres;
 
 /// Does something accept TCP connections on 127.0.0.1:`port`?
@@ -65,4 +66,52 @@ fn postgres_user_survives_stop_and_start() {
     drop(pg);
     assert!(!correio_testkit::sys::alive(pid), "stopped on drop");
     assert!(!listening(port), "PostgreSQL still listens after drop");
+}
+
+#[test]
+fn mariadb_user_survives_stop_and_start() {
+    let t = Instant::now();
+    let mut db = MariaDb::launch();
+    eprintln!("MariaDB launched in {:?}", t.elapsed());
+    db.create_user("correio", "s3cr'et\\x");
+    db.create_database("mail", Some("correio"));
+    db.sql(
+        "mail",
+        "CREATE TABLE users (name VARCHAR(64) PRIMARY KEY, password TEXT NOT NULL);
+         INSERT INTO users VALUES ('alice', 'pw1');",
+    );
+    let query = "SELECT name, password FROM users ORDER BY name;";
+    let as_user = |db: &MariaDb| {
+        let run = db.sql_as("mail", "correio", "s3cr'et\\x", query);
+        assert!(run.ok(), "{}", run.log());
+        run.stdout
+    };
+    assert_eq!(as_user(&db), "alice\tpw1\n");
+    let wrong = db.sql_as("mail", "correio", "wrong", query);
+    assert!(
+        !wrong.ok() && wrong.stderr.contains("Access denied"),
+        "{}",
+        wrong.log()
+    );
+    let failed = db.try_sql("mail", "SELECT * FROM nothing_here; SELECT 1;");
+    assert!(!failed.ok() && failed.stdout.is_empty(), "{}", failed.log());
+
+    let port = db.port();
+    db.stop();
+    assert!(!db.is_running());
+    assert!(!listening(port), "MariaDB still listens after stop");
+    assert!(!db.sql_as("mail", "correio", "s3cr'et\\x", query).ok());
+
+    let t = Instant::now();
+    db.start();
+    eprintln!("MariaDB restarted in {:?}", t.elapsed());
+    assert_eq!(db.port(), port);
+    assert_eq!(as_user(&db), "alice\tpw1\n");
+    db.sql("mail", "INSERT INTO users VALUES ('bob', 'pw2');");
+    assert_eq!(as_user(&db), "alice\tpw1\nbob\tpw2\n");
+
+    let pid = db.pid().expect("running");
+    drop(db);
+    assert!(!correio_testkit::sys::alive(pid), "stopped on drop");
+    assert!(!listening(port), "MariaDB still listens after drop");
 }
