@@ -19,7 +19,8 @@
 //! processes (to stop every one a daemon started, by PID) and accounts.
 //!
 //! [`postgres`] starts a private PostgreSQL server on loopback (stopped and started
-//! again on the same data by the test), [`mariadb`] a private MariaDB server.
+//! again on the same data by the test), [`mariadb`] a private MariaDB server and
+//! [`slapd`] a private OpenLDAP server (LDAP with StartTLS, and LDAPS).
 #![forbid(unsafe_code)]
 
 pub mod daemon;
@@ -28,6 +29,7 @@ pub mod peers;
 pub mod postfix;
 pub mod postgres;
 mod service;
+pub mod slapd;
 pub mod sys;
 
 use std::fs;

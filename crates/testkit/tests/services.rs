@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use correio_testkit::mariadb::MariaDb;
 use correio_testkit::postgres::Postgres;
+use correio_testkit::slapd::{self, Slapd};
 
 /// Does something accept TCP connections on 127.0.0.1:`port`?
 fn listening(port: u16) -> bool {
@@ -114,4 +115,110 @@ fn mariadb_user_survives_stop_and_start() {
     drop(db);
     assert!(!correio_testkit::sys::alive(pid), "stopped on drop");
     assert!(!listening(port), "MariaDB still listens after drop");
+}
+
+#[test]
+fn slapd_user_survives_stop_and_start() {
+    let t = Instant::now();
+    let mut ldap = Slapd::launch();
+    eprintln!("slapd launched in {:?}", t.elapsed());
+    let people = slapd::PEOPLE;
+    for (uid, pw) in [("alice", "pw1"), ("bob", "pw2")] {
+        ldap.add_ldif(&format!(
+            "dn: uid={uid},{people}\nobjectClass: inetOrgPerson\nuid: {uid}\ncn: {uid}\nsn: {uid}\nuserPassword: {pw}\n"
+        ));
+    }
+    let alice = format!("uid=alice,{people}");
+    let service = ["-D", slapd::SERVICE_DN, "-w", slapd::SERVICE_PASSWORD];
+    // Search then compare: the service account finds alice and reads her password,
+    // over plain LDAP, StartTLS and LDAPS.
+    let ldaps = ldap.ldaps_url();
+    for tls in [&[][..], &["-ZZ"][..], &["-H", ldaps.as_str()][..]] {
+        let mut args = service.to_vec();
+        args.extend_from_slice(tls);
+        args.extend_from_slice(&["-b", people, "(uid=alice)", "userPassword"]);
+        let run = ldap.ldapsearch(&args);
+        assert!(run.ok(), "{tls:?}: {}", run.log());
+        assert_eq!(
+            run.stdout.trim_end(),
+            format!("dn: {alice}\nuserPassword:: {}", "cHcx"), // base64 of pw1
+            "{tls:?}"
+        );
+    }
+    // Search then bind: alice binds with her password (an anonymous connection may)
+    // and reads her own entry, not bob's.
+    let as_alice = |ldap: &Slapd, base: &str, pw: &str| {
+        ldap.ldapsearch(&[
+            "-D",
+            &alice,
+            "-w",
+            pw,
+            "-b",
+            base,
+            "-s",
+            "base",
+            "(objectClass=*)",
+            "uid",
+        ])
+    };
+    let own = as_alice(&ldap, &alice, "pw1");
+    assert!(
+        own.ok() && own.stdout.contains("uid: alice"),
+        "{}",
+        own.log()
+    );
+    let other = as_alice(&ldap, &format!("uid=bob,{people}"), "pw1");
+    assert!(
+        !other.ok() && other.stderr.contains("No such object"),
+        "{}",
+        other.log()
+    );
+    let wrong = as_alice(&ldap, &alice, "wrong");
+    assert!(
+        !wrong.ok() && wrong.stderr.contains("Invalid credentials"),
+        "{}",
+        wrong.log()
+    );
+    // Anonymous: no search.
+    let anon = ldap.ldapsearch(&["-b", people, "(uid=alice)", "uid"]);
+    assert!(
+        !anon.ok() && anon.stderr.contains("No such object"),
+        "{}",
+        anon.log()
+    );
+    // A TLS client that does not trust the test CA (here: trusts nothing) cannot
+    // connect, the same search that succeeded above with the CA.
+    let mut untrusted = std::process::Command::new("ldapsearch");
+    untrusted
+        .env("LDAPTLS_CACERT", "/dev/null")
+        .args(["-x", "-H", &ldaps, "-b", "", "-s", "base"]);
+    let run = correio_testkit::peers::run_bounded(untrusted, Duration::from_secs(30), ldap.root());
+    assert!(!run.ok(), "{}", run.log());
+
+    let ports = [ldap.ldap_port(), ldap.ldaps_port()];
+    ldap.stop();
+    assert!(!ldap.is_running());
+    for p in ports {
+        assert!(!listening(p), "slapd still listens on {p} after stop");
+    }
+    assert!(!as_alice(&ldap, &alice, "pw1").ok());
+
+    let t = Instant::now();
+    ldap.start();
+    eprintln!("slapd restarted in {:?}", t.elapsed());
+    assert_eq!([ldap.ldap_port(), ldap.ldaps_port()], ports);
+    let own = as_alice(&ldap, &alice, "pw1");
+    assert!(
+        own.ok() && own.stdout.contains("uid: alice"),
+        "{}",
+        own.log()
+    );
+    assert!(ldap.search("(uid=bob)", &["cn"]).contains("cn: bob"));
+
+    let pid = ldap.pid().expect("running");
+    drop(ldap);
+    assert!(!correio_testkit::sys::alive(pid), "stopped on drop");
+    for p in ports {
+        assert!(!listening(p), "slapd still listens on {p} after drop");
+    }
 }
