@@ -1,6 +1,6 @@
-//! What the harnesses of database servers (such as [`crate::postgres`]) share: the
-//! account a server that refuses root runs as, waiting for a server to be ready or to
-//! have exited, and stopping it by PID.
+//! What the harnesses of database servers ([`crate::postgres`], [`crate::mariadb`],
+//! [`crate::slapd`]) share: the account a server that refuses root runs as, waiting
+//! for a server to be ready or to have exited, and stopping it by PID.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt as _;
