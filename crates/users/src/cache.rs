@@ -75,6 +75,8 @@ pub struct AuthCache {
     inner: Mutex<Inner>,
     hits: AtomicU64,
     misses: AtomicU64,
+    /// The version of the source the entries came from (the passwd-file's generation).
+    generation: AtomicU64,
 }
 
 const LOGIN: u8 = 0;
@@ -94,6 +96,15 @@ impl AuthCache {
             inner: Mutex::new(Inner::default()),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    /// Flushes the cache when the source's version is not the one its entries came
+    /// from (the passwd-file was edited).
+    pub fn sync_generation(&self, generation: u64) {
+        if self.generation.swap(generation, Ordering::AcqRel) != generation {
+            self.flush();
         }
     }
 
@@ -126,25 +137,27 @@ impl AuthCache {
         let v = self.verifier(user, password);
         let now = Instant::now();
         let inner = self.lock();
-        let hit = inner
-            .map
-            .get(&(LOGIN, user.to_owned()))
-            .and_then(|slots| {
-                slots.iter().find_map(|s| match &s.entry {
-                    Entry::Login { verifier, result }
-                        if s.expires > now && bool::from(verifier.ct_eq(&v)) =>
-                    {
-                        Some(result.clone())
-                    }
-                    _ => None,
-                })
-            });
+        let hit = inner.map.get(&(LOGIN, user.to_owned())).and_then(|slots| {
+            slots.iter().find_map(|s| match &s.entry {
+                Entry::Login { verifier, result }
+                    if s.expires > now && bool::from(verifier.ct_eq(&v)) =>
+                {
+                    Some(result.clone())
+                }
+                _ => None,
+            })
+        });
         self.count(hit.is_some());
         hit
     }
 
     /// Remembers a login result (not a temporary failure).
-    pub fn store_verify(&self, user: &str, password: &[u8], result: &Result<UserRecord, SaslError>) {
+    pub fn store_verify(
+        &self,
+        user: &str,
+        password: &[u8],
+        result: &Result<UserRecord, SaslError>,
+    ) {
         if !self.enabled() {
             return;
         }
@@ -300,9 +313,16 @@ mod tests {
         let ok = Ok(UserRecord::new("alice", None));
         c.store_verify("alice", b"right", &ok);
         assert_eq!(c.verify("alice", b"right"), Some(ok));
-        assert_eq!(c.verify("alice", b"wrong"), None, "another password asks the backend");
+        assert_eq!(
+            c.verify("alice", b"wrong"),
+            None,
+            "another password asks the backend"
+        );
         assert_eq!(c.verify("bob", b"right"), None);
-        assert_eq!(c.lookup("alice").flatten().map(|r| r.name), Some("alice".into()));
+        assert_eq!(
+            c.lookup("alice").flatten().map(|r| r.name),
+            Some("alice".into())
+        );
     }
 
     #[test]

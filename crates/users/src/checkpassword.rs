@@ -88,8 +88,8 @@ impl Checkpassword {
     }
 
     fn run(&self, user: &str, password: &[u8]) -> Result<(Option<i32>, Vec<u8>), Temporary> {
-        let (reader, mut writer) = std::io::pipe()
-            .map_err(|e| Temporary(format!("checkpassword: pipe: {e}")))?;
+        let (reader, mut writer) =
+            std::io::pipe().map_err(|e| Temporary(format!("checkpassword: pipe: {e}")))?;
         // Descriptor 3 must be the pipe's read end. std has no safe "give the child
         // this descriptor as 3" (it would take `pre_exec`, which is unsafe), so the
         // program starts through `/bin/sh -c 'exec "$0" "$@" 3<&N N<&-'`, with N
@@ -97,8 +97,11 @@ impl Checkpassword {
         // closed right after it.
         let reader = std::os::fd::OwnedFd::from(reader);
         let raw = std::os::fd::AsRawFd::as_raw_fd(&reader);
-        nix::fcntl::fcntl(raw, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()))
-            .map_err(|e| Temporary(format!("checkpassword: fcntl: {e}")))?;
+        nix::fcntl::fcntl(
+            raw,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+        )
+        .map_err(|e| Temporary(format!("checkpassword: fcntl: {e}")))?;
         let mut cmd = Command::new("/bin/sh");
         {
             use std::os::unix::process::CommandExt as _;
@@ -162,4 +165,3 @@ impl Checkpassword {
         Ok((status, output))
     }
 }
-

@@ -70,7 +70,12 @@ impl BackendConfig {
                 ));
             }
         }
-        let missing = |t: &str| (format!("auth.{t}"), format!("auth.backend = {t:?} needs it"));
+        let missing = |t: &str| {
+            (
+                format!("auth.{t}"),
+                format!("auth.backend = {t:?} needs it"),
+            )
+        };
         let c = match name {
             "passwd-file" => BackendConfig::PasswdFile,
             "system" => BackendConfig::System(system.unwrap_or_default()),

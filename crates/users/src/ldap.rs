@@ -242,7 +242,10 @@ impl LdapDb {
                     // refuses, so the reply time does not say the user is unknown.
                     let dummy = format!("cn=correio-no-such-user,{}", self.config.base);
                     if let Ok(mut l) = self.connect().await {
-                        let _ = l.with_timeout(self.timeout).simple_bind(&dummy, password).await;
+                        let _ = l
+                            .with_timeout(self.timeout)
+                            .simple_bind(&dummy, password)
+                            .await;
                         let _ = l.unbind().await;
                     }
                     return Err(refused(user, FailureReason::UnknownUser));
@@ -262,7 +265,12 @@ impl LdapDb {
                     // Bound by DN template: read the user's own entry for its fields.
                     None => ldap
                         .with_timeout(self.timeout)
-                        .search(&dn, Scope::Base, "(objectClass=*)", self.wanted_attributes())
+                        .search(
+                            &dn,
+                            Scope::Base,
+                            "(objectClass=*)",
+                            self.wanted_attributes(),
+                        )
                         .await
                         .ok()
                         .and_then(|r| r.0.into_iter().next())

@@ -70,7 +70,7 @@ enum Backend {
     PasswdFile(Arc<UserDb>),
     System(system::SystemDb),
     Sql(sql::SqlDb),
-    Ldap(ldap::LdapDb),
+    Ldap(Box<ldap::LdapDb>),
     Checkpassword(checkpassword::Checkpassword),
 }
 
@@ -131,7 +131,7 @@ impl UserSource {
             BackendConfig::PasswdFile => Backend::PasswdFile(users()?),
             BackendConfig::System(c) => Backend::System(system::SystemDb::new(c.clone(), pam)),
             BackendConfig::Sql(c) => Backend::Sql(sql::SqlDb::open(c)?),
-            BackendConfig::Ldap(c) => Backend::Ldap(ldap::LdapDb::open(c)?),
+            BackendConfig::Ldap(c) => Backend::Ldap(Box::new(ldap::LdapDb::open(c)?)),
             BackendConfig::Checkpassword(c) => {
                 Backend::Checkpassword(checkpassword::Checkpassword::new(c.clone()))
             }
@@ -172,6 +172,17 @@ impl UserSource {
         !matches!(self.backend, Backend::PasswdFile(_))
     }
 
+    /// Picks up an edited passwd-file (one `stat`), and forgets what the cache
+    /// learnt from the previous version.
+    pub fn refresh(&self) {
+        if let Backend::PasswdFile(db) = &self.backend {
+            if let Err(e) = db.reload_if_changed() {
+                tracing::error!(error = %e, "users file not reloaded; still using the previous version");
+            }
+            self.cache.sync_generation(db.generation());
+        }
+    }
+
     /// The cache's counters (hits, misses), for metrics and the benchmark.
     pub fn cache_stats(&self) -> CacheStats {
         self.cache.stats()
@@ -196,6 +207,7 @@ impl UserSource {
     /// The record for `user` (already rewritten by the server's name policy), or
     /// `None` when there is no such user. Blocking.
     pub fn lookup(&self, user: &str) -> Result<Option<UserRecord>, Temporary> {
+        self.refresh();
         if let Some(hit) = self.cache.lookup(user) {
             return Ok(hit);
         }
@@ -219,6 +231,7 @@ impl UserSource {
             // PAM: never let it reach a backend.
             return Err(refused(user, FailureReason::WrongPassword));
         }
+        self.refresh();
         if let Some(hit) = self.cache.verify(user, password) {
             return hit;
         }
@@ -272,8 +285,7 @@ pub fn apply_field(record: &mut UserRecord, key: &str, value: &str) {
     let bare = key.strip_prefix("userdb_").unwrap_or(&key);
     match bare {
         "password" => {
-            record.password =
-                (!value.is_empty()).then(|| correio_auth::StoredSecret::parse(value));
+            record.password = (!value.is_empty()).then(|| correio_auth::StoredSecret::parse(value));
         }
         "user" | "username" => {
             if correio_auth::validate_username(value).is_ok() {

@@ -52,9 +52,15 @@ pub fn pam_authenticate(service: &str, user: &str, password: &[u8]) -> Result<bo
         Err(e) => {
             let code = format!("{e:?}");
             // PAM's "cannot answer now" codes (the rest are refusals).
-            if ["AUTHINFO_UNAVAIL", "SYSTEM_ERR", "BUF_ERR", "TRY_AGAIN", "SERVICE_ERR"]
-                .iter()
-                .any(|c| code.contains(c))
+            if [
+                "AUTHINFO_UNAVAIL",
+                "SYSTEM_ERR",
+                "BUF_ERR",
+                "TRY_AGAIN",
+                "SERVICE_ERR",
+            ]
+            .iter()
+            .any(|c| code.contains(c))
             {
                 Err(Temporary(format!("PAM: {code}")))
             } else {

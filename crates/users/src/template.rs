@@ -227,8 +227,8 @@ mod tests {
     #[test]
     fn quotes_in_the_name_stay_in_the_parameter() {
         // The name is a parameter: whatever it holds never becomes SQL text.
-        let t = SqlTemplate::compile("SELECT 1 FROM t WHERE u = '%u'", SqlDriver::Postgres)
-            .unwrap();
+        let t =
+            SqlTemplate::compile("SELECT 1 FROM t WHERE u = '%u'", SqlDriver::Postgres).unwrap();
         let name = "x' OR '1'='1";
         assert_eq!(t.values(name), vec![name]);
         assert!(!t.sql.contains("OR"));
