@@ -1,0 +1,244 @@
+//! Users in SQL (issue #11): a real PostgreSQL (`initdb` + the server binary) and a
+//! real MariaDB (`mariadb-install-db` + `mariadbd`), each started by the test on
+//! loopback with its own data directory and a port chosen at run time, stopped by PID.
+//! A Postfixadmin-style `mailbox` table holds the hashes the way panels store them:
+//! bare `$6$` and `$1$` crypt strings (made by `openssl passwd`), a `$2y$` bcrypt
+//! string, and a `{ARGON2ID}`-prefixed one.
+//!
+//! For each database: LMTP delivers through the recipient lookup (a per-user mail
+//! location and quota from the row), curl and mpop log in and fetch byte-exact, every
+//! scheme logs in, an inactive row does not, a wrong password and an unknown user get
+//! the same answer, names built to break out of the query never log anyone in, the
+//! database stopped mid-run gives `-ERR [SYS/TEMP]` and LMTP `451 4.3.0` (a login the
+//! cache already holds still works), and everything recovers when it is back. No
+//! password reaches the log.
+
+mod userdb_support;
+
+use std::process::Command;
+
+use correio_testkit::mariadb::MariaDb;
+use correio_testkit::postgres::Postgres;
+use userdb_support::*;
+
+/// What the scenario needs of a database server.
+trait Db {
+    fn run_sql(&self, text: &str);
+    fn server_url(&self) -> String;
+    fn halt(&mut self);
+    fn resume(&mut self);
+}
+
+struct Pg(Postgres);
+
+impl Db for Pg {
+    fn run_sql(&self, text: &str) {
+        self.0.sql(
+            "mail",
+            &format!("{text}\nGRANT SELECT ON ALL TABLES IN SCHEMA public TO correio;"),
+        );
+    }
+    fn server_url(&self) -> String {
+        self.0.url("mail", "correio", "db-secret-1")
+    }
+    fn halt(&mut self) {
+        self.0.stop();
+    }
+    fn resume(&mut self) {
+        self.0.start();
+    }
+}
+
+struct Maria(MariaDb);
+
+impl Db for Maria {
+    fn run_sql(&self, text: &str) {
+        self.0.sql("mail", text);
+    }
+    fn server_url(&self) -> String {
+        self.0.url("mail", "correio", "db-secret-1")
+    }
+    fn halt(&mut self) {
+        self.0.stop();
+    }
+    fn resume(&mut self) {
+        self.0.start();
+    }
+}
+
+fn openssl_passwd(flag: &str, pw: &str) -> String {
+    let out = Command::new("openssl")
+        .args(["passwd", flag, pw])
+        .output()
+        .expect("openssl passwd");
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+fn hashed(scheme: correio_auth::Scheme, pw: &str) -> String {
+    let params = correio_auth::HashParams {
+        argon2_memory_kib: 8192,
+        argon2_iterations: 1,
+        ..correio_auth::HashParams::default()
+    };
+    correio_auth::hash_password(&scheme, pw.as_bytes(), &params)
+        .unwrap()
+        .as_stored()
+        .to_owned()
+}
+
+fn scenario(db: &mut dyn Db, name: &str) {
+    let dir = open_dir();
+    let root = dir.path();
+    let custom = root.join("mail").join("custom-alice");
+    let sha512 = openssl_passwd("-6", "pw-alice");
+    assert!(sha512.starts_with("$6$"), "{sha512}");
+    let md5 = openssl_passwd("-1", "pw-dave");
+    // Postfixadmin writes bcrypt as $2y$ (PHP); the same algorithm as $2b$.
+    let bcrypt = hashed(correio_auth::Scheme::BlfCrypt, "pw-carol")
+        .trim_start_matches("{BLF-CRYPT}")
+        .replacen("$2b$", "$2y$", 1);
+    let argon = hashed(correio_auth::Scheme::Argon2id, "pw-bob");
+    assert!(argon.starts_with("{ARGON2ID}$argon2id$"), "{argon}");
+    db.run_sql(&format!(
+        "CREATE TABLE mailbox (username VARCHAR(255) PRIMARY KEY, password VARCHAR(255) NOT NULL, \
+         maildir VARCHAR(255), quota BIGINT NOT NULL DEFAULT 0, active BOOLEAN NOT NULL DEFAULT TRUE);\n\
+         INSERT INTO mailbox (username, password, maildir, quota, active) VALUES \
+         ('alice@example.org', '{sha512}', 'maildir:{custom}', 0, TRUE), \
+         ('bob@example.org', '{argon}', NULL, 0, TRUE), \
+         ('carol@example.org', '{bcrypt}', NULL, 0, TRUE), \
+         ('dave@example.org', '{md5}', NULL, 100, TRUE), \
+         ('eve@example.org', '{sha512}', NULL, 0, FALSE);",
+        custom = custom.display()
+    ));
+    let s = Served::start(
+        root,
+        &format!(
+            "[auth]\nbackend = \"sql\"\n[auth.sql]\nurl = \"{url}\"\n\
+             password_query = \"SELECT username AS user, password FROM mailbox WHERE username = '%u' AND active = TRUE\"\n\
+             user_query = \"SELECT maildir AS mail, quota AS quota_bytes FROM mailbox WHERE username = '%u'\"\n\
+             query_timeout = \"3s\"\nconnect_timeout = \"3s\"\n",
+            url = db.server_url()
+        ),
+    );
+
+    // Delivery through the recipient lookup: alice's own location, dave's quota.
+    let alice_mail = corpus(&format!("{name} alice"));
+    for m in &alice_mail {
+        let r = s.lmtp("alice@example.org", m);
+        assert!(r.contains("250 2.0.0"), "LMTP to alice: {r}\n{}", s.log());
+    }
+    let bob_mail = corpus(&format!("{name} bob"));
+    for m in &bob_mail {
+        let r = s.lmtp("bob@example.org", m);
+        assert!(r.contains("250 2.0.0"), "LMTP to bob: {r}");
+    }
+    assert_eq!(
+        std::fs::read_dir(custom.join("new")).unwrap().count(),
+        3,
+        "alice's mail is in the location her row names"
+    );
+    let r = s.lmtp("dave@example.org", &alice_mail[2]);
+    assert!(r.contains("4.2.2"), "dave's 100-octet quota: {r}");
+    assert!(s.rcpt("nobody@example.org").starts_with("550 5.1.1"));
+
+    // Third-party clients, byte-exact.
+    let want: Vec<Vec<u8>> = alice_mail.iter().map(|m| as_served(m)).collect();
+    let got = curl_fetch(&s, "alice@example.org", "pw-alice").unwrap();
+    assert_messages("curl, alice ($6$)", &want, &got);
+    let want: Vec<Vec<u8>> = bob_mail.iter().map(|m| lf(&as_served(m))).collect();
+    let got = mpop_fetch(&s, "bob@example.org", "pw-bob", name).unwrap();
+    assert_messages("mpop, bob ({ARGON2ID})", &want, &got);
+
+    // Every scheme; an inactive row; the same answer for unknown and wrong.
+    assert!(
+        s.login_reply("carol@example.org", "pw-carol")
+            .starts_with("+OK")
+    );
+    assert!(
+        s.login_reply("dave@example.org", "pw-dave")
+            .starts_with("+OK")
+    );
+    assert!(
+        s.login_reply("eve@example.org", "pw-alice")
+            .starts_with("-ERR [AUTH]")
+    );
+    let wrong = s.login_reply("alice@example.org", "nope");
+    let unknown = s.login_reply("zed@example.org", "nope");
+    assert!(wrong.starts_with("-ERR [AUTH]"), "{wrong}");
+    assert_eq!(
+        wrong, unknown,
+        "wrong password and unknown user answer alike"
+    );
+    assert_eq!(
+        s.plain_reply(b"alice@example.org", b"nope"),
+        s.plain_reply(b"zed@example.org", b"nope")
+    );
+    assert_hostile_names_refused(&s, "pw-alice");
+
+    // The database goes away: temporary failures, never "wrong password".
+    db.halt();
+    let r = s.login_reply("alice@example.org", "not-tried-before");
+    assert!(
+        r.starts_with("-ERR [SYS/TEMP]"),
+        "database down: {r}\n{}",
+        s.log()
+    );
+    let r = s.login_reply("never-seen@example.org", "x");
+    assert!(r.starts_with("-ERR [SYS/TEMP]"), "database down: {r}");
+    let r = s.plain_reply(b"carol@example.org", b"not-tried-either");
+    assert!(r.starts_with("-ERR [SYS/TEMP]"), "database down: {r}");
+    assert!(
+        s.rcpt("frank@example.org").starts_with("451 4.3.0"),
+        "LMTP while the database is down"
+    );
+    // What the cache holds keeps working.
+    assert!(
+        s.login_reply("alice@example.org", "pw-alice")
+            .starts_with("+OK")
+    );
+
+    // Back: the same questions get real answers.
+    db.resume();
+    let r = s.login_reply("alice@example.org", "not-tried-before");
+    assert!(
+        r.starts_with("-ERR [AUTH]"),
+        "after recovery: {r}\n{}",
+        s.log()
+    );
+    assert!(
+        s.login_reply("carol@example.org", "pw-carol")
+            .starts_with("+OK")
+    );
+    assert!(s.rcpt("frank@example.org").starts_with("550 5.1.1"));
+
+    let log = s.log();
+    for secret in [
+        "pw-alice",
+        "pw-bob",
+        "pw-carol",
+        "pw-dave",
+        "db-secret-1",
+        "not-tried-before",
+    ] {
+        assert!(!log.contains(secret), "{secret} in the server log:\n{log}");
+    }
+}
+
+#[test]
+fn postgresql_users() {
+    let pg = Postgres::launch();
+    pg.create_user("correio", "db-secret-1");
+    pg.create_database("mail", Some("correio"));
+    let mut db = Pg(pg);
+    scenario(&mut db, "pg");
+}
+
+#[test]
+fn mariadb_users() {
+    let maria = MariaDb::launch();
+    maria.create_user("correio", "db-secret-1");
+    maria.create_database("mail", Some("correio"));
+    let mut db = Maria(maria);
+    scenario(&mut db, "mariadb");
+}
