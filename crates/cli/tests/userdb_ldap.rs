@@ -81,7 +81,10 @@ fn common_checks(s: &Served, ldap: &mut Slapd, tag: &str) {
     );
     assert_hostile_names_refused(s, "pw-alice");
     // An empty password is an anonymous bind to LDAP: it must never log in.
-    for script in ["USER alice\r\nPASS \r\nQUIT\r\n", "USER alice\r\nPASS\r\nQUIT\r\n"] {
+    for script in [
+        "USER alice\r\nPASS \r\nQUIT\r\n",
+        "USER alice\r\nPASS\r\nQUIT\r\n",
+    ] {
         let out = raw(s.pop3, script);
         assert!(!out.contains("+OK Logged in"), "{script:?}: {out}");
     }
@@ -89,17 +92,30 @@ fn common_checks(s: &Served, ldap: &mut Slapd, tag: &str) {
 
     ldap.stop();
     let r = s.login_reply("alice", "not-tried-before");
-    assert!(r.starts_with("-ERR [SYS/TEMP]"), "directory down: {r}\n{}", s.log());
+    assert!(
+        r.starts_with("-ERR [SYS/TEMP]"),
+        "directory down: {r}\n{}",
+        s.log()
+    );
     let r = s.login_reply("never-seen", "x");
     assert!(r.starts_with("-ERR [SYS/TEMP]"), "directory down: {r}");
     assert!(s.rcpt("frank").starts_with("451 4.3.0"));
     ldap.start();
     let r = s.login_reply("alice", "not-tried-before");
-    assert!(r.starts_with("-ERR [AUTH]"), "after recovery: {r}\n{}", s.log());
+    assert!(
+        r.starts_with("-ERR [AUTH]"),
+        "after recovery: {r}\n{}",
+        s.log()
+    );
     assert!(s.login_reply("bob", "pw-bob").starts_with("+OK"));
     assert!(s.rcpt("frank").starts_with("550 5.1.1"));
     let log = s.log();
-    for secret in ["pw-alice", "pw-bob", slapd::SERVICE_PASSWORD, "not-tried-before"] {
+    for secret in [
+        "pw-alice",
+        "pw-bob",
+        slapd::SERVICE_PASSWORD,
+        "not-tried-before",
+    ] {
         assert!(!log.contains(secret), "{secret} in the server log:\n{log}");
     }
 }
@@ -163,11 +179,18 @@ fn ldap_bind_with_a_dn_template() {
             base = slapd::PEOPLE,
         ),
     );
-    assert!(s.login_reply("alice", "pw-alice").starts_with("+OK"), "{}", s.log());
+    assert!(
+        s.login_reply("alice", "pw-alice").starts_with("+OK"),
+        "{}",
+        s.log()
+    );
     assert!(s.login_reply("alice", "nope").starts_with("-ERR [AUTH]"));
     // A DN built from a hostile name is escaped (RFC 4514), not a different entry.
     for name in ["alice,ou=people", "alice+cn=x", "*"] {
-        assert!(s.login_reply(name, "pw-alice").starts_with("-ERR"), "{name}");
+        assert!(
+            s.login_reply(name, "pw-alice").starts_with("-ERR"),
+            "{name}"
+        );
     }
     // The challenge mechanisms are not offered with a directory.
     let capa = raw(s.pop3, "CAPA\r\nQUIT\r\n");

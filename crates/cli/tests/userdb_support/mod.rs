@@ -40,12 +40,17 @@ impl Served {
     /// chosen at run time, no failed-login delay (so the test compares answers, not
     /// waits).
     pub fn start(root: &Path, extra: &str) -> Served {
+        Served::start_with(root, "", extra)
+    }
+
+    /// [`Served::start`] with top-level keys (`top`, e.g. `user = "..."`) too.
+    pub fn start_with(root: &Path, top: &str, extra: &str) -> Served {
         let pop3 = correio_testkit::free_port().expect("port");
         let lmtp = correio_testkit::free_port().expect("port");
         let config = root.join("correio.toml");
         let text = format!(
             "data_dir = \"{data}\"\nmail_location = \"maildir:{mail}/%u\"\n\
-             trusted_networks = [\"127.0.0.0/8\"]\n\
+             trusted_networks = [\"127.0.0.0/8\"]\n{top}\n\
              [listen]\npop3 = [\"127.0.0.1:{pop3}\"]\nlmtp = \"127.0.0.1:{lmtp}\"\n{extra}\n",
             data = root.join("data").display(),
             mail = root.join("mail").display(),
