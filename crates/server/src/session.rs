@@ -590,7 +590,7 @@ impl Driver {
         &mut self,
         result: Result<(ServerMechanism, Result<Step, SaslError>), tokio::task::JoinError>,
     ) -> Event {
-        let Ok((m, step)) = result else {
+        let Ok((mut m, step)) = result else {
             return Event::Auth(AuthOutcome::TempFail);
         };
         match step {
@@ -600,6 +600,9 @@ impl Driver {
             }
             Ok(Step::Success { user }) => {
                 self.sasl = None;
+                if let Some(record) = m.take_verified() {
+                    return Event::Auth(self.logged_in(record).await);
+                }
                 let users = self.live.users.clone();
                 let lookup_user = user.clone();
                 let found = tokio::task::spawn_blocking(move || users.lookup(&lookup_user)).await;

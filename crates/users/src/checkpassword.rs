@@ -90,34 +90,27 @@ impl Checkpassword {
     fn run(&self, user: &str, password: &[u8]) -> Result<(Option<i32>, Vec<u8>), Temporary> {
         let (reader, mut writer) =
             std::io::pipe().map_err(|e| Temporary(format!("checkpassword: pipe: {e}")))?;
-        // Descriptor 3 must be the pipe's read end. std has no safe "give the child
-        // this descriptor as 3" (it would take `pre_exec`, which is unsafe), so the
-        // program starts through `/bin/sh -c 'exec "$0" "$@" 3<&N N<&-'`, with N
-        // inherited: its close-on-exec flag is cleared for the spawn, and our copy is
-        // closed right after it.
-        let reader = std::os::fd::OwnedFd::from(reader);
-        let raw = std::os::fd::AsRawFd::as_raw_fd(&reader);
-        nix::fcntl::fcntl(
-            raw,
-            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
-        )
-        .map_err(|e| Temporary(format!("checkpassword: fcntl: {e}")))?;
-        let mut cmd = Command::new("/bin/sh");
+        // Descriptor 3 is the pipe's read end (mapped between fork and exec by
+        // command-fds); our copy goes with `cmd`, right after the spawn.
+        let mut cmd = Command::new(&self.config.program);
         {
+            use command_fds::{CommandFdExt as _, FdMapping};
             use std::os::unix::process::CommandExt as _;
-            cmd.arg("-c")
-                .arg(format!("exec \"$0\" \"$@\" 3<&{raw} {raw}<&-"))
-                .arg(&self.config.program)
-                .arg("/usr/bin/env")
+            cmd.arg("/usr/bin/env")
                 .env_clear()
                 .env("PATH", "/usr/local/bin:/usr/bin:/bin")
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::null())
-                .process_group(0);
+                .process_group(0)
+                .fd_mappings(vec![FdMapping {
+                    parent_fd: std::os::fd::OwnedFd::from(reader),
+                    child_fd: 3,
+                }])
+                .map_err(|e| Temporary(format!("checkpassword: {e}")))?;
         }
         let spawned = cmd.spawn();
-        drop(reader);
+        drop(cmd);
         let mut child = spawned.map_err(|e| {
             Temporary(format!(
                 "checkpassword: cannot run {}: {e}",
