@@ -176,8 +176,29 @@ fn scenario(db: &mut dyn Db, name: &str) {
     );
     assert_hostile_names_refused(&s, "pw-alice");
 
+    // `correio check` asks the database.
+    let check = |what: &str| {
+        let out = Command::new(BIN)
+            .args(["check", "--config"])
+            .arg(&s.config)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text, what.to_owned())
+    };
+    let (ok, text, _) = check("up");
+    assert!(ok && text.contains("user database (sql) answered"), "{text}");
+    assert!(!text.contains("db-secret-1"), "{text}");
+
     // The database goes away: temporary failures, never "wrong password".
     db.halt();
+    let (ok, text, _) = check("down");
+    assert!(!ok && text.contains("does not answer"), "{text}");
+    assert!(!text.contains("db-secret-1"), "check printed the password: {text}");
     let r = s.login_reply("alice@example.org", "not-tried-before");
     assert!(
         r.starts_with("-ERR [SYS/TEMP]"),

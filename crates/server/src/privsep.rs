@@ -6,6 +6,10 @@
 //! server starts a helper process *before* it drops privileges, joined to it by a Unix
 //! socket pair, as OpenSSH's monitor and Dovecot's root processes do. The helper:
 //!
+//! - checks system users' passwords with PAM (`[auth] backend = "system"`:
+//!   [`Request::Pam`], answered with a tag so several logins can wait on PAM at once,
+//!   each on a thread of its own, at most [`MAX_PAM_AT_ONCE`]); the PAM service and the
+//!   uid floor come from the configuration the helper reads itself;
 //! - answers two requests. [`Request::TlsPair`]: it reads the configuration file
 //!   itself (the one the server was started with, as root) and returns the PEM bytes
 //!   of the `[tls] cert` and `key` it names. [`Request::ConfigText`]: the text of that
@@ -73,7 +77,7 @@ pub const MAX_PAM_PASSWORD: usize = 1024;
 const MAX_REQUEST_LINE: usize = 32 + (MAX_PAM_USER + MAX_PAM_PASSWORD) * 4 / 3 + 8;
 /// PAM conversations under way at once in the helper (each may sleep out PAM's
 /// failure delay); more are answered "try later".
-const MAX_PAM_AT_ONCE: usize = 64;
+pub const MAX_PAM_AT_ONCE: usize = 64;
 /// How long the server waits for a PAM answer.
 const PAM_TIMEOUT: Duration = Duration::from_secs(30);
 
