@@ -191,14 +191,20 @@ fn scenario(db: &mut dyn Db, name: &str) {
         (out.status.success(), text, what.to_owned())
     };
     let (ok, text, _) = check("up");
-    assert!(ok && text.contains("user database (sql) answered"), "{text}");
+    assert!(
+        ok && text.contains("user database (sql) answered"),
+        "{text}"
+    );
     assert!(!text.contains("db-secret-1"), "{text}");
 
     // The database goes away: temporary failures, never "wrong password".
     db.halt();
     let (ok, text, _) = check("down");
     assert!(!ok && text.contains("does not answer"), "{text}");
-    assert!(!text.contains("db-secret-1"), "check printed the password: {text}");
+    assert!(
+        !text.contains("db-secret-1"),
+        "check printed the password: {text}"
+    );
     let r = s.login_reply("alice@example.org", "not-tried-before");
     assert!(
         r.starts_with("-ERR [SYS/TEMP]"),

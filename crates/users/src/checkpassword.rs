@@ -45,31 +45,7 @@ impl Checkpassword {
         }
         let (status, output) = self.run(user, password)?;
         match status {
-            Some(0) => {
-                let mut record = UserRecord::new(user, None);
-                for line in output.split(|&b| b == b'\n') {
-                    let Ok(line) = std::str::from_utf8(line) else {
-                        continue;
-                    };
-                    let Some((k, v)) = line.split_once('=') else {
-                        continue;
-                    };
-                    match k {
-                        "HOME" => record.home = v.to_owned(),
-                        "USER" => {
-                            if correio_auth::validate_username(v).is_ok() {
-                                record.name = v.to_owned()
-                            }
-                        }
-                        _ => {
-                            if let Some(field) = k.strip_prefix("userdb_") {
-                                crate::apply_field(&mut record, field, v);
-                            }
-                        }
-                    }
-                }
-                Ok(record)
-            }
+            Some(0) => Ok(record_from_env(user, &output)),
             Some(1) => Err(refused(user, FailureReason::Rejected)),
             other => {
                 let why = match other {
@@ -157,4 +133,33 @@ impl Checkpassword {
         let output = reader.join().unwrap_or_default();
         Ok((status, output))
     }
+}
+
+/// The record a successful program's environment dump (`/usr/bin/env` output: one
+/// `KEY=VALUE` a line) describes: `HOME`, `USER` (the canonical name, if valid) and
+/// `userdb_*` fields. Other lines are ignored; so are lines that are not UTF-8.
+pub fn record_from_env(user: &str, output: &[u8]) -> UserRecord {
+    let mut record = UserRecord::new(user, None);
+    for line in output.split(|&b| b == b'\n') {
+        let Ok(line) = std::str::from_utf8(line) else {
+            continue;
+        };
+        let Some((k, v)) = line.split_once('=') else {
+            continue;
+        };
+        match k {
+            "HOME" => record.home = v.to_owned(),
+            "USER" => {
+                if correio_auth::validate_username(v).is_ok() {
+                    record.name = v.to_owned()
+                }
+            }
+            _ => {
+                if let Some(field) = k.strip_prefix("userdb_") {
+                    crate::apply_field(&mut record, field, v);
+                }
+            }
+        }
+    }
+    record
 }

@@ -29,6 +29,8 @@
 pub mod cache;
 pub mod checkpassword;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ldap;
 pub mod sql;
 pub mod system;

@@ -37,7 +37,10 @@ pub fn problems(config: &Config) -> Vec<String> {
         std::fs::metadata(&config.users_file),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound
     );
-    let passwd_file = matches!(config.user_backend, correio_users::BackendConfig::PasswdFile);
+    let passwd_file = matches!(
+        config.user_backend,
+        correio_users::BackendConfig::PasswdFile
+    );
     if !passwd_file {
         // Not used.
     } else if !missing {
@@ -140,7 +143,10 @@ fn service_access_problems(
             ));
         }
     };
-    if matches!(config.user_backend, correio_users::BackendConfig::PasswdFile) {
+    if matches!(
+        config.user_backend,
+        correio_users::BackendConfig::PasswdFile
+    ) {
         check("users file", &config.users_file, Access::Read);
     }
     check("data_dir", &config.data_dir, Access::Modify);
