@@ -239,6 +239,37 @@ fn scenario(db: &mut dyn Db, name: &str) {
     );
     assert!(s.rcpt("frank@example.org").starts_with("550 5.1.1"));
 
+    // The password changes in the database: the new one works at once (the cache is
+    // keyed by the password given); the old one is answered from the cache until its
+    // TTL or a reload, which empties it.
+    let new_hash = openssl_passwd("-6", "pw-carol-2");
+    db.run_sql(&format!(
+        "UPDATE mailbox SET password = '{new_hash}' WHERE username = 'carol@example.org';"
+    ));
+    assert!(
+        s.login_reply("carol@example.org", "pw-carol-2")
+            .starts_with("+OK")
+    );
+    assert!(
+        s.login_reply("carol@example.org", "pw-carol")
+            .starts_with("+OK")
+    );
+    let mut s = s;
+    s.daemon.signal("HUP");
+    s.daemon.wait_log(
+        &["SIGHUP: configuration reloaded"],
+        std::time::Duration::from_secs(20),
+    );
+    assert!(
+        s.login_reply("carol@example.org", "pw-carol")
+            .starts_with("-ERR [AUTH]"),
+        "a reload empties the cache"
+    );
+    assert!(
+        s.login_reply("carol@example.org", "pw-carol-2")
+            .starts_with("+OK")
+    );
+
     let log = s.log();
     for secret in [
         "pw-alice",
