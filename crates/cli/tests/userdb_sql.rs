@@ -142,6 +142,37 @@ fn scenario(db: &mut dyn Db, name: &str) {
     assert!(r.contains("4.2.2"), "dave's 100-octet quota: {r}");
     assert!(s.rcpt("nobody@example.org").starts_with("550 5.1.1"));
 
+    // `correio deliver` (an MTA's LDA) asks the same database.
+    let deliver = |user: &str, msg: &[u8]| {
+        use std::io::Write as _;
+        let mut c = Command::new(BIN)
+            .args(["deliver", "--config"])
+            .arg(&s.config)
+            .args(["-f", "sender@example.net", "--user", user])
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // It may refuse before reading (unknown user).
+        let _ = c.stdin.take().unwrap().write_all(msg);
+        let out = c.wait_with_output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let extra = format!("Subject: {name} via deliver\r\n\r\nhello\r\n").into_bytes();
+    let (code, err) = deliver("alice@example.org", &extra);
+    assert_eq!(code, Some(0), "deliver to alice: {err}");
+    assert_eq!(
+        deliver("nobody@example.org", &extra).0,
+        Some(67),
+        "unknown: EX_NOUSER"
+    );
+    let (code, err) = deliver("dave@example.org", &alice_mail[2]);
+    assert_eq!(code, Some(75), "dave's quota from the row: {err}");
+    let alice_mail: Vec<Vec<u8>> = alice_mail.iter().cloned().chain([extra.clone()]).collect();
+
     // Third-party clients, byte-exact.
     let want: Vec<Vec<u8>> = alice_mail.iter().map(|m| as_served(m)).collect();
     let got = curl_fetch(&s, "alice@example.org", "pw-alice").unwrap();
@@ -219,6 +250,8 @@ fn scenario(db: &mut dyn Db, name: &str) {
         s.rcpt("frank@example.org").starts_with("451 4.3.0"),
         "LMTP while the database is down"
     );
+    let (code, err) = deliver("frank@example.org", &extra);
+    assert_eq!(code, Some(75), "deliver while the database is down: {err}");
     // What the cache holds keeps working.
     assert!(
         s.login_reply("alice@example.org", "pw-alice")
