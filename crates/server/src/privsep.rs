@@ -407,6 +407,18 @@ impl HelperClient {
     }
 }
 
+impl Drop for HelperClient {
+    fn drop(&mut self) {
+        // The reader thread holds a clone of the socket: shut the socket itself down,
+        // so the helper sees the end (and exits) and the reader thread ends too.
+        let _ = self
+            .writer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .shutdown(std::net::Shutdown::Both);
+    }
+}
+
 fn gone() -> io::Error {
     io::Error::new(
         io::ErrorKind::UnexpectedEof,
