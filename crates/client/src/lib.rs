@@ -31,6 +31,7 @@ pub mod discover;
 pub mod fetch;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod oauth;
 pub mod probe;
 pub mod sasl;
 pub mod tls;
