@@ -698,14 +698,16 @@ async fn configure(args: &FetchArgs, address: &str) -> anyhow::Result<ExitCode> 
     if let Some(o) = &oauth {
         entry.oauth2 = Some(o.clone());
         entry.auth = Some("xoauth2".into());
-        for (k, v) in [
-            (&mut entry.to_password_command, &args.to_password_command),
-            (&mut entry.to_auth, &args.to_auth),
-            (&mut entry.to_recipient, &args.to_recipient),
-        ] {
-            k.clone_from(v);
-        }
     }
+    let flags = args.overrides();
+    entry.to_password_command = flags.to_password_command;
+    entry.to_auth = flags.to_auth;
+    entry.to_recipient = flags.to_recipient;
+    entry.to_seen = flags.to_seen;
+    entry.to_insecure = flags.to_insecure;
+    entry.to_ca = flags.to_ca;
+    entry.to_fingerprint = flags.to_fingerprint;
+    entry.to_rejected = flags.to_rejected;
     if args.state_dir.is_some() {
         entry.state_dir = args.state_dir.clone();
     }
