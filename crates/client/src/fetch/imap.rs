@@ -306,6 +306,9 @@ fn astring(out: &mut Vec<u8>, s: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// The server's answer to the APPEND of message `.0` of the batch.
+type Answer = (usize, Status, Option<Code>, String);
+
 /// A message waiting for the batch's APPEND.
 struct Held {
     bytes: Vec<u8>,
@@ -384,7 +387,7 @@ impl ImapTarget {
     fn append(
         &mut self,
         which: &[usize],
-    ) -> io::Result<Vec<(usize, Status, Option<Code>, String)>> {
+    ) -> io::Result<Vec<Answer>> {
         let mut folder = Vec::new();
         astring(&mut folder, self.spec.folder.as_bytes())?;
         let lens: Vec<usize> = which.iter().map(|&i| self.held[i].bytes.len()).collect();
