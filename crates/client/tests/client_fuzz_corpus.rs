@@ -27,5 +27,8 @@ fn http_chunked_seeds() {
 
 #[test]
 fn imap_response_seeds() {
-    replay("client_imap_response", correio_client::fuzzing::imap_response);
+    replay(
+        "client_imap_response",
+        correio_client::fuzzing::imap_response,
+    );
 }

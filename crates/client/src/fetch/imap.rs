@@ -384,10 +384,7 @@ impl ImapTarget {
     }
 
     /// APPENDs `which` (indices into `held`); returns per index the server's answer.
-    fn append(
-        &mut self,
-        which: &[usize],
-    ) -> io::Result<Vec<Answer>> {
+    fn append(&mut self, which: &[usize]) -> io::Result<Vec<Answer>> {
         let mut folder = Vec::new();
         astring(&mut folder, self.spec.folder.as_bytes())?;
         let lens: Vec<usize> = which.iter().map(|&i| self.held[i].bytes.len()).collect();
