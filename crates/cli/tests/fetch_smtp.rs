@@ -211,8 +211,19 @@ fn scripted_smtp() -> (u16, std::thread::JoinHandle<Vec<String>>) {
             }
             let cmd = line.trim_end().to_ascii_uppercase();
             if cmd.starts_with("EHLO") {
-                w.write_all(b"250-scripted\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n")
+                w.write_all(b"250-scripted\r\n250-8BITMIME\r\n250-AUTH PLAIN\r\n250 SMTPUTF8\r\n")
                     .unwrap();
+            } else if cmd == "AUTH PLAIN" {
+                w.write_all(b"334 \r\n").unwrap();
+                let mut resp = String::new();
+                r.read_line(&mut resp).unwrap();
+                // base64 of "\0carol\0cpw"
+                if resp.trim_end() == "AGNhcm9sAGNwdw==" {
+                    accepted.push("AUTH carol".into());
+                    w.write_all(b"235 2.7.0 ok\r\n").unwrap();
+                } else {
+                    w.write_all(b"535 5.7.8 bad credentials\r\n").unwrap();
+                }
             } else if cmd.starts_with("MAIL FROM:<REJECT") {
                 rcpt_reject = true;
                 w.write_all(b"250 ok\r\n").unwrap();
@@ -260,7 +271,7 @@ fn scripted_smtp() -> (u16, std::thread::JoinHandle<Vec<String>>) {
 
 /// 4xx keeps the message on the server for the next run; 5xx is reported per
 /// message and, by default (`to_rejected = keep`), keeps it too; the others are
-/// relayed and deleted.
+/// relayed and deleted. The login in the URL authenticates with AUTH PLAIN first.
 #[test]
 fn deferred_and_rejected_messages_stay_on_the_server() {
     let msgs: Vec<Vec<u8>> = vec![
@@ -285,7 +296,9 @@ fn deferred_and_rejected_messages_stay_on_the_server() {
             "none",
             "--delete",
             "--to",
-            &format!("smtp://127.0.0.1:{port}"),
+            &format!("smtp://carol@127.0.0.1:{port}"),
+            "--to-password-command",
+            "echo cpw",
             "--to-recipient",
             "carol@example.org",
         ],
@@ -295,6 +308,8 @@ fn deferred_and_rejected_messages_stay_on_the_server() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     let accepted = h.join().unwrap();
+    assert_eq!(accepted[0], "AUTH carol", "AUTH PLAIN first: {accepted:?}");
+    let accepted = &accepted[1..];
     assert_eq!(accepted.len(), 2, "{accepted:?}");
     assert!(
         accepted.iter().any(|m| m.ends_with("\r\n..dot\r\n")),

@@ -161,6 +161,7 @@ impl RemoteSpec {
             ),
             RemoteKind::Smtp => ("".to_owned(), (!path.is_empty()).then_some(path)),
         };
+        // An SMTP login is optional (smtp://USER@HOST authenticates); IMAP needs one.
         if kind == RemoteKind::Imap && user.is_none() {
             return Err(bad("give the login as imaps://USER@HOST/FOLDER"));
         }

@@ -139,7 +139,69 @@ impl Conn {
             };
             c.ehlo()?;
         }
+        c.login(spec)?;
         Ok(c)
+    }
+
+    /// AUTH when the destination has a login (`smtp://USER@HOST`) or uses OAuth2:
+    /// PLAIN with the password, or XOAUTH2/OAUTHBEARER with the account's token,
+    /// sent after the server's empty challenge (two steps). Only over TLS, or to a
+    /// loopback server.
+    fn login(&mut self, spec: &RemoteSpec) -> io::Result<()> {
+        let oauth = spec.uses_oauth();
+        let Some(user) = spec.user.clone() else {
+            if oauth {
+                return Err(io::Error::other(
+                    "an OAuth2 SMTP destination needs a login: smtp://USER@HOST",
+                ));
+            }
+            return Ok(());
+        };
+        let encrypted = matches!(self.r.get_ref(), Stream::Tls(_));
+        if !encrypted && !spec.loopback() && !spec.insecure {
+            return Err(io::Error::other(
+                "refusing to send SMTP credentials without TLS (the server offers no STARTTLS)",
+            ));
+        }
+        use base64::Engine as _;
+        let b64 = |m: &[u8]| base64::engine::general_purpose::STANDARD.encode(m);
+        let (mech, msg) = if oauth {
+            let token = spec.token.as_deref().ok_or_else(|| {
+                io::Error::other("to_auth is OAuth2 but the account has no OAuth2 settings")
+            })?;
+            if spec.auth == "oauthbearer" {
+                (
+                    "OAUTHBEARER",
+                    format!("n,a={user},\x01auth=Bearer {token}\x01\x01").into_bytes(),
+                )
+            } else {
+                (
+                    "XOAUTH2",
+                    format!("user={user}\x01auth=Bearer {token}\x01\x01").into_bytes(),
+                )
+            }
+        } else {
+            let mut m = vec![0];
+            m.extend_from_slice(user.as_bytes());
+            m.push(0);
+            m.extend_from_slice(&spec.password()?);
+            ("PLAIN", m)
+        };
+        let mut r = self.cmd(&format!("AUTH {mech}"))?;
+        if r.code == 334 {
+            r = self.cmd(&b64(&msg))?;
+            if r.code == 334 {
+                // The server's error report (XOAUTH2/OAUTHBEARER): an empty answer.
+                r = self.cmd("")?;
+            }
+        }
+        if r.code != 235 {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!("SMTP AUTH {mech} refused: {}", r.text),
+            ));
+        }
+        Ok(())
     }
 }
 
