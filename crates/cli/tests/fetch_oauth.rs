@@ -351,17 +351,20 @@ fn expiring_token_is_refreshed_and_revoked_consent_names_the_fix() {
     let state = work.path().join("state");
     let first = access_token(&state);
 
-    let out = fetch_config(&cfg, &["--keep", "--json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    // The refreshed token logs in to Dovecot POP3 and, as the destination, IMAP.
+    let imap = d.imap_addr().unwrap();
+    let to = format!("imap://alice@127.0.0.1:{}/Refreshed", imap.port());
+    let ca = d.cert_pem().unwrap();
+    let out = fetch_config(
+        &cfg,
+        &["--keep", "--to", &to, "--to-auth", "xoauth2", "--to-ca", ca.to_str().unwrap()],
     );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(auth.grants("refresh_token"), 1, "{}", auth.log());
     let second = access_token(&state);
     assert_ne!(first, second, "the token file holds the refreshed token");
     assert!(auth.is_active(&second));
-    assert_eq!(maildir_messages(&work.path().join("Mail")).len(), 3);
+    assert_eq!(read_folder(imap, "alice", "apw", "Refreshed").unwrap().len(), 3);
     assert_eq!(mode(&token_file(&state)), 0o600);
 
     auth.revoke_refresh_tokens();

@@ -507,6 +507,8 @@ pub async fn fetch_account(
     mechanisms: &MechanismFactory,
     progress: &dyn Progress,
 ) -> Result<Summary, FetchError> {
+    // The account's lock first: two runs never refresh (and rotate) one token at once.
+    let mut state = UidState::load(&acct.state_file)?;
     let prepared;
     let acct = match &acct.oauth {
         // OAuth2: a fresh token for the login and an OAuth2 destination, refreshed
@@ -525,7 +527,6 @@ pub async fn fetch_account(
         }
         None => acct,
     };
-    let mut state = UidState::load(&acct.state_file)?;
     let mut target = target::open(&acct.target)?;
     let mut summary = Summary {
         account: acct.name.clone(),
