@@ -357,14 +357,31 @@ fn expiring_token_is_refreshed_and_revoked_consent_names_the_fix() {
     let ca = d.cert_pem().unwrap();
     let out = fetch_config(
         &cfg,
-        &["--keep", "--to", &to, "--to-auth", "xoauth2", "--to-ca", ca.to_str().unwrap()],
+        &[
+            "--keep",
+            "--to",
+            &to,
+            "--to-auth",
+            "xoauth2",
+            "--to-ca",
+            ca.to_str().unwrap(),
+        ],
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(auth.grants("refresh_token"), 1, "{}", auth.log());
     let second = access_token(&state);
     assert_ne!(first, second, "the token file holds the refreshed token");
     assert!(auth.is_active(&second));
-    assert_eq!(read_folder(imap, "alice", "apw", "Refreshed").unwrap().len(), 3);
+    assert_eq!(
+        read_folder(imap, "alice", "apw", "Refreshed")
+            .unwrap()
+            .len(),
+        3
+    );
     assert_eq!(mode(&token_file(&state)), 0o600);
 
     auth.revoke_refresh_tokens();
@@ -383,7 +400,8 @@ fn expiring_token_is_refreshed_and_revoked_consent_names_the_fix() {
 
 /// The device flow (RFC 8628) for headless machines: the CLI prints the user code,
 /// the "user" enters it at the stand-in; the CLI polls, slows down by 5 s when told
-/// (the stand-in counts polls that came too early), and the token opens Dovecot POP3.
+/// (the stand-in counts polls that came too early), and the token opens Dovecot POP3;
+/// a token revoked before its expiry is refreshed once when the server refuses it.
 #[test]
 fn device_flow_honours_slow_down_and_its_token_logs_in() {
     let auth = stand_in(3600);
@@ -410,6 +428,16 @@ fn device_flow_honours_slow_down_and_its_token_logs_in() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(maildir_messages(&work.path().join("Mail")).len(), 2);
+    assert_eq!(auth.grants("refresh_token"), 0);
+
+    // The provider revokes the access token before its expiry: Dovecot refuses it,
+    // the fetcher refreshes once and logs in with the new one.
+    auth.invalidate_access_tokens();
+    let out = fetch_config(&cfg, &["--keep"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("refreshing it and trying again"), "{err}");
+    assert_eq!(auth.grants("refresh_token"), 1);
 }
 
 /// Client credentials (unattended Microsoft 365 tenants): no user step; the first

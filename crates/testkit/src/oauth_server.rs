@@ -265,6 +265,12 @@ impl AuthServer {
         self.with(|s| s.revoked = true);
     }
 
+    /// Every access token issued so far becomes inactive (as when a provider revokes
+    /// tokens before their expiry); refresh tokens stay valid.
+    pub fn invalidate_access_tokens(&self) {
+        self.with(|s| s.access.clear());
+    }
+
     /// Lifetime of access tokens issued from now on.
     pub fn set_access_lifetime(&self, secs: u64) {
         self.with(|s| s.access_lifetime = secs);

@@ -509,24 +509,48 @@ pub async fn fetch_account(
 ) -> Result<Summary, FetchError> {
     // The account's lock first: two runs never refresh (and rotate) one token at once.
     let mut state = UidState::load(&acct.state_file)?;
-    let prepared;
-    let acct = match &acct.oauth {
-        // OAuth2: a fresh token for the login and an OAuth2 destination, refreshed
-        // here before every run (so `--every` keeps working across expiries).
-        Some(o) => {
-            let token = crate::oauth::access_token(o).await?;
-            let mut a = acct.clone();
-            if let TargetSpec::Remote(r) = &mut a.target
-                && r.uses_oauth()
-            {
-                r.token = Some(token.clone());
+    let mut force = false;
+    loop {
+        let (prepared, fresh) = with_token(acct, force).await?;
+        match fetch_locked(&prepared, mechanisms, progress, &mut state).await {
+            // A stored token the server refused (revoked before its expiry): refresh
+            // once and try again.
+            Err(FetchError::Login { .. }) if acct.oauth.is_some() && !fresh && !force => {
+                progress.note(
+                    &acct.name,
+                    "the server refused the OAuth2 token; refreshing it and trying again",
+                );
+                force = true;
             }
-            a.password = Some(token.into_bytes());
-            prepared = a;
-            &prepared
+            r => return r,
         }
-        None => acct,
+    }
+}
+
+/// The account with its OAuth2 token as the password (and an OAuth2 destination's
+/// token), and whether that token was just obtained. Accounts without OAuth2 come back
+/// as they are.
+async fn with_token(acct: &Account, force: bool) -> Result<(Account, bool), FetchError> {
+    let mut a = acct.clone();
+    let Some(o) = &acct.oauth else {
+        return Ok((a, true));
     };
+    let (token, fresh) = crate::oauth::token(o, force).await?;
+    if let TargetSpec::Remote(r) = &mut a.target
+        && r.uses_oauth()
+    {
+        r.token = Some(token.clone());
+    }
+    a.password = Some(token.into_bytes());
+    Ok((a, fresh))
+}
+
+async fn fetch_locked(
+    acct: &Account,
+    mechanisms: &MechanismFactory,
+    progress: &dyn Progress,
+    state: &mut UidState,
+) -> Result<Summary, FetchError> {
     let mut target = target::open(&acct.target)?;
     let mut summary = Summary {
         account: acct.name.clone(),
@@ -536,7 +560,7 @@ pub async fn fetch_account(
         acct,
         mechanisms,
         progress,
-        &mut state,
+        state,
         target.as_mut(),
         &mut summary,
         true,
@@ -552,7 +576,7 @@ pub async fn fetch_account(
                 acct,
                 mechanisms,
                 progress,
-                &mut state,
+                state,
                 target.as_mut(),
                 &mut summary,
                 false,

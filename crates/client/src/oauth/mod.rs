@@ -386,12 +386,20 @@ pub(crate) fn now_secs() -> u64 {
 /// A valid access token for `o`: the stored one while it is fresh, else refreshed
 /// (or, for client credentials, requested again) and saved first.
 pub async fn access_token(o: &OAuth) -> Result<String, OAuthError> {
+    token(o, false).await.map(|(t, _)| t)
+}
+
+/// Like [`access_token`]; with `force` the stored token is refreshed even while it
+/// looks fresh (the server refused it: revoked early, or the clock is wrong). Also
+/// says whether the token was just obtained.
+pub async fn token(o: &OAuth, force: bool) -> Result<(String, bool), OAuthError> {
     let stored = TokenSet::load(&o.token_file)?;
     let now = now_secs();
     if let Some(t) = &stored
         && t.fresh_at(now)
+        && !force
     {
-        return Ok(t.access_token.clone());
+        return Ok((t.access_token.clone(), false));
     }
     let new = match (stored, o.flow) {
         (Some(old), _) if old.refresh_token.is_some() => {
@@ -414,7 +422,7 @@ pub async fn access_token(o: &OAuth) -> Result<String, OAuthError> {
     };
     new.save(&o.token_file)?;
     tracing::info!(account = %o.account, expires_at = new.expires_at, "OAuth2 token refreshed");
-    Ok(new.access_token)
+    Ok((new.access_token, true))
 }
 
 #[cfg(test)]
