@@ -297,11 +297,11 @@ fn pkce_configure_then_pop3_to_imap_with_xoauth2_and_delete() {
         .map(|e| e.unwrap().path())
         .find(|p| p.to_string_lossy().ends_with(".imap-uids"))
         .expect("APPENDUID log");
-    assert!(
-        std::fs::read_to_string(uids)
-            .unwrap()
-            .starts_with("Archive\t")
-    );
+    // One batch, one MULTIAPPEND: one line, the folder's UIDVALIDITY and UIDs 1:12.
+    let text = std::fs::read_to_string(uids).unwrap();
+    let fields: Vec<&str> = text.trim_end().split('\t').collect();
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert_eq!((fields[0], fields[2]), ("Archive", "1:12"), "{text}");
 }
 
 fn account_file(work: &Path, auth: &AuthServer, pop3: u16, extra: &str) -> std::path::PathBuf {

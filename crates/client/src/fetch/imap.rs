@@ -562,9 +562,14 @@ impl Target for ImapTarget {
             }
         };
         self.refused.clear();
+        let mut logged: Option<&Option<Code>> = None;
         for (i, st, code, text) in &answers {
             if *st == Status::Ok {
-                self.log_uids(code);
+                // One MULTIAPPEND answers every message of the batch with one code.
+                if logged != Some(code) {
+                    self.log_uids(code);
+                    logged = Some(code);
+                }
             } else {
                 self.refused
                     .push((*i, format!("IMAP server refused APPEND: {text}")));
