@@ -96,11 +96,20 @@ async fn post<T: for<'de> Deserialize<'de>>(
     }
 }
 
-/// reqwest's errors carry the URL; ours may carry a code or token in the query.
+/// The error and its causes, without the URL (whose query may carry a code).
 fn without_url(e: &reqwest::Error) -> String {
-    let mut s = e.to_string();
-    if let Some(u) = e.url() {
-        s = s.replace(u.as_str(), "(url)");
+    let mut s = match e.url() {
+        Some(u) => e
+            .to_string()
+            .replace(&format!(" ({})", u.as_str()), "")
+            .replace(u.as_str(), "URL"),
+        None => e.to_string(),
+    };
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
     }
     s
 }
