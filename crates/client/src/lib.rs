@@ -28,6 +28,7 @@
 
 mod conn;
 pub mod discover;
+pub mod discover_mx;
 pub mod fetch;
 #[doc(hidden)]
 pub mod fuzzing;

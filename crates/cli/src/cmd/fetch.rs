@@ -166,8 +166,10 @@ pub struct FetchArgs {
     /// backing off on errors.
     #[arg(long, value_name = "DURATION")]
     pub every: Option<String>,
-    /// Discover the settings for ADDRESS (DNS SRV, then autoconfig), confirm them with
-    /// the server, and add the account to the config file.
+    /// Discover the settings for ADDRESS (DNS SRV, then autoconfig, then MX for
+    /// Microsoft 365 / Google Workspace), confirm them with the server, and add the
+    /// account to the config file. Gmail, Outlook.com and Microsoft 365 accounts are
+    /// set up for OAuth2 (give --oauth2-client-id) and authorised at once.
     #[arg(long, value_name = "ADDRESS")]
     pub configure: Option<String>,
     /// DNS server for --configure (IP:PORT), instead of the system's.
