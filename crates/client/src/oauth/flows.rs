@@ -152,10 +152,15 @@ fn provider_error(endpoint: &'static str, e: ErrorAnswer) -> OAuthError {
 /// Refreshes with `refresh_token` (RFC 6749 §6). `invalid_grant` becomes
 /// [`OAuthError::Reauthorize`].
 pub async fn refresh(o: &OAuth, refresh_token: &str) -> Result<TokenSet, OAuthError> {
-    let form = vec![
+    let mut form = vec![
         ("grant_type", "refresh_token".to_owned()),
         ("refresh_token", refresh_token.to_owned()),
     ];
+    // Microsoft's v2.0 endpoint wants the scopes again on a refresh (RFC 6749 §6
+    // makes the parameter optional; Google does not need it).
+    if o.provider == super::Provider::Microsoft {
+        form.push(("scope", o.scopes.join(" ")));
+    }
     match token_request(o, form).await? {
         Ok(t) => Ok(t),
         Err(e) if e.error == "invalid_grant" => Err(OAuthError::Reauthorize {
