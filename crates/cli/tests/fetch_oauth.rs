@@ -396,6 +396,14 @@ fn expiring_token_is_refreshed_and_revoked_consent_names_the_fix() {
     assert!(err.contains(&fix), "{err}");
     // Tokens never reach the output.
     assert!(!err.contains(&second), "{err}");
+
+    // Running as a daemon, the account stops (rather than retrying forever) with the
+    // same message; with no account left, the daemon ends with a failure.
+    let out = fetch_config(&cfg, &["--keep", "--every", "1s"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("alice: stopped: "), "{err}");
+    assert!(err.contains(&fix), "{err}");
 }
 
 /// The device flow (RFC 8628) for headless machines: the CLI prints the user code,

@@ -13,7 +13,7 @@ use anyhow::{Context, bail};
 use correio_client::fetch::config::{AccountConfig, ConfigFile, default_state_dir, resolve};
 use correio_client::fetch::report::{Bars, Lines};
 use correio_client::fetch::{Account, FetchError, Progress, Silent, Summary, fetch_account};
-use correio_client::oauth::{OAuthSettings, Provider};
+use correio_client::oauth::{OAuthError, OAuthSettings, Provider};
 
 /// Arguments of `correio fetch` (boxed: they are many, and the subcommand enum should
 /// stay small).
@@ -546,6 +546,17 @@ async fn daemon(
                         correio_client::format_duration(wait)
                     ),
                 };
+                // Only a new authorisation helps: stop this account (the message
+                // names the command), and keep the others running.
+                if let Err(FetchError::OAuth(e @ (OAuthError::Reauthorize { .. } | OAuthError::NotAuthorized { .. }))) = &r {
+                    let line = format!("{}: stopped: {e}", a.name);
+                    if json {
+                        println!("{}", serde_json::json!({"ok": false, "account": a.name, "error": e.to_string(), "stopped": true}));
+                    } else {
+                        eprintln!("{line}");
+                    }
+                    return false;
+                }
                 if json {
                     println!("{line}");
                 } else if !quiet || r.is_err() {
@@ -555,9 +566,14 @@ async fn daemon(
             }
         });
     }
+    let mut all_stopped = false;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
-        _ = async { while set.join_next().await.is_some() {} } => {}
+        _ = async { while set.join_next().await.is_some() {} } => { all_stopped = true; }
+    }
+    if all_stopped {
+        // Every account stopped for want of an OAuth2 authorisation.
+        return Ok(ExitCode::FAILURE);
     }
     // Tasks are dropped between or inside runs: what is recorded is safe (see the
     // fetcher's guarantee), nothing half-done is recorded.
