@@ -449,7 +449,8 @@ fn device_flow_honours_slow_down_and_its_token_logs_in() {
 }
 
 /// Client credentials (unattended Microsoft 365 tenants): no user step; the first
-/// fetch gets the application token itself and logs in with it.
+/// fetch gets the application token itself and logs in with it (XOAUTH2, then
+/// OAUTHBEARER for POP3 and an IMAPS destination).
 #[test]
 fn client_credentials_fetch_without_any_user_step() {
     let auth = stand_in(3600);
@@ -476,4 +477,49 @@ fn client_credentials_fetch_without_any_user_step() {
     );
     assert_eq!(auth.grants("client_credentials"), 1);
     assert_eq!(maildir_messages(&work.path().join("Mail")).len(), 2);
+
+    // The same token with OAUTHBEARER (RFC 7628), POP3 and IMAP, for two new messages.
+    for m in &dated(4)[2..] {
+        d.deliver_with_lda("alice", m).unwrap();
+    }
+    let imap = d.imap_addr().unwrap();
+    let ca = d.cert_pem().unwrap();
+    let out = fetch_config(
+        &cfg,
+        &[
+            "--oauth2-flow",
+            "client-credentials",
+            "--oauth2-client-id",
+            "correio-daemon",
+            "--oauth2-client-secret",
+            "app-secret",
+            "--auth",
+            "oauthbearer",
+            "--delete",
+            "--to",
+            &format!(
+                "imaps://alice@127.0.0.1:{}/Bearer",
+                d.imaps_addr().unwrap().port()
+            ),
+            "--to-auth",
+            "oauthbearer",
+            "--to-ca",
+            ca.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        auth.grants("client_credentials"),
+        1,
+        "the token was still fresh"
+    );
+    assert_eq!(
+        read_folder(imap, "alice", "apw", "Bearer").unwrap().len(),
+        2
+    );
+    assert!(maildir_messages(&d.maildir("alice")).is_empty());
 }
