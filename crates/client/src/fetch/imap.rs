@@ -321,8 +321,9 @@ pub struct ImapTarget {
     conn: Option<Conn>,
     current: Option<Vec<u8>>,
     held: Vec<Held>,
+    /// The last batch's refusals (index in finish order, why).
     refused: Vec<(usize, String)>,
-    /// Finished messages before this batch's first (indices are per batch).
+    /// Whether the folder was created after a `[TRYCREATE]` (only tried once).
     created: bool,
 }
 
