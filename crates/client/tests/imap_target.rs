@@ -66,16 +66,33 @@ fn server(caps: &'static str) -> (u16, mpsc::Receiver<Seen>, std::thread::JoinHa
                 if synchronizing {
                     w.write_all(b"+ go ahead\r\n").unwrap();
                 }
-                let mut body = vec![0; size];
-                r.read_exact(&mut body).unwrap();
-                let mut crlf = String::new();
-                r.read_line(&mut crlf).unwrap();
-                assert_eq!(crlf, "\r\n", "APPEND ends after its literal");
-                let _ = tx.send(Seen {
-                    size,
-                    synchronizing,
-                });
-                let text = String::from_utf8_lossy(&body);
+                // One literal, or several (MULTIAPPEND: each followed by the next
+                // message's arguments and literal, the last by CRLF).
+                let mut text = String::new();
+                let mut size = size;
+                let mut synchronizing = synchronizing;
+                let mut count = 0;
+                loop {
+                    let mut body = vec![0; size];
+                    r.read_exact(&mut body).unwrap();
+                    text.push_str(&String::from_utf8_lossy(&body));
+                    count += 1;
+                    let _ = tx.send(Seen {
+                        size,
+                        synchronizing,
+                    });
+                    let mut rest = String::new();
+                    r.read_line(&mut rest).unwrap();
+                    if rest == "\r\n" {
+                        break;
+                    }
+                    let rest = rest.trim_end();
+                    let open = rest.rfind('{').unwrap();
+                    let spec = &rest[open + 1..rest.len() - 1];
+                    synchronizing = !spec.ends_with('+');
+                    assert!(!synchronizing, "MULTIAPPEND only with LITERAL+ here");
+                    size = spec.trim_end_matches('+').parse().unwrap();
+                }
                 if text.contains("BYE-PLEASE") {
                     w.write_all(b"* BYE going away\r\n").unwrap();
                     return;
@@ -83,8 +100,14 @@ fn server(caps: &'static str) -> (u16, mpsc::Receiver<Seen>, std::thread::JoinHa
                 if text.contains("NO-PLEASE") {
                     write!(w, "{tag} NO [OVERQUOTA] mailbox full\r\n").unwrap();
                 } else {
-                    uid += 1;
-                    write!(w, "{tag} OK [APPENDUID 7 {uid}] done\r\n").unwrap();
+                    let first = uid + 1;
+                    uid += count;
+                    let set = if count == 1 {
+                        format!("{uid}")
+                    } else {
+                        format!("{first}:{uid}")
+                    };
+                    write!(w, "{tag} OK [APPENDUID 7 {set}] done\r\n").unwrap();
                 }
             } else if upper.starts_with("LOGOUT") {
                 // The client may close as soon as it reads the BYE.
@@ -191,4 +214,20 @@ fn bye_in_the_middle_fails_the_whole_batch() {
     assert!(t.sync().is_err());
     drop(t);
     h.join().unwrap();
+}
+
+#[test]
+fn a_refused_multiappend_is_retried_message_by_message() {
+    let (port, rx, h) = server("MULTIAPPEND LITERAL+ AUTH=PLAIN SASL-IR UIDPLUS");
+    let mut t = open(&spec(port, "auto")).unwrap();
+    put(t.as_mut(), b"Subject: one\r\n\r\n1\r\n");
+    put(t.as_mut(), b"Subject: NO-PLEASE\r\n\r\n2\r\n");
+    put(t.as_mut(), b"Subject: three\r\n\r\n3\r\n");
+    t.sync().unwrap();
+    let r = t.take_refused();
+    assert_eq!(r.iter().map(|x| x.0).collect::<Vec<_>>(), vec![1], "{r:?}");
+    drop(t);
+    h.join().unwrap();
+    // Three literals in the MULTIAPPEND, then three single APPENDs.
+    assert_eq!(rx.iter().count(), 6);
 }

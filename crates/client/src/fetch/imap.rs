@@ -16,7 +16,9 @@
 //! Wire: one APPEND per message with INTERNALDATE taken from the message's `Date:`
 //! header and optionally `\Seen`. With MULTIAPPEND (RFC 3502) and non-synchronizing
 //! literals (LITERAL+, RFC 7888; LITERAL- for messages up to 4096 bytes) the whole
-//! batch is one command; with LITERAL+/- alone the APPENDs are pipelined; otherwise
+//! batch is one command (if the server refuses it, the batch is appended again
+//! message by message, so only the culprit is refused); with LITERAL+/- alone the
+//! APPENDs are pipelined; otherwise
 //! each literal waits for the server's `+`. A `[TRYCREATE]` refusal creates the
 //! folder once and retries. `[APPENDUID]` results (UIDPLUS) are appended to a
 //! `.imap-uids` file beside the account's state file.
@@ -423,10 +425,15 @@ impl ImapTarget {
             c.send(b"\r\n")?;
             c.flush()?;
             let (st, code, text) = c.wait(&tag)?;
-            for &i in which {
-                out.push((i, st, code.clone(), text.clone()));
+            if st == Status::Ok || code == Some(Code::TryCreate) {
+                for &i in which {
+                    out.push((i, st, code.clone(), text.clone()));
+                }
+                return Ok(out);
             }
-            return Ok(out);
+            // Refused as a whole (nothing stored): one message the server will never
+            // take must not hold the others back, so append them one by one below
+            // and let only the culprit be refused.
         }
         // Pipelined where the literals allow it: the tags are answered in order.
         let mut tags = Vec::new();
