@@ -31,7 +31,7 @@ pub mod fuzzing;
 pub use sasl::{
     AuthFailure, ClientCredentials, ClientMechanism, ClientMechanismKind, FailureReason, Mechanism,
     SaslError, SecretCaps, SecretLookup, ServerMechanism, ServerParams, Step, any_user_allows,
-    apop_verify, mechanisms_for, secret_caps, verify_login,
+    apop_verify, mechanisms_for, secret_caps, verify_login, verify_record,
 };
 pub use scheme::{
     HashParams, Scheme, SchemeError, ScramKeys, StoredSecret, dummy_verify, hash_password,

@@ -351,6 +351,8 @@ pub struct UserDb {
     /// The version of the file that last failed to load: not re-parsed (and not
     /// re-logged) on every lookup until it changes again.
     failed: Mutex<Option<FileStamp>>,
+    /// Bumped at every (re)load: caches of what the file said compare it.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl UserDb {
@@ -369,6 +371,7 @@ impl UserDb {
             options,
             snapshot: RwLock::new(Arc::default()),
             failed: Mutex::new(None),
+            generation: std::sync::atomic::AtomicU64::new(0),
         };
         db.reload()?;
         Ok(db)
@@ -385,6 +388,7 @@ impl UserDb {
             options,
             snapshot: RwLock::new(Arc::default()),
             failed: Mutex::new(None),
+            generation: std::sync::atomic::AtomicU64::new(0),
         };
         match db.reload() {
             Err(UserDbError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
@@ -402,6 +406,7 @@ impl UserDb {
             options,
             snapshot: RwLock::new(Arc::default()),
             failed: Mutex::new(None),
+            generation: std::sync::atomic::AtomicU64::new(0),
         };
         *db.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(db.build(records, None));
         db
@@ -450,7 +455,14 @@ impl UserDb {
         let (records, stamp) = read_users_file(&self.path)?;
         let snap = self.build(records, Some(stamp));
         *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(snap);
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
         Ok(())
+    }
+
+    /// Which version of the file is loaded: a new number after every reload.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Re-reads the file if its inode, size or mtime changed. `Ok(true)` if it was

@@ -238,9 +238,16 @@ fn status(server: &Server) -> Value {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), Value::String(v)))
         .collect();
+    let accounts = server.accounts();
+    let cache = accounts.source().cache_stats();
     json!({
         "pid": std::process::id(),
         "sessions": server.shared.registry.all().len(),
+        "users": {
+            "backend": accounts.source().kind(),
+            "cache_hits": cache.hits,
+            "cache_misses": cache.misses,
+        },
         "tls": server.has_tls(),
         "listeners": {
             "pop3": c.pop3.iter().map(ToString::to_string).collect::<Vec<_>>(),

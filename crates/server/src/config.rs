@@ -217,6 +217,14 @@ struct FileAuth {
     default_domain: Option<String>,
     failure_delay: Option<String>,
     failure_delay_max: Option<String>,
+    backend: Option<String>,
+    cache_size: Option<usize>,
+    cache_ttl: Option<String>,
+    cache_negative_ttl: Option<String>,
+    system: Option<correio_users::SystemConfig>,
+    sql: Option<correio_users::SqlConfig>,
+    ldap: Option<correio_users::LdapConfig>,
+    checkpassword: Option<correio_users::CheckpasswordConfig>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -515,6 +523,10 @@ pub struct Config {
     /// Otherwise it is the data directory's default pair, which `correio serve`
     /// creates on its first run.
     pub tls_explicit: bool,
+    /// Where the users live (`[auth] backend` and its table).
+    pub user_backend: correio_users::BackendConfig,
+    /// The authentication cache (`[auth] cache_*`).
+    pub auth_cache: correio_users::CacheConfig,
     /// SASL mechanisms offered (a user gets only those their secret allows).
     pub mechanisms: Vec<String>,
     /// Offer APOP.
@@ -529,6 +541,53 @@ pub struct Config {
     pub greeting: String,
     /// Limits.
     pub limits: Limits,
+}
+
+/// The backend's table in one line, secrets masked (for `correio check` and the
+/// reload log).
+fn backend_settings(b: &correio_users::BackendConfig) -> String {
+    use correio_users::BackendConfig as B;
+    let mask_url = |u: &str| match (u.find("://"), u.rfind('@')) {
+        (Some(a), Some(at)) if a < at => {
+            let creds = &u[a + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}://{user}:****{}", &u[..a], &u[at..]),
+                None => u.to_owned(),
+            }
+        }
+        _ => u.to_owned(),
+    };
+    match b {
+        B::PasswdFile => String::new(),
+        B::System(s) => format!(
+            "pam_service={} mail_location={} first_valid_uid={}",
+            s.pam_service(),
+            s.mail_location(),
+            s.first_valid_uid()
+        ),
+        B::Sql(s) => format!(
+            "url={} password_query={:?} user_query={:?}",
+            mask_url(&s.url),
+            s.password_query,
+            s.user_query.as_deref().unwrap_or("(password_query)")
+        ),
+        B::Ldap(l) => format!(
+            "uri={} base={} filter={:?} auth_bind={} bind_dn={} bind_password={}",
+            l.uri,
+            l.base,
+            l.filter
+                .as_deref()
+                .unwrap_or("(&(objectClass=posixAccount)(uid=%n))"),
+            l.auth_bind.unwrap_or(true),
+            l.bind_dn.as_deref().unwrap_or("(anonymous)"),
+            if l.bind_password.is_some() {
+                "****"
+            } else {
+                ""
+            }
+        ),
+        B::Checkpassword(c) => format!("program={}", c.program.display()),
+    }
 }
 
 /// Command-line overrides (`correio serve` flags).
@@ -743,6 +802,47 @@ impl Config {
                 }
                 out
             }
+        };
+        let user_backend = correio_users::BackendConfig::from_parts(
+            f.auth.backend.as_deref(),
+            f.auth.system.clone(),
+            f.auth.sql.clone(),
+            f.auth.ldap.clone(),
+            f.auth.checkpassword.clone(),
+        )
+        .map_err(|(k, r)| err(&k, r))?;
+        if user_backend.plaintext_only() {
+            // Those mechanisms need the stored secret at hand; this backend is asked
+            // with the plaintext password only. Refused here, not offered and failed.
+            if let Some(m) = mechanisms.iter().find(|m| *m != "PLAIN" && *m != "LOGIN") {
+                return Err(err(
+                    "pop3.mechanisms",
+                    format!(
+                        "{m} needs the stored secret, which auth.backend = {:?} does not \
+                         give; use PLAIN and LOGIN (over TLS)",
+                        user_backend.name()
+                    ),
+                ));
+            }
+            if f.pop3.apop == Some(true) {
+                return Err(err(
+                    "pop3.apop",
+                    format!(
+                        "APOP needs the plaintext secret, which auth.backend = {:?} does not give",
+                        user_backend.name()
+                    ),
+                ));
+            }
+        }
+        let dc = correio_users::CacheConfig::default();
+        let auth_cache = correio_users::CacheConfig {
+            size: f.auth.cache_size.unwrap_or(dc.size),
+            ttl: duration("auth.cache_ttl", &f.auth.cache_ttl, dc.ttl)?,
+            negative_ttl: duration(
+                "auth.cache_negative_ttl",
+                &f.auth.cache_negative_ttl,
+                dc.negative_ttl,
+            )?,
         };
         let expire = match f.pop3.expire {
             None => None,
@@ -964,6 +1064,8 @@ impl Config {
                 .tls
                 .key
                 .unwrap_or_else(|| data_dir.join("tls").join("key.pem")),
+            user_backend,
+            auth_cache,
             mechanisms,
             apop: f.pop3.apop.unwrap_or(false),
             login_delay: duration("pop3.login_delay", &f.pop3.login_delay, Duration::ZERO)?,
@@ -1069,6 +1171,14 @@ impl Config {
                 self.username.default_domain.clone().unwrap_or_default(),
             ),
             ("auth.failure_delay", dur(self.throttle.failure_delay)),
+            ("auth.backend", self.user_backend.name().to_owned()),
+            ("auth.cache_size", self.auth_cache.size.to_string()),
+            ("auth.cache_ttl", dur(self.auth_cache.ttl)),
+            ("auth.cache_negative_ttl", dur(self.auth_cache.negative_ttl)),
+            (
+                "auth.backend_settings",
+                backend_settings(&self.user_backend),
+            ),
             (
                 "auth.failure_delay_max",
                 dur(self.throttle.failure_delay_max),

@@ -61,30 +61,53 @@ pub(crate) struct Live {
     pub(crate) users: Accounts,
 }
 
-/// The users file seen through the configured name policy (`auth.username_format`,
+/// The user database seen through the configured name policy (`auth.username_format`,
 /// `auth.default_domain`): every lookup — USER/PASS, APOP, SASL, LMTP — goes through
-/// [`UsernamePolicy::candidates`], so all of them agree on who `Bob` is.
+/// [`UsernamePolicy::candidates`], so all of them agree on who `Bob` is. The database
+/// is the passwd-file or any backend of `[auth] backend` (see [`correio_users`]), with
+/// the authentication cache in front.
 #[derive(Debug, Clone)]
 pub struct Accounts {
-    db: Arc<UserDb>,
+    source: Arc<correio_users::UserSource>,
     policy: UsernamePolicy,
 }
 
 impl Accounts {
-    /// Opens the users file (missing: no users yet) for `config`'s policy.
-    pub fn open(config: &Config) -> Result<Accounts, correio_auth::UserDbError> {
+    /// Opens the user database of `config` (a missing users file: no users yet).
+    /// System users (`backend = "system"`) need a PAM checker: see [`Accounts::open_with`].
+    pub fn open(config: &Config) -> Result<Accounts, correio_users::OpenError> {
+        Accounts::open_with(config, None)
+    }
+
+    /// [`Accounts::open`] with the way system passwords are checked (the privileged
+    /// helper in `correio serve`, PAM in-process for a tool running as root).
+    pub fn open_with(
+        config: &Config,
+        pam: Option<Arc<dyn correio_users::PamCheck>>,
+    ) -> Result<Accounts, correio_users::OpenError> {
         let options = UserDbOptions {
             case_insensitive: config.username.lowercase,
         };
+        let source = correio_users::UserSource::open(
+            &config.user_backend,
+            &config.auth_cache,
+            || UserDb::load_or_empty(&config.users_file, options).map(Arc::new),
+            pam,
+        )?;
         Ok(Accounts {
-            db: Arc::new(UserDb::load_or_empty(&config.users_file, options)?),
+            source: Arc::new(source),
             policy: config.username.clone(),
         })
     }
 
-    /// The users database itself.
-    pub fn db(&self) -> &Arc<UserDb> {
-        &self.db
+    /// The passwd-file, when it is the user database.
+    pub fn db(&self) -> Option<&Arc<UserDb>> {
+        self.source.passwd_db()
+    }
+
+    /// The user database.
+    pub fn source(&self) -> &Arc<correio_users::UserSource> {
+        &self.source
     }
 
     /// The name policy.
@@ -92,19 +115,75 @@ impl Accounts {
         &self.policy
     }
 
-    /// The record a login name refers to, after the policy's rewriting.
+    /// The record a login name refers to, after the policy's rewriting. A database
+    /// that cannot answer reads as "no such user" here (logged); use
+    /// [`Accounts::lookup`] to tell the two apart.
     pub fn find(&self, name: &str) -> Option<correio_auth::UserRecord> {
-        self.policy
-            .candidates(name)
-            .iter()
-            .filter(|c| correio_auth::validate_username(c).is_ok())
-            .find_map(|c| self.db.lookup(c))
+        match self.lookup(name) {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(target: "correio::auth", error = %e, "user database unavailable");
+                None
+            }
+        }
+    }
+
+    /// The record a login name refers to, or none; `Err` when the database cannot
+    /// answer now.
+    pub fn lookup(
+        &self,
+        name: &str,
+    ) -> Result<Option<correio_auth::UserRecord>, correio_users::Temporary> {
+        for c in self.policy.candidates(name) {
+            if correio_auth::validate_username(&c).is_err() {
+                continue;
+            }
+            if let Some(r) = self.source.lookup(&c)? {
+                return Ok(Some(r));
+            }
+            if self.source.plaintext_only() {
+                // A database asked over the network gets the policy's name only.
+                break;
+            }
+        }
+        Ok(None)
     }
 }
 
 impl correio_auth::SecretLookup for Accounts {
     fn lookup_user(&self, user: &str) -> Option<correio_auth::UserRecord> {
+        // Only the passwd-file serves the challenge mechanisms.
+        self.db()?;
         self.find(user)
+    }
+
+    fn verify_plain(
+        &self,
+        user: &str,
+        password: &[u8],
+    ) -> Result<correio_auth::UserRecord, correio_auth::SaslError> {
+        let candidates: Vec<String> = self
+            .policy
+            .candidates(user)
+            .into_iter()
+            .filter(|c| correio_auth::validate_username(c).is_ok())
+            .collect();
+        let Some(first) = candidates.first() else {
+            return Err(correio_users::refused(
+                user,
+                correio_auth::FailureReason::UnknownUser,
+            ));
+        };
+        // The passwd-file: the first candidate that names a user (a bare-name file
+        // with a default domain); any other database is asked with the policy's name.
+        let name = match self.db() {
+            Some(db) => candidates
+                .iter()
+                .find(|c| db.lookup(c).is_some())
+                .unwrap_or(first),
+            None => first,
+        };
+        self.source.verify_plain(name, password)
     }
 }
 
@@ -137,6 +216,8 @@ pub(crate) struct Shared {
     generations: AtomicU64,
     /// Where TLS pairs come from after the privilege drop (the privileged helper).
     tls_source: Mutex<Option<Arc<dyn TlsSource>>>,
+    /// How system passwords are checked (PAM here, or the privileged helper).
+    pam: Mutex<Arc<dyn correio_users::PamCheck>>,
     /// Prometheus metrics (always kept; served when `[metrics] listen` is set).
     pub(crate) metrics: Arc<metrics::Metrics>,
     /// Live sessions, for the admin socket.
@@ -191,8 +272,23 @@ impl Shared {
         {
             return offered.clone();
         }
-        let users = live.users.db();
-        let _ = users.reload_if_changed();
+        live.users.source().refresh();
+        let Some(users) = live.users.db() else {
+            // Any other database is asked with the plaintext password: PLAIN and
+            // LOGIN only (the configuration refuses the others for it).
+            let offered = Offered {
+                mechanisms: live
+                    .config
+                    .mechanisms
+                    .iter()
+                    .filter(|m| *m == "PLAIN" || *m == "LOGIN")
+                    .cloned()
+                    .collect(),
+                apop: false,
+            };
+            *cache = Some((generation, stamp, offered.clone()));
+            return offered;
+        };
         let apop = live.config.apop
             && users
                 .records()
@@ -273,9 +369,9 @@ impl Drop for ParkedSlot {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StartError {
-    /// The users file could not be read.
-    #[error("users file: {0}")]
-    Users(#[from] correio_auth::UserDbError),
+    /// The user database could not be opened (users file, backend settings).
+    #[error("user database: {0}")]
+    Users(#[from] correio_users::OpenError),
     /// The certificate or key could not be used.
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
@@ -307,9 +403,9 @@ pub struct Reload {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ReloadError {
-    /// The new users file could not be read.
-    #[error("users file: {0}")]
-    Users(correio_auth::UserDbError),
+    /// The new user database could not be opened.
+    #[error("user database: {0}")]
+    Users(correio_users::OpenError),
 }
 
 /// The throttle settings of a configuration.
@@ -374,7 +470,8 @@ impl Server {
         throttle: ThrottleConfig,
         explicit_throttle: bool,
     ) -> Result<Server, StartError> {
-        let users = Accounts::open(&config)?;
+        let pam: Arc<dyn correio_users::PamCheck> = Arc::new(correio_users::system::LocalPam);
+        let users = Accounts::open_with(&config, Some(Arc::clone(&pam)))?;
         let tls = if config.tls_explicit
             || !config.tls_sni.is_empty()
             || config.tls_cert.exists()
@@ -411,6 +508,7 @@ impl Server {
                 mechanisms: Mutex::new(None),
                 generations: AtomicU64::new(0),
                 tls_source: Mutex::new(None),
+                pam: Mutex::new(pam),
                 metrics: Arc::new(metrics::Metrics::new()),
                 registry: Arc::new(admin::Registry::default()),
             }),
@@ -432,9 +530,36 @@ impl Server {
         Arc::clone(&self.shared.metrics)
     }
 
-    /// The users database, shared with the LMTP listener.
-    pub fn users(&self) -> Arc<UserDb> {
-        Arc::clone(self.shared.live().users.db())
+    /// The user database, shared with the LMTP listener.
+    pub fn users(&self) -> Arc<dyn lmtp::RecipientLookup + Send + Sync> {
+        Arc::new(self.shared.live().users.clone())
+    }
+
+    fn pam(&self) -> Arc<dyn correio_users::PamCheck> {
+        Arc::clone(&self.shared.pam.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// How system passwords (`[auth] backend = "system"`) are checked from now on:
+    /// `correio serve` hands in its privileged helper once it has dropped root (PAM
+    /// needs root to read `/etc/shadow`). The user database is reopened with it.
+    pub fn set_pam_check(&self, pam: Arc<dyn correio_users::PamCheck>) -> Result<(), ReloadError> {
+        *self.shared.pam.lock().unwrap_or_else(|p| p.into_inner()) = Arc::clone(&pam);
+        let mut live = self.shared.live.write().unwrap_or_else(|p| p.into_inner());
+        if !matches!(
+            live.config.user_backend,
+            correio_users::BackendConfig::System(_)
+        ) {
+            return Ok(());
+        }
+        let users = Accounts::open_with(&live.config, Some(pam)).map_err(ReloadError::Users)?;
+        let generation = self.shared.generations.fetch_add(1, Ordering::Relaxed) + 1;
+        *live = Arc::new(Live {
+            generation,
+            config: live.config.clone(),
+            session_config: live.session_config.clone(),
+            users,
+        });
+        Ok(())
     }
 
     /// Whether TLS (STLS and pop3s) is available.
@@ -524,7 +649,7 @@ impl Server {
         new.metrics_listen = old.config.metrics_listen;
         new.admin_socket = old.config.admin_socket.clone();
 
-        let users = Accounts::open(&new).map_err(ReloadError::Users)?;
+        let users = Accounts::open_with(&new, Some(self.pam())).map_err(ReloadError::Users)?;
         let before: HashMap<&str, String> = old.config.settings().into_iter().collect();
         let changed: Vec<(String, String, String)> = new
             .settings()

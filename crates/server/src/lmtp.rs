@@ -92,7 +92,7 @@ impl Default for LmtpLimits {
 #[non_exhaustive]
 pub struct LmtpContext {
     /// The users file (recipients are looked up here).
-    pub users: Arc<UserDb>,
+    pub users: Arc<dyn RecipientLookup + Send + Sync>,
     /// The mail location template for users without `userdb_mail=`
     /// (e.g. `maildir:<data>/mail/%u`).
     pub default_mail_location: String,
@@ -113,7 +113,10 @@ pub struct LmtpContext {
 impl LmtpContext {
     /// A context with default limits, the machine's host name and the system temp dir
     /// as spool.
-    pub fn new(users: Arc<UserDb>, default_mail_location: String) -> Self {
+    pub fn new(
+        users: Arc<dyn RecipientLookup + Send + Sync>,
+        default_mail_location: String,
+    ) -> Self {
         let hostname = hostname::get()
             .ok()
             .and_then(|h| h.into_string().ok())
@@ -212,17 +215,81 @@ pub enum Recipient {
         user: String,
         /// The mailbox.
         location: MailLocation,
+        /// The user's own quota (`userdb_quota_bytes`, `userdb_quota_messages`: a
+        /// column or attribute of the user database), over the configured one.
+        quota: UserQuota,
     },
     /// No such user.
     Unknown,
     /// The user exists but the mail location cannot be built (configuration error).
     Unusable(String),
+    /// The user database cannot answer now (451 4.3.0, `deliver` exit 75).
+    Temporary(String),
+}
+
+/// A user's own quota, from their record (none: the configured one applies).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UserQuota {
+    /// Octets (0: unlimited).
+    pub bytes: Option<u64>,
+    /// Messages (0: unlimited).
+    pub messages: Option<u64>,
+}
+
+impl UserQuota {
+    /// Applies this quota over `opts`' (0 means none).
+    pub fn apply(&self, opts: DeliverOptions) -> DeliverOptions {
+        let bytes = self
+            .bytes
+            .map_or(opts.quota_bytes, |b| (b > 0).then_some(b));
+        let messages = self
+            .messages
+            .map_or(opts.quota_messages, |m| (m > 0).then_some(m));
+        opts.quota(bytes, messages)
+    }
+}
+
+fn user_quota(record: &correio_auth::UserRecord) -> UserQuota {
+    let num = |k: &str| record.field(k).and_then(|v| v.trim().parse::<u64>().ok());
+    UserQuota {
+        bytes: num("userdb_quota_bytes"),
+        messages: num("userdb_quota_messages"),
+    }
+}
+
+/// Where recipients are looked up: the passwd-file, or any user database of the
+/// server ([`crate::Accounts`]). `Err` is a temporary failure.
+pub trait RecipientLookup: std::fmt::Debug {
+    /// The record for `name` (already rewritten by the name policy), or none.
+    fn lookup_recipient(&self, name: &str) -> Result<Option<correio_auth::UserRecord>, String>;
+}
+
+impl RecipientLookup for UserDb {
+    fn lookup_recipient(&self, name: &str) -> Result<Option<correio_auth::UserRecord>, String> {
+        Ok(self.lookup(name))
+    }
+}
+
+impl RecipientLookup for correio_users::UserSource {
+    fn lookup_recipient(&self, name: &str) -> Result<Option<correio_auth::UserRecord>, String> {
+        self.lookup(name).map_err(|t| t.0)
+    }
+}
+
+impl RecipientLookup for crate::Accounts {
+    fn lookup_recipient(&self, name: &str) -> Result<Option<correio_auth::UserRecord>, String> {
+        self.source().lookup(name).map_err(|t| t.0)
+    }
 }
 
 /// Looks up the user for a recipient address (see the module docs for the order) and
 /// builds the mailbox location from `userdb_mail=` or `default_template`. Also used by
 /// `correio deliver --user`.
-pub fn resolve_recipient(users: &UserDb, default_template: &str, address: &str) -> Recipient {
+pub fn resolve_recipient(
+    users: &dyn RecipientLookup,
+    default_template: &str,
+    address: &str,
+) -> Recipient {
     resolve_recipient_with(users, default_template, address, &UsernamePolicy::default())
 }
 
@@ -230,7 +297,7 @@ pub fn resolve_recipient(users: &UserDb, default_template: &str, address: &str) 
 /// `auth.default_domain`) applied first, so mail for `Bob@Example.Org` reaches the
 /// user who logs in as `bob@example.org`.
 pub fn resolve_recipient_with(
-    users: &UserDb,
+    users: &dyn RecipientLookup,
     default_template: &str,
     address: &str,
     policy: &UsernamePolicy,
@@ -261,8 +328,10 @@ pub fn resolve_recipient_with(
         if validate_username(&c).is_err() {
             continue;
         }
-        let Some(record) = users.lookup(&c) else {
-            continue;
+        let record = match users.lookup_recipient(&c) {
+            Ok(Some(r)) => r,
+            Ok(None) => continue,
+            Err(e) => return Recipient::Temporary(e),
         };
         let template = record
             .mail_location()
@@ -279,6 +348,7 @@ pub fn resolve_recipient_with(
             Ok(location) => Recipient::Found {
                 user: record.name.clone(),
                 location,
+                quota: user_quota(&record),
             },
             Err(e) => Recipient::Unusable(e.to_string()),
         };
@@ -628,6 +698,7 @@ fn failure_text(e: &DeliverError) -> &'static str {
 struct AcceptedRcpt {
     address: String,
     location: MailLocation,
+    quota: UserQuota,
 }
 
 /// What the reader saw.
@@ -857,7 +928,7 @@ async fn serve_connection<R, W>(
                     let (ctx2, to2) = (ctx.clone(), to.clone());
                     let found = tokio::task::spawn_blocking(move || {
                         resolve_recipient_with(
-                            &ctx2.users,
+                            &*ctx2.users,
                             &ctx2.default_mail_location,
                             &to2,
                             &ctx2.username,
@@ -865,11 +936,16 @@ async fn serve_connection<R, W>(
                     })
                     .await;
                     match found {
-                        Ok(Recipient::Found { user, location }) => {
+                        Ok(Recipient::Found {
+                            user,
+                            location,
+                            quota,
+                        }) => {
                             debug!(rcpt = %to, user = %user, "lmtp recipient");
                             rcpts.push(AcceptedRcpt {
                                 address: to,
                                 location,
+                                quota,
                             });
                             c.reply("250 2.1.5 Recipient OK").await
                         }
@@ -878,6 +954,16 @@ async fn serve_connection<R, W>(
                                 m.delivery("unknown_user");
                             }
                             c.reply(&format!("550 5.1.1 <{to}> User unknown")).await
+                        }
+                        Ok(Recipient::Temporary(e)) => {
+                            warn!(rcpt = %to, error = %e, "user database unavailable");
+                            if let Some(m) = &c.ctx.metrics {
+                                m.delivery("temporary_failure");
+                            }
+                            c.reply(&format!(
+                                "451 4.3.0 <{to}> User database unavailable, try again later"
+                            ))
+                            .await
                         }
                         Ok(Recipient::Unusable(e)) => {
                             warn!(rcpt = %to, error = %e, "mail location unusable");
@@ -976,10 +1062,9 @@ where
         return Ok(());
     };
     for r in rcpts {
-        let opts = c
-            .ctx
-            .deliver
-            .clone()
+        let opts = r
+            .quota
+            .apply(c.ctx.deliver.clone())
             .max_message_size(Some(c.ctx.limits.max_message_size.saturating_add(1024)))
             .envelope_sender(Some(sender.to_string()));
         let file = spool.clone();

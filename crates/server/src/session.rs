@@ -517,9 +517,24 @@ impl Driver {
             tokio::task::spawn_blocking(move || verify_login(&users, &c.user, &c.password)).await;
         match result {
             Ok(Ok(record)) => self.logged_in(record).await,
+            Ok(Err(SaslError::Temporary(why))) => self.temp_failed(&user, &why),
             Ok(Err(e)) => self.failed_login(Some(&user), &sasl_reason(&e)).await,
             Err(_) => AuthOutcome::TempFail,
         }
+    }
+
+    /// The user database could not answer: `-ERR [SYS/TEMP]`, no throttle (the client
+    /// did nothing wrong), logged at warn.
+    fn temp_failed(&mut self, user: &str, why: &str) -> AuthOutcome {
+        self.record = None;
+        warn!(
+            target: "correio::auth",
+            remote = %self.peer,
+            user = if validate_username(user).is_ok() { user } else { "<invalid>" },
+            reason = why,
+            "login not checked: user database unavailable"
+        );
+        AuthOutcome::TempFail
     }
 
     async fn apop_login(&mut self, user: String, digest: String, timestamp: String) -> AuthOutcome {
@@ -575,7 +590,7 @@ impl Driver {
         &mut self,
         result: Result<(ServerMechanism, Result<Step, SaslError>), tokio::task::JoinError>,
     ) -> Event {
-        let Ok((m, step)) = result else {
+        let Ok((mut m, step)) = result else {
             return Event::Auth(AuthOutcome::TempFail);
         };
         match step {
@@ -585,12 +600,23 @@ impl Driver {
             }
             Ok(Step::Success { user }) => {
                 self.sasl = None;
-                match self.live.users.find(&user) {
-                    Some(record) => Event::Auth(self.logged_in(record).await),
-                    None => Event::Auth(AuthOutcome::TempFail),
+                if let Some(record) = m.take_verified() {
+                    return Event::Auth(self.logged_in(record).await);
+                }
+                let users = self.live.users.clone();
+                let lookup_user = user.clone();
+                let found = tokio::task::spawn_blocking(move || users.lookup(&lookup_user)).await;
+                match found {
+                    Ok(Ok(Some(record))) => Event::Auth(self.logged_in(record).await),
+                    Ok(Err(t)) => Event::Auth(self.temp_failed(&user, &t.0)),
+                    _ => Event::Auth(AuthOutcome::TempFail),
                 }
             }
             Ok(_) => Event::Auth(AuthOutcome::TempFail),
+            Err(SaslError::Temporary(why)) => {
+                self.sasl = None;
+                Event::Auth(self.temp_failed("", &why))
+            }
             Err(e) => {
                 self.sasl = None;
                 let user = match &e {

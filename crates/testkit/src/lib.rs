@@ -23,13 +23,21 @@
 //! submits mail to it over SMTP; [`peers`] runs third-party programs with a time limit
 //! and compares the messages they stored with the ones expected; [`sys`] finds
 //! processes (to stop every one a daemon started, by PID) and accounts.
+//!
+//! [`postgres`] starts a private PostgreSQL server on loopback (stopped and started
+//! again on the same data by the test), [`mariadb`] a private MariaDB server and
+//! [`slapd`] a private OpenLDAP server (LDAP with StartTLS, and LDAPS).
 #![forbid(unsafe_code)]
 
 pub mod daemon;
 pub mod imap_reader;
+pub mod mariadb;
 pub mod oauth_server;
 pub mod peers;
 pub mod postfix;
+pub mod postgres;
+mod service;
+pub mod slapd;
 pub mod sys;
 
 use std::fs;

@@ -74,3 +74,93 @@ pub fn kill_pid(pid: u32) {
         );
     }
 }
+
+/// An account made for one test with `useradd` (root only), removed with `userdel -r`
+/// when dropped.
+#[derive(Debug)]
+pub struct TempAccount {
+    /// The login name.
+    pub name: String,
+    /// Its uid.
+    pub uid: u32,
+    /// Its primary gid.
+    pub gid: u32,
+}
+
+impl TempAccount {
+    /// `useradd [--system] NAME` with `extra` arguments (e.g. `--groups mail`); a
+    /// unique name from `prefix`. Retries while another test holds the passwd lock.
+    pub fn create(prefix: &str, system: bool, extra: &[&str]) -> TempAccount {
+        let useradd = crate::peers::require("useradd", "passwd");
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        let name = format!(
+            "{prefix}{:05x}",
+            ((nanos as u64) ^ (u64::from(std::process::id()) << 16)) & 0xf_ffff
+        );
+        let mut last = String::new();
+        for _ in 0..20 {
+            let mut c = std::process::Command::new(&useradd);
+            if system {
+                c.args(["--system", "--no-create-home"]);
+            }
+            c.args(["--shell", "/usr/sbin/nologin"])
+                .args(extra)
+                .arg(&name);
+            let out = c.output().expect("run useradd");
+            if out.status.success() {
+                let (uid, gid) = passwd_ids(&name).expect("the new account is in /etc/passwd");
+                return TempAccount { name, uid, gid };
+            }
+            last = String::from_utf8_lossy(&out.stderr).into_owned();
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("useradd {name} failed: {last}");
+    }
+
+    /// Sets the password with `chpasswd`.
+    pub fn set_password(&self, password: &str) {
+        use std::io::Write as _;
+        let mut c = std::process::Command::new(crate::peers::require("chpasswd", "passwd"))
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("chpasswd");
+        c.stdin
+            .take()
+            .expect("stdin")
+            .write_all(format!("{}:{password}\n", self.name).as_bytes())
+            .expect("chpasswd input");
+        assert!(
+            c.wait().expect("chpasswd").success(),
+            "chpasswd {}",
+            self.name
+        );
+    }
+}
+
+impl Drop for TempAccount {
+    fn drop(&mut self) {
+        for _ in 0..20 {
+            match std::process::Command::new("userdel")
+                .arg(&self.name)
+                .output()
+            {
+                Ok(o) if o.status.success() => return,
+                Ok(o) => {
+                    let e = String::from_utf8_lossy(&o.stderr);
+                    if !e.contains("lock") {
+                        eprintln!("userdel {}: {e}", self.name);
+                        return;
+                    }
+                }
+                Err(e) => {
+                    eprintln!("userdel {}: {e}", self.name);
+                    return;
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+}

@@ -107,6 +107,9 @@ pub enum FailureReason {
     Disabled,
     /// The stored secret is malformed or uses an unsupported scheme (an admin problem).
     BadStoredSecret,
+    /// A user database that checks passwords itself (PAM, an LDAP bind,
+    /// checkpassword) said no, without saying whether the user exists.
+    Rejected,
 }
 
 impl fmt::Display for FailureReason {
@@ -118,6 +121,7 @@ impl fmt::Display for FailureReason {
             FailureReason::NoPassword => "user has no password",
             FailureReason::Disabled => "user has nologin",
             FailureReason::BadStoredSecret => "stored secret is malformed or unsupported",
+            FailureReason::Rejected => "rejected by the user database",
         })
     }
 }
@@ -164,6 +168,11 @@ pub enum SaslError {
     /// Client side: the server claimed success before the exchange was complete.
     #[error("server ended the exchange early")]
     Incomplete,
+    /// Server side: the user database cannot answer now (database down, directory
+    /// unreachable). Never "wrong password": the client is told to try again later
+    /// (`-ERR [SYS/TEMP]`, LMTP 451 4.3.0).
+    #[error("user database temporarily unavailable: {0}")]
+    Temporary(String),
 }
 
 fn failed(user: &str, reason: FailureReason) -> SaslError {
@@ -252,8 +261,19 @@ pub fn verify_login(
     password: &[u8],
 ) -> Result<UserRecord, SaslError> {
     validate_username(user).map_err(SaslError::BadUsername)?;
+    store.verify_plain(user, password)
+}
+
+/// [`verify_login`]'s check against a record already looked up (`None`: no such
+/// user): what [`SecretLookup::verify_plain`] does for a store that keeps hashes.
+/// Same cost whether the user exists or not; honours `nologin` and `nopassword`.
+pub fn verify_record(
+    user: &str,
+    password: &[u8],
+    record: Option<UserRecord>,
+) -> Result<UserRecord, SaslError> {
     let started = std::time::Instant::now();
-    let Some(record) = store.lookup_user(user) else {
+    let Some(record) = record else {
         dummy_verify(password);
         return Err(failed(user, FailureReason::UnknownUser));
     };

@@ -44,6 +44,16 @@ use crate::username::validate_username;
 pub trait SecretLookup {
     /// The record for `user`, if it exists. `user` has passed `validate_username`.
     fn lookup_user(&self, user: &str) -> Option<UserRecord>;
+
+    /// Checks a plaintext password (USER/PASS, PLAIN, LOGIN): the record on success.
+    /// The default looks the user up and verifies the stored hash
+    /// ([`verify_record`](super::verify_record)); a user database that checks passwords
+    /// itself (PAM, an LDAP bind, checkpassword) or caches results overrides it, and
+    /// returns [`SaslError::Temporary`] when it cannot answer now. `user` has passed
+    /// `validate_username`. Blocking: call off async threads.
+    fn verify_plain(&self, user: &str, password: &[u8]) -> Result<UserRecord, SaslError> {
+        super::verify_record(user, password, self.lookup_user(user))
+    }
 }
 
 impl SecretLookup for UserDb {
@@ -141,6 +151,9 @@ impl std::fmt::Debug for ScramServerState {
 pub struct ServerMechanism {
     mechanism: Mechanism,
     state: State,
+    /// The record a password mechanism (PLAIN, LOGIN) verified: the user database
+    /// gave it with its answer, so the server need not ask again.
+    verified: Option<UserRecord>,
     #[cfg(test)]
     pub(crate) test_nonce: Option<String>,
 }
@@ -159,9 +172,24 @@ impl ServerMechanism {
         ServerMechanism {
             mechanism,
             state,
+            verified: None,
             #[cfg(test)]
             test_nonce: None,
         }
+    }
+
+    /// After a PLAIN or LOGIN success: the record the user database answered with
+    /// (so a database that cannot be asked again by name — checkpassword — still
+    /// gives the server the user's record). `None` for the other mechanisms.
+    pub fn take_verified(&mut self) -> Option<UserRecord> {
+        self.verified.take()
+    }
+
+    fn verified_step(&mut self, r: Result<UserRecord, SaslError>) -> Result<Step, SaslError> {
+        let record = r?;
+        let user = record.name.clone();
+        self.verified = Some(record);
+        Ok(Step::Success { user })
     }
 
     /// The mechanism.
@@ -186,7 +214,7 @@ impl ServerMechanism {
                 self.state = State::PlainWait;
                 Ok(Step::Challenge(Vec::new()))
             }
-            (State::PlainStart, Some(r)) => plain(r, store),
+            (State::PlainStart, Some(r)) => self.verified_step(plain(r, store)),
             (State::LoginStart, None) => {
                 self.state = State::LoginUser;
                 Ok(Step::Challenge(b"Username:".to_vec()))
@@ -210,13 +238,13 @@ impl ServerMechanism {
     /// Feeds the client's (decoded) answer to the last challenge.
     pub fn step(&mut self, response: &[u8], store: &dyn SecretLookup) -> Result<Step, SaslError> {
         match std::mem::replace(&mut self.state, State::Done) {
-            State::PlainWait => plain(response, store),
+            State::PlainWait => self.verified_step(plain(response, store)),
             State::LoginUser => self.login_user(response),
             State::LoginPass { user } => {
                 if response.len() > MAX_SIMPLE_MESSAGE {
                     return Err(SaslError::Malformed("password too long"));
                 }
-                verify_login(store, &user, response).map(|r| Step::Success { user: r.name })
+                self.verified_step(verify_login(store, &user, response))
             }
             State::CramWait { challenge } => cram(&challenge, response, store),
             State::ScramFirst => self.scram_first(response, store),
@@ -444,7 +472,7 @@ fn scram_keys_for(user: &str, record: Option<&UserRecord>) -> (ScramKeys, Option
     }
 }
 
-fn plain(r: &[u8], store: &dyn SecretLookup) -> Result<Step, SaslError> {
+fn plain(r: &[u8], store: &dyn SecretLookup) -> Result<UserRecord, SaslError> {
     if r.len() > MAX_SIMPLE_MESSAGE {
         return Err(SaslError::Malformed("PLAIN message too long"));
     }
@@ -467,7 +495,7 @@ fn plain(r: &[u8], store: &dyn SecretLookup) -> Result<Step, SaslError> {
     if passwd.is_empty() {
         return Err(SaslError::Malformed("empty password"));
     }
-    verify_login(store, authcid, passwd).map(|r| Step::Success { user: r.name })
+    verify_login(store, authcid, passwd)
 }
 
 fn cram(challenge: &str, r: &[u8], store: &dyn SecretLookup) -> Result<Step, SaslError> {

@@ -24,6 +24,12 @@ pub struct Args {
 /// Every problem found; empty means the configuration is usable.
 pub fn problems(config: &Config) -> Vec<String> {
     let mut out = Vec::new();
+    if !matches!(
+        config.user_backend,
+        correio_users::BackendConfig::PasswdFile
+    ) {
+        out.extend(backend_problems(config));
+    }
     // The users file: a missing file is fine (no users yet), a bad line is not.
     // (A file that cannot be stat'ed for another reason than "not there", e.g. a
     // directory this user may not enter, is an error, not a missing file.)
@@ -31,7 +37,13 @@ pub fn problems(config: &Config) -> Vec<String> {
         std::fs::metadata(&config.users_file),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound
     );
-    if !missing {
+    let passwd_file = matches!(
+        config.user_backend,
+        correio_users::BackendConfig::PasswdFile
+    );
+    if !passwd_file {
+        // Not used.
+    } else if !missing {
         if let Err(e) = correio_auth::UserDb::load(&config.users_file) {
             out.push(format!("users file: {e}"));
         }
@@ -75,6 +87,43 @@ pub fn problems(config: &Config) -> Vec<String> {
     out
 }
 
+/// A user database other than the passwd-file: it must open, and answer a lookup
+/// (of a name nobody has) now — the database reachable, the query valid, the search
+/// account accepted.
+fn backend_problems(config: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    let accounts = match correio_server::Accounts::open(config) {
+        Ok(a) => a,
+        Err(e) => return vec![format!("auth.backend: {e}")],
+    };
+    match config.user_backend {
+        correio_users::BackendConfig::Sql(_) | correio_users::BackendConfig::Ldap(_) => {
+            let started = std::time::Instant::now();
+            match accounts.source().lookup("correio-check-no-such-user") {
+                Ok(_) => out.push(format!(
+                    "note: user database ({}) answered a lookup in {} ms",
+                    accounts.source().kind(),
+                    started.elapsed().as_millis()
+                )),
+                Err(e) => out.push(format!(
+                    "auth.{}: the user database does not answer: {e}",
+                    accounts.source().kind()
+                )),
+            }
+        }
+        correio_users::BackendConfig::Checkpassword(ref c) => {
+            if let Err(e) = std::fs::metadata(&c.program) {
+                out.push(format!(
+                    "auth.checkpassword.program: {}: {e}",
+                    c.program.display()
+                ));
+            }
+        }
+        _ => {}
+    }
+    out
+}
+
 /// What the service user (`user =`) could not use after the server drops to it:
 /// the users file, the data directory, each user's mailbox. Checked from the owners
 /// and modes, so `check` run as root sees what the server will see. The TLS key may
@@ -94,7 +143,12 @@ fn service_access_problems(
             ));
         }
     };
-    check("users file", &config.users_file, Access::Read);
+    if matches!(
+        config.user_backend,
+        correio_users::BackendConfig::PasswdFile
+    ) {
+        check("users file", &config.users_file, Access::Read);
+    }
     check("data_dir", &config.data_dir, Access::Modify);
     if let Ok(db) = correio_auth::UserDb::load(&config.users_file) {
         for r in db.records() {
@@ -175,6 +229,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     println!("  pop3:          {}", list(&config.pop3));
     println!("  pop3s:         {}", list(&config.pop3s));
     println!("  mechanisms:    {}", config.mechanisms.join(" "));
+    println!("  users:         {}", config.user_backend.name());
     if let Some(u) = &config.run_as_user {
         println!("  service user:  {u}");
     }

@@ -23,7 +23,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use correio_auth::{UserDb, UserDbOptions};
 use correio_server::config::{Config, Overrides, config_path};
 use correio_server::lmtp::{Recipient, resolve_recipient_with};
 use correio_server::ownership::ServiceAccount;
@@ -105,26 +104,29 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(EX_TEMPFAIL));
         }
     };
-    let options = UserDbOptions {
-        case_insensitive: config.username.lowercase,
-    };
-    let users = match UserDb::load_with(&config.users_file, options) {
+    let users = match correio_server::Accounts::open(&config) {
         Ok(u) => u,
         Err(e) => {
-            // Without the users file we cannot tell: let the MTA keep the mail.
-            eprintln!("correio deliver: cannot read the users file: {e}");
+            // Without the user database we cannot tell: let the MTA keep the mail.
+            eprintln!("correio deliver: cannot open the user database: {e}");
             return Ok(ExitCode::from(EX_TEMPFAIL));
         }
     };
-    let location =
+    let (location, quota) =
         match resolve_recipient_with(&users, &config.mail_location, &args.user, &config.username) {
-            Recipient::Found { location, .. } => location,
+            Recipient::Found {
+                location, quota, ..
+            } => (location, quota),
             Recipient::Unknown => {
                 eprintln!("correio deliver: unknown user {:?}", args.user);
                 return Ok(ExitCode::from(EX_NOUSER));
             }
             Recipient::Unusable(e) => {
                 eprintln!("correio deliver: mailbox of {:?} unusable: {e}", args.user);
+                return Ok(ExitCode::from(EX_TEMPFAIL));
+            }
+            Recipient::Temporary(e) => {
+                eprintln!("correio deliver: user database unavailable: {e}");
                 return Ok(ExitCode::from(EX_TEMPFAIL));
             }
         };
@@ -142,11 +144,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let sender = args.from.or(sender_line);
     let d = &config.delivery;
+    let quota = quota.apply(DeliverOptions::default().quota(d.quota_bytes, d.quota_messages));
     let opts = DeliverOptions::default()
         .max_message_size(Some(args.max_size.unwrap_or(d.max_message_size)))
         .quota(
-            args.quota_bytes.or(d.quota_bytes),
-            args.quota_messages.or(d.quota_messages),
+            args.quota_bytes.or(quota.quota_bytes),
+            args.quota_messages.or(quota.quota_messages),
         )
         .quota_permanent(d.quota_permanent)
         .envelope_sender(sender.clone());

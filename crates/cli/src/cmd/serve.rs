@@ -147,17 +147,38 @@ fn run_helper(config_file: Option<PathBuf>, overrides: Overrides) -> anyhow::Res
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
     })?;
     let file = config_file.clone();
-    correio_server::privsep::serve_helper(stream, file.as_deref(), move |sni| {
-        let c = Config::load(config_file.as_deref(), &overrides).map_err(|e| e.to_string())?;
-        match sni {
-            None => Ok((c.tls_cert, c.tls_key)),
-            Some(n) => c
-                .tls_sni
-                .get(usize::from(n))
-                .map(|s| (s.cert.clone(), s.key.clone()))
-                .ok_or_else(|| format!("no [tls] sni pair number {n}")),
+    // System passwords: the PAM service and the uid floor come from the configuration
+    // this (root) process reads itself, never from the unprivileged side.
+    let (pam_file, pam_overrides) = (config_file.clone(), overrides.clone());
+    let pam: correio_server::privsep::PamFn = std::sync::Arc::new(move |user, password| {
+        let c = Config::load(pam_file.as_deref(), &pam_overrides).map_err(|e| e.to_string())?;
+        let correio_users::BackendConfig::System(system) = &c.user_backend else {
+            return Err("system users are not configured (auth.backend)".into());
+        };
+        match nix::unistd::User::from_name(user) {
+            Ok(Some(u)) if u.uid.as_raw() < system.first_valid_uid() => return Ok(false),
+            Err(e) => return Err(format!("passwd database: {e}")),
+            _ => {}
         }
-    })
+        correio_users::system::pam_authenticate(&system.pam_service(), user, password)
+            .map_err(|t| t.0)
+    });
+    correio_server::privsep::serve_helper(
+        stream,
+        file.as_deref(),
+        move |sni| {
+            let c = Config::load(config_file.as_deref(), &overrides).map_err(|e| e.to_string())?;
+            match sni {
+                None => Ok((c.tls_cert, c.tls_key)),
+                Some(n) => c
+                    .tls_sni
+                    .get(usize::from(n))
+                    .map(|s| (s.cert.clone(), s.key.clone()))
+                    .ok_or_else(|| format!("no [tls] sni pair number {n}")),
+            }
+        },
+        Some(pam),
+    )
     .context("privileged helper")?;
     Ok(ExitCode::SUCCESS)
 }
@@ -304,6 +325,9 @@ async fn serve(
         let (child, stream) = start_helper(&args, config_file.as_deref())?;
         let client = std::sync::Arc::new(correio_server::privsep::HelperClient::new(stream));
         server.set_tls_source(client.clone());
+        server
+            .set_pam_check(client.clone())
+            .context("opening the user database")?;
         helper_client = Some(client);
         helper = Some(child);
         correio_server::drop_privileges(user, config.run_as_group.as_deref())?;
