@@ -3,7 +3,8 @@
 //!
 //! Order: RFC 6186 SRV records (`_pop3s._tcp.DOMAIN` first, then `_pop3._tcp.DOMAIN`,
 //! which means STLS), then the Mozilla autoconfig XML — the ISP's own URLs
-//! (`autoconfig.DOMAIN`, then `DOMAIN/.well-known/autoconfig`), then the ISPDB.
+//! (`autoconfig.DOMAIN`, then `DOMAIN/.well-known/autoconfig`), then the ISPDB, then
+//! the domain's MX records for Microsoft 365 and Google Workspace (`discover_mx`).
 //! Nothing found here is trusted blindly: the caller confirms the result with a live
 //! CAPA over TLS with certificate checks, and shows the user what was found.
 //!
@@ -140,6 +141,13 @@ pub async fn discover(address: &str, opts: &Discovery) -> Result<Found, Discover
             Ok(None) => notes.push(format!("{url}: no POP3 server listed")),
             Err(e) => notes.push(format!("{url}: {e}")),
         }
+    }
+    // Last: a domain whose mail Microsoft 365 or Google Workspace handles (MX).
+    tried.push(format!("DNS MX {domain}."));
+    if let Some(settings) =
+        crate::discover_mx::lookup(domain, address, opts.dns_server, timeout, &mut notes).await
+    {
+        return Ok(Found { settings, notes });
     }
     Err(DiscoverError::NotFound {
         domain: domain.to_owned(),

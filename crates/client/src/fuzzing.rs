@@ -13,3 +13,40 @@ pub fn http_chunked(data: &[u8]) {
         assert!(body.len() <= data.len());
     }
 }
+
+/// The IMAP response reader on arbitrary bytes: never panics, every response's text is
+/// bounded, and the responses (or the error that ends them) are the same whatever the
+/// read buffer's size (1, 7, 64 bytes or the default).
+pub fn imap_response(data: &[u8]) {
+    use crate::fetch::imap_response::{MAX_LINE, Response, read_response};
+    fn all(data: &[u8], cap: usize) -> Vec<Result<Response, std::io::ErrorKind>> {
+        let mut r = std::io::BufReader::with_capacity(cap, data);
+        let mut out = Vec::new();
+        loop {
+            match read_response(&mut r) {
+                Ok(x) => out.push(Ok(x)),
+                Err(e) => {
+                    out.push(Err(e.kind()));
+                    return out;
+                }
+            }
+        }
+    }
+    let base = all(data, 8192);
+    for r in base.iter().flatten() {
+        let text = match r {
+            Response::Continue(t) | Response::Untagged(t) => t.len(),
+            Response::UntaggedStatus { text, .. } => text.len(),
+            Response::Capability(c) => c.len(),
+            Response::Tagged { tag, text, .. } => {
+                assert!(!tag.is_empty());
+                tag.len() + text.len()
+            }
+        };
+        // Lossy UTF-8 may triple a byte.
+        assert!(text <= 3 * MAX_LINE);
+    }
+    for cap in [1, 7, 64] {
+        assert_eq!(all(data, cap), base, "buffer size {cap}");
+    }
+}

@@ -28,9 +28,11 @@
 
 mod conn;
 pub mod discover;
+pub mod discover_mx;
 pub mod fetch;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod oauth;
 pub mod probe;
 pub mod sasl;
 pub mod tls;

@@ -24,3 +24,11 @@ fn autoconfig_seeds() {
 fn http_chunked_seeds() {
     replay("client_http_chunked", correio_client::fuzzing::http_chunked);
 }
+
+#[test]
+fn imap_response_seeds() {
+    replay(
+        "client_imap_response",
+        correio_client::fuzzing::imap_response,
+    );
+}

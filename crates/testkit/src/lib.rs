@@ -13,6 +13,12 @@
 //! [`Pop3`] is a tiny blocking POP3 client for checking what a server serves,
 //! byte-exact, without going through Correio's own client.
 //!
+//! With [`DovecotConfig::imap`] it also serves IMAP, and with
+//! [`DovecotConfig::oauth2_introspection_url`] it validates OAuth2 tokens through its
+//! `oauth2` passdb against [`oauth_server::AuthServer`], the stand-in for Google's and
+//! Microsoft's authorization servers; [`imap_reader`] reads an IMAP folder back with
+//! Python's imaplib.
+//!
 //! [`postfix`] starts a private Postfix instance in front of an LMTP listener and
 //! submits mail to it over SMTP; [`peers`] runs third-party programs with a time limit
 //! and compares the messages they stored with the ones expected; [`sys`] finds
@@ -24,7 +30,9 @@
 #![forbid(unsafe_code)]
 
 pub mod daemon;
+pub mod imap_reader;
 pub mod mariadb;
+pub mod oauth_server;
 pub mod peers;
 pub mod postfix;
 pub mod postgres;
@@ -57,6 +65,13 @@ pub struct DovecotConfig {
     pub tls: bool,
     /// Extra lines appended to dovecot.conf (e.g. `pop3_uidl_format = %g`).
     pub extra_config: String,
+    /// Also serve IMAP (Debian package `dovecot-imapd`) on a loopback port (and IMAPS
+    /// with `tls`); see [`Dovecot::imap_addr`].
+    pub imap: bool,
+    /// Validate OAuth2 tokens (XOAUTH2, OAUTHBEARER) with Dovecot's `oauth2` passdb
+    /// by RFC 7662 introspection (POST) at this URL; the `username` attribute names
+    /// the user. The passwd-file passdb stays first for passwords.
+    pub oauth2_introspection_url: Option<String>,
 }
 
 impl DovecotConfig {
@@ -76,6 +91,8 @@ pub struct Dovecot {
     child: Option<Child>,
     pop3: SocketAddr,
     pop3s: Option<SocketAddr>,
+    imap: Option<SocketAddr>,
+    imaps: Option<SocketAddr>,
     config_path: PathBuf,
 }
 
@@ -142,16 +159,25 @@ impl Dovecot {
         fs::write(&users_path, users)?;
         fs::set_permissions(&users_path, fs::Permissions::from_mode(0o644))?;
 
+        if cfg.imap && !Path::new("/usr/lib/dovecot/imap").exists() {
+            bail!("/usr/lib/dovecot/imap is missing: install the Debian package dovecot-imapd");
+        }
         let pop3_port = free_port()?;
         let pop3s_port = if cfg.tls { Some(free_port()?) } else { None };
+        let imap_port = if cfg.imap { Some(free_port()?) } else { None };
+        let imaps_port = if cfg.imap && cfg.tls {
+            Some(free_port()?)
+        } else {
+            None
+        };
         let mut conf = format!(
             "base_dir = {root}/run\n\
              state_dir = {root}/state\n\
              log_path = {root}/dovecot.log\n\
-             protocols = pop3\n\
+             protocols = pop3{imap_proto}\n\
              listen = 127.0.0.1\n\
              disable_plaintext_auth = no\n\
-             auth_mechanisms = plain login\n\
+             auth_mechanisms = plain login{oauth_mechs}\n\
              mail_location = maildir:{mail}/%u\n\
              pop3_lock_session = yes\n\
              first_valid_uid = 1\n\
@@ -164,11 +190,45 @@ impl Dovecot {
             root = root.display(),
             mail = mail.display(),
             users = users_path.display(),
+            imap_proto = if cfg.imap { " imap" } else { "" },
+            oauth_mechs = if cfg.oauth2_introspection_url.is_some() {
+                " xoauth2 oauthbearer"
+            } else {
+                ""
+            },
         );
         if let Some(p) = pop3s_port {
             conf.push_str(&format!("  inet_listener pop3s {{\n    address = 127.0.0.1\n    port = {p}\n    ssl = yes\n  }}\n"));
         }
         conf.push_str("}\n");
+        if let Some(p) = imap_port {
+            conf.push_str(&format!(
+                "service imap-login {{\n  inet_listener imap {{\n    address = 127.0.0.1\n    port = {p}\n  }}\n"
+            ));
+            if let Some(p) = imaps_port {
+                conf.push_str(&format!("  inet_listener imaps {{\n    address = 127.0.0.1\n    port = {p}\n    ssl = yes\n  }}\n"));
+            }
+            conf.push_str("}\n");
+        }
+        if let Some(url) = &cfg.oauth2_introspection_url {
+            let ext = root.join("dovecot-oauth2.conf.ext");
+            fs::write(
+                &ext,
+                format!(
+                    "introspection_mode = post\n\
+                     introspection_url = {url}\n\
+                     force_introspection = yes\n\
+                     username_attribute = username\n\
+                     active_attribute = active\n\
+                     active_value = true\n"
+                ),
+            )?;
+            fs::set_permissions(&ext, fs::Permissions::from_mode(0o644))?;
+            conf.push_str(&format!(
+                "passdb {{\n  driver = oauth2\n  args = {}\n}}\n",
+                ext.display()
+            ));
+        }
         if cfg.tls {
             let ck = rcgen::generate_simple_self_signed(vec![
                 "localhost".to_string(),
@@ -206,6 +266,8 @@ impl Dovecot {
             child: Some(child),
             pop3: SocketAddr::from(([127, 0, 0, 1], pop3_port)),
             pop3s: pop3s_port.map(|p| SocketAddr::from(([127, 0, 0, 1], p))),
+            imap: imap_port.map(|p| SocketAddr::from(([127, 0, 0, 1], p))),
+            imaps: imaps_port.map(|p| SocketAddr::from(([127, 0, 0, 1], p))),
             config_path,
         };
         d.wait_ready()?;
@@ -231,7 +293,10 @@ impl Dovecot {
             if let Ok(s) = TcpStream::connect_timeout(&self.pop3, Duration::from_millis(200)) {
                 s.set_read_timeout(Some(Duration::from_secs(2)))?;
                 let mut line = String::new();
-                if BufReader::new(s).read_line(&mut line).is_ok() && line.starts_with("+OK") {
+                if BufReader::new(s).read_line(&mut line).is_ok()
+                    && line.starts_with("+OK")
+                    && self.imap_ready()
+                {
                     return Ok(());
                 }
             }
@@ -244,6 +309,28 @@ impl Dovecot {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    fn imap_ready(&self) -> bool {
+        let Some(addr) = self.imap else {
+            return true;
+        };
+        let Ok(s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line).is_ok() && line.starts_with("* OK")
+    }
+
+    /// The IMAP address, when started with `imap`.
+    pub fn imap_addr(&self) -> Option<SocketAddr> {
+        self.imap
+    }
+
+    /// The IMAPS (implicit TLS) address, when started with `imap` and `tls`.
+    pub fn imaps_addr(&self) -> Option<SocketAddr> {
+        self.imaps
     }
 
     /// The POP3 address (127.0.0.1:port).

@@ -13,6 +13,7 @@ use anyhow::{Context, bail};
 use correio_client::fetch::config::{AccountConfig, ConfigFile, default_state_dir, resolve};
 use correio_client::fetch::report::{Bars, Lines};
 use correio_client::fetch::{Account, FetchError, Progress, Silent, Summary, fetch_account};
+use correio_client::oauth::{OAuthError, OAuthSettings, Provider};
 
 /// Arguments of `correio fetch` (boxed: they are many, and the subcommand enum should
 /// stay small).
@@ -76,10 +77,73 @@ pub struct FetchArgs {
     /// Fetch only the headers (TOP n 0).
     #[arg(long)]
     pub headers_only: bool,
-    /// Where to store: maildir:DIR, mbox:FILE, eml:DIR, mda:CMD or
-    /// lmtp:HOST:PORT:RECIPIENT.
+    /// Where to store: maildir:DIR, mbox:FILE, eml:DIR, mda:CMD,
+    /// lmtp:HOST:PORT:RECIPIENT, imaps://USER@HOST[:PORT]/FOLDER (IMAP APPEND;
+    /// imap://… with STARTTLS), or smtp://HOST[:PORT] / smtps://HOST[:PORT] (relay to
+    /// --to-recipient).
     #[arg(long, value_name = "TARGET")]
     pub to: Option<String>,
+    /// IMAP/SMTP destination: command printing its password on its first line.
+    #[arg(long, value_name = "CMD")]
+    pub to_password_command: Option<String>,
+    /// IMAP/SMTP destination login: auto (AUTHENTICATE PLAIN, else LOGIN), plain,
+    /// login, xoauth2 or oauthbearer (these two use this account's OAuth2 tokens).
+    #[arg(long, value_name = "METHOD")]
+    pub to_auth: Option<String>,
+    /// SMTP destination: the envelope recipient.
+    #[arg(long, value_name = "ADDRESS")]
+    pub to_recipient: Option<String>,
+    /// IMAP destination: store messages as read (\Seen).
+    #[arg(long)]
+    pub to_seen: bool,
+    /// IMAP destination: allow imap:// without STARTTLS (the password crosses the
+    /// network in cleartext).
+    #[arg(long)]
+    pub to_insecure: bool,
+    /// IMAP/SMTP destination: trust this CA certificate file (PEM) too.
+    #[arg(long, value_name = "FILE")]
+    pub to_ca: Option<String>,
+    /// IMAP/SMTP destination: pin its certificate by SHA-256 fingerprint.
+    #[arg(long, value_name = "SHA256")]
+    pub to_fingerprint: Option<String>,
+    /// SMTP destination: what a permanent (5xx) refusal does with the message: keep
+    /// (default: it stays on the POP3 server and is reported) or delete.
+    #[arg(long, value_name = "ACTION")]
+    pub to_rejected: Option<String>,
+    /// (Re)authorise the selected OAuth2 accounts: runs the account's flow (browser,
+    /// device or client-credentials) and stores new tokens; fetches nothing.
+    #[arg(long)]
+    pub authorize: bool,
+    /// OAuth2 provider: google, microsoft or custom (then give the endpoints).
+    /// Makes the account an OAuth2 one (with --configure, or a one-off account).
+    #[arg(long, value_name = "NAME")]
+    pub oauth2_provider: Option<String>,
+    /// OAuth2 client ID of the application you registered (see README).
+    #[arg(long, value_name = "ID")]
+    pub oauth2_client_id: Option<String>,
+    /// OAuth2 client secret, when the provider issued one.
+    #[arg(long, value_name = "SECRET")]
+    pub oauth2_client_secret: Option<String>,
+    /// Microsoft tenant: common (default), consumers, organizations or a tenant ID.
+    #[arg(long, value_name = "TENANT")]
+    pub oauth2_tenant: Option<String>,
+    /// How to authorise: browser (PKCE with a loopback redirect; default), device
+    /// (a code to enter on another machine; Microsoft) or client-credentials
+    /// (unattended Microsoft 365 application access).
+    #[arg(long, value_name = "FLOW")]
+    pub oauth2_flow: Option<String>,
+    /// Override the OAuth2 authorization endpoint.
+    #[arg(long, value_name = "URL")]
+    pub oauth2_authorization_url: Option<String>,
+    /// Override the OAuth2 token endpoint.
+    #[arg(long, value_name = "URL")]
+    pub oauth2_token_url: Option<String>,
+    /// Override the OAuth2 device authorization endpoint.
+    #[arg(long, value_name = "URL")]
+    pub oauth2_device_url: Option<String>,
+    /// Override the OAuth2 scopes (repeatable).
+    #[arg(long, value_name = "SCOPE")]
+    pub oauth2_scope: Vec<String>,
     /// Directory for the per-account state files.
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<String>,
@@ -102,8 +166,10 @@ pub struct FetchArgs {
     /// backing off on errors.
     #[arg(long, value_name = "DURATION")]
     pub every: Option<String>,
-    /// Discover the settings for ADDRESS (DNS SRV, then autoconfig), confirm them with
-    /// the server, and add the account to the config file.
+    /// Discover the settings for ADDRESS (DNS SRV, then autoconfig, then MX for
+    /// Microsoft 365 / Google Workspace), confirm them with the server, and add the
+    /// account to the config file. Gmail, Outlook.com and Microsoft 365 accounts are
+    /// set up for OAuth2 (give --oauth2-client-id) and authorised at once.
     #[arg(long, value_name = "ADDRESS")]
     pub configure: Option<String>,
     /// DNS server for --configure (IP:PORT), instead of the system's.
@@ -143,7 +209,54 @@ impl FetchArgs {
             timeout: self.timeout.clone(),
             allow_cleartext: self.allow_cleartext.then_some(true),
             state_dir: self.state_dir.clone(),
+            // Laid over the file's table key by key, in `with_oauth_flags`.
+            oauth2: None,
+            to_password_command: self.to_password_command.clone(),
+            to_auth: self.to_auth.clone(),
+            to_recipient: self.to_recipient.clone(),
+            to_seen: self.to_seen.then_some(true),
+            to_insecure: self.to_insecure.then_some(true),
+            to_ca: self.to_ca.clone(),
+            to_fingerprint: self.to_fingerprint.clone(),
+            to_rejected: self.to_rejected.clone(),
         }
+    }
+
+    /// The OAuth2 settings the flags give, if any flag was given.
+    fn oauth_flags(&self) -> Option<OAuthSettings> {
+        let o = OAuthSettings {
+            provider: self.oauth2_provider.clone(),
+            client_id: self.oauth2_client_id.clone(),
+            client_secret: self.oauth2_client_secret.clone(),
+            client_secret_command: None,
+            tenant: self.oauth2_tenant.clone(),
+            flow: self.oauth2_flow.clone(),
+            authorization_url: self.oauth2_authorization_url.clone(),
+            token_url: self.oauth2_token_url.clone(),
+            device_url: self.oauth2_device_url.clone(),
+            scopes: (!self.oauth2_scope.is_empty()).then(|| self.oauth2_scope.clone()),
+        };
+        (o != OAuthSettings::default()).then_some(o)
+    }
+
+    /// `c` with the OAuth2 flags laid over its `oauth2` table.
+    fn with_oauth_flags(&self, mut c: AccountConfig) -> AccountConfig {
+        if let Some(f) = self.oauth_flags() {
+            let base = c.oauth2.take().unwrap_or_default();
+            c.oauth2 = Some(OAuthSettings {
+                provider: f.provider.or(base.provider),
+                client_id: f.client_id.or(base.client_id),
+                client_secret: f.client_secret.or(base.client_secret),
+                client_secret_command: base.client_secret_command,
+                tenant: f.tenant.or(base.tenant),
+                flow: f.flow.or(base.flow),
+                authorization_url: f.authorization_url.or(base.authorization_url),
+                token_url: f.token_url.or(base.token_url),
+                device_url: f.device_url.or(base.device_url),
+                scopes: f.scopes.or(base.scopes),
+            });
+        }
+        c
     }
 }
 
@@ -176,15 +289,22 @@ fn accounts(args: &FetchArgs) -> anyhow::Result<Vec<Account>> {
                 if !args.account.is_empty() && !args.account.contains(name) {
                     continue;
                 }
-                let merged = flags.merged(&acct.merged(&file.defaults));
-                out.push(resolve(name, &merged).map_err(anyhow::Error::msg)?);
+                let merged = args.with_oauth_flags(flags.merged(&acct.merged(&file.defaults)));
+                let mut a = resolve(name, &merged).map_err(anyhow::Error::msg)?;
+                if let Some(o) = a.oauth.as_mut() {
+                    o.reauthorize_command = format!(
+                        "correio fetch --authorize --config {} --account {name}",
+                        path.display()
+                    );
+                }
+                out.push(a);
             }
         }
         Some(path) => {
             // --host with --config: a one-off account using the file's defaults.
             let file = ConfigFile::load(&path).map_err(anyhow::Error::msg)?;
-            let merged = flags.merged(&file.defaults);
-            out.push(resolve(&one_off_name(args), &merged).map_err(anyhow::Error::msg)?);
+            let merged = args.with_oauth_flags(flags.merged(&file.defaults));
+            out.push(one_off(args, &merged)?);
         }
         None => {
             if args.host.is_none() {
@@ -193,10 +313,19 @@ fn accounts(args: &FetchArgs) -> anyhow::Result<Vec<Account>> {
                     default_config().display()
                 );
             }
-            out.push(resolve(&one_off_name(args), &flags).map_err(anyhow::Error::msg)?);
+            out.push(one_off(args, &args.with_oauth_flags(flags))?);
         }
     }
     Ok(out)
+}
+
+/// A one-off account from flags; its re-authorisation command repeats them.
+fn one_off(args: &FetchArgs, merged: &AccountConfig) -> anyhow::Result<Account> {
+    let mut a = resolve(&one_off_name(args), merged).map_err(anyhow::Error::msg)?;
+    if let Some(o) = a.oauth.as_mut() {
+        o.reauthorize_command = "correio fetch --authorize with the same --host, --user, --state-dir and --oauth2-* flags".into();
+    }
+    Ok(a)
 }
 
 fn one_off_name(args: &FetchArgs) -> String {
@@ -210,6 +339,10 @@ fn one_off_name(args: &FetchArgs) -> String {
 /// Fills in each account's password: from its command, else by asking on the terminal.
 fn passwords(accounts: &mut [Account]) -> anyhow::Result<()> {
     for a in accounts {
+        if a.oauth.is_some() {
+            // The OAuth2 access token, taken (and refreshed) by the fetcher per run.
+            continue;
+        }
         let secret = match &a.password_command {
             Some(cmd) => {
                 let out = std::process::Command::new("sh")
@@ -254,6 +387,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         return rt.block_on(configure(&args, address));
     }
     let mut accts = accounts(&args)?;
+    if args.authorize {
+        return rt.block_on(authorize(&accts));
+    }
     if let Some(n) = args.batch_messages {
         for a in &mut accts {
             a.batch_messages = n.max(1);
@@ -410,6 +546,17 @@ async fn daemon(
                         correio_client::format_duration(wait)
                     ),
                 };
+                // Only a new authorisation helps: stop this account (the message
+                // names the command), and keep the others running.
+                if let Err(FetchError::OAuth(e @ (OAuthError::Reauthorize { .. } | OAuthError::NotAuthorized { .. }))) = &r {
+                    let line = format!("{}: stopped: {e}", a.name);
+                    if json {
+                        println!("{}", serde_json::json!({"ok": false, "account": a.name, "error": e.to_string(), "stopped": true}));
+                    } else {
+                        eprintln!("{line}");
+                    }
+                    return false;
+                }
                 if json {
                     println!("{line}");
                 } else if !quiet || r.is_err() {
@@ -419,12 +566,62 @@ async fn daemon(
             }
         });
     }
+    let mut all_stopped = false;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
-        _ = async { while set.join_next().await.is_some() {} } => {}
+        _ = async { while set.join_next().await.is_some() {} } => { all_stopped = true; }
+    }
+    if all_stopped {
+        // Every account stopped for want of an OAuth2 authorisation.
+        return Ok(ExitCode::FAILURE);
     }
     // Tasks are dropped between or inside runs: what is recorded is safe (see the
     // fetcher's guarantee), nothing half-done is recorded.
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints what the user must do to authorise (a URL to open, or a code to enter).
+fn show_to_user(account: &str) -> impl FnMut(&str) + Send + use<> {
+    let account = account.to_owned();
+    move |what: &str| {
+        let text = if what.starts_with("http://") || what.starts_with("https://") {
+            format!(
+                "Account {account}: open this URL in a browser on this machine and allow access\n(correio waits for the redirect to 127.0.0.1):\n\n  {what}\n"
+            )
+        } else {
+            format!("Account {account}: {what}")
+        };
+        let _ = writeln!(std::io::stderr(), "{text}");
+    }
+}
+
+/// `--authorize`: runs each OAuth2 account's flow and stores its tokens.
+async fn authorize(accts: &[Account]) -> anyhow::Result<ExitCode> {
+    let mut any = false;
+    for a in accts {
+        let Some(o) = &a.oauth else {
+            continue;
+        };
+        any = true;
+        let mut show = show_to_user(&a.name);
+        let t = correio_client::oauth::flows::authorize(o, Some(&a.user), &mut show)
+            .await
+            .with_context(|| format!("authorising account {}", a.name))?;
+        writeln!(
+            std::io::stderr(),
+            "Account {}: authorised; tokens stored in {} (valid until {}, then refreshed automatically).",
+            a.name,
+            o.token_file.display(),
+            humantime::format_rfc3339_seconds(
+                std::time::UNIX_EPOCH + Duration::from_secs(t.expires_at)
+            )
+        )?;
+    }
+    if !any {
+        bail!(
+            "no OAuth2 account selected (an account needs an [account.NAME.oauth2] table or --oauth2-provider)"
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -457,7 +654,21 @@ async fn configure(args: &FetchArgs, address: &str) -> anyhow::Result<ExitCode> 
         s.user.as_deref().unwrap_or("?")
     )?;
     // Confirm with a live CAPA (certificate verified as configured).
+    // OAuth2 when the address or the server belongs to a provider that requires it
+    // (Google, Microsoft), or when asked for by --oauth2-provider.
+    let detected = Provider::detect(address, s.host.as_deref());
+    let mut oauth = args.oauth_flags();
+    if let Some(p) = detected {
+        writeln!(
+            out,
+            "  {} requires OAuth2: the account will log in with XOAUTH2",
+            p.label()
+        )?;
+        let o = oauth.get_or_insert_with(OAuthSettings::default);
+        o.provider.get_or_insert_with(|| p.key().to_owned());
+    }
     let mut merged = args.overrides().merged(s);
+    merged.oauth2 = oauth.clone();
     merged.host = s.host.clone();
     merged.port = s.port;
     merged.tls = s.tls.clone();
@@ -502,6 +713,22 @@ async fn configure(args: &FetchArgs, address: &str) -> anyhow::Result<ExitCode> 
     if let Some(ca) = &args.ca {
         entry.ca = Some(ca.clone());
     }
+    if let Some(o) = &oauth {
+        entry.oauth2 = Some(o.clone());
+        entry.auth = Some("xoauth2".into());
+    }
+    let flags = args.overrides();
+    entry.to_password_command = flags.to_password_command;
+    entry.to_auth = flags.to_auth;
+    entry.to_recipient = flags.to_recipient;
+    entry.to_seen = flags.to_seen;
+    entry.to_insecure = flags.to_insecure;
+    entry.to_ca = flags.to_ca;
+    entry.to_fingerprint = flags.to_fingerprint;
+    entry.to_rejected = flags.to_rejected;
+    if args.state_dir.is_some() {
+        entry.state_dir = args.state_dir.clone();
+    }
     file.account.insert(name.clone(), entry);
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
@@ -514,7 +741,33 @@ async fn configure(args: &FetchArgs, address: &str) -> anyhow::Result<ExitCode> 
         out,
         "Wrote account {name:?} to {}. State files go to {}.",
         path.display(),
-        default_state_dir().display()
+        args.state_dir
+            .as_deref()
+            .map(correio_client::fetch::target::expand_home)
+            .unwrap_or_else(default_state_dir)
+            .display()
     )?;
+    if let Some(o) = &acct.oauth {
+        let mut o = o.clone();
+        o.reauthorize_command = format!(
+            "correio fetch --authorize --config {} --account {name}",
+            path.display()
+        );
+        let mut show = show_to_user(&name);
+        correio_client::oauth::flows::authorize(&o, Some(&acct.user), &mut show)
+            .await
+            .with_context(|| {
+                format!(
+                    "authorising {name}; the account is saved, run `{}` to try again",
+                    o.reauthorize_command
+                )
+            })?;
+        writeln!(
+            out,
+            "Authorised: tokens stored in {} (mode 0600). Fetch with: correio fetch --config {} --account {name}",
+            o.token_file.display(),
+            path.display()
+        )?;
+    }
     Ok(ExitCode::SUCCESS)
 }

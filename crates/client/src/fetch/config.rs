@@ -74,6 +74,26 @@ pub struct AccountConfig {
     pub allow_cleartext: Option<bool>,
     /// Where state files live (default `~/.local/state/correio`).
     pub state_dir: Option<String>,
+    /// OAuth2 settings (`[account.NAME.oauth2]`); see `crate::oauth`.
+    pub oauth2: Option<crate::oauth::OAuthSettings>,
+    /// IMAP/SMTP destination: command printing its password.
+    pub to_password_command: Option<String>,
+    /// IMAP/SMTP destination: `auto`, `plain`, `login`, `xoauth2`, `oauthbearer`
+    /// (the last two use this account's OAuth2 tokens).
+    pub to_auth: Option<String>,
+    /// SMTP destination: the recipient.
+    pub to_recipient: Option<String>,
+    /// IMAP destination: store messages as read (`\Seen`).
+    pub to_seen: Option<bool>,
+    /// IMAP destination: allow `imap://` without STARTTLS.
+    pub to_insecure: Option<bool>,
+    /// IMAP/SMTP destination: extra CA file (PEM).
+    pub to_ca: Option<String>,
+    /// IMAP/SMTP destination: pinned SHA-256 certificate fingerprint.
+    pub to_fingerprint: Option<String>,
+    /// SMTP destination: on a permanent (5xx) refusal `keep` the message on the
+    /// server (default) or `delete` it.
+    pub to_rejected: Option<String>,
 }
 
 impl AccountConfig {
@@ -101,7 +121,16 @@ impl AccountConfig {
             pipelining,
             timeout,
             allow_cleartext,
-            state_dir
+            state_dir,
+            oauth2,
+            to_password_command,
+            to_auth,
+            to_recipient,
+            to_seen,
+            to_insecure,
+            to_ca,
+            to_fingerprint,
+            to_rejected
         )
     }
 }
@@ -198,7 +227,7 @@ pub fn resolve(name: &str, c: &AccountConfig) -> Result<Account, String> {
         }
     };
     let to = c.to.clone().unwrap_or_else(|| "maildir:~/Maildir".into());
-    let target = TargetSpec::parse(&to).map_err(err)?;
+    let mut target = TargetSpec::parse(&to).map_err(err)?;
     let timeout = match &c.timeout {
         Some(t) => humantime::parse_duration(t).map_err(|e| err(format!("timeout: {e}")))?,
         None => crate::DEFAULT_TIMEOUT,
@@ -221,7 +250,51 @@ pub fn resolve(name: &str, c: &AccountConfig) -> Result<Account, String> {
             }
         })
         .collect();
+    let state_file = state_dir.join(format!("{safe}.state"));
+    let mut uses = vec![crate::oauth::Use::Pop3];
+    if let TargetSpec::Remote(r) = &mut target {
+        let tls_none = c.to_insecure == Some(true) && r.tls == super::remote::RemoteTls::StartTls;
+        if tls_none && r.kind == super::remote::RemoteKind::Imap {
+            r.tls = super::remote::RemoteTls::None;
+        }
+        r.insecure = c.to_insecure.unwrap_or(false);
+        r.password_command = c.to_password_command.clone();
+        if let Some(a) = &c.to_auth {
+            r.auth = a.to_ascii_lowercase();
+        }
+        if let Some(rc) = &c.to_recipient {
+            r.recipient = Some(rc.clone());
+        }
+        r.seen = c.to_seen.unwrap_or(false);
+        r.ca = c.to_ca.clone();
+        r.fingerprint = c.to_fingerprint.clone();
+        if let Some(x) = &c.to_rejected {
+            r.rejected = x.clone();
+        }
+        r.uid_log = Some(state_file.with_extension("imap-uids"));
+        r.validate().map_err(err)?;
+        if r.uses_oauth() {
+            if c.oauth2.is_none() {
+                return Err(err(format!(
+                    "to_auth = {:?} needs the account's [oauth2] settings",
+                    r.auth
+                )));
+            }
+            uses.push(match r.kind {
+                super::remote::RemoteKind::Imap => crate::oauth::Use::Imap,
+                super::remote::RemoteKind::Smtp => crate::oauth::Use::Smtp,
+            });
+        }
+    }
+    let oauth = match &c.oauth2 {
+        Some(o) => Some(
+            crate::oauth::OAuth::resolve(name, o, state_file.with_extension("oauth2.json"), &uses)
+                .map_err(err)?,
+        ),
+        None => None,
+    };
     Ok(Account {
+        oauth,
         name: name.to_owned(),
         host,
         port,
@@ -236,7 +309,7 @@ pub fn resolve(name: &str, c: &AccountConfig) -> Result<Account, String> {
         oversize,
         headers_only: c.headers_only.unwrap_or(false),
         target,
-        state_file: state_dir.join(format!("{safe}.state")),
+        state_file,
         pipelining: c.pipelining.unwrap_or(true),
         window: Window::default(),
         timeout,

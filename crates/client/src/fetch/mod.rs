@@ -12,7 +12,11 @@
 //! messages are keyed by a SHA-256 of their content instead, and the summary says so.
 
 pub mod config;
+pub mod imap;
+pub mod imap_response;
+pub mod remote;
 pub mod report;
+pub mod smtp;
 pub mod state;
 pub mod target;
 
@@ -122,6 +126,8 @@ pub struct Account {
     pub batch_messages: usize,
     /// Group commit: most bytes per batch.
     pub batch_bytes: u64,
+    /// OAuth2: the login (and an OAuth2 destination's) token comes from here.
+    pub oauth: Option<crate::oauth::OAuth>,
 }
 
 /// What a run did.
@@ -180,6 +186,9 @@ pub enum FetchError {
     /// The configuration cannot work (no password, cleartext refused...).
     #[error("{0}")]
     Config(String),
+    /// Getting an OAuth2 token failed (the message says which command fixes it).
+    #[error(transparent)]
+    OAuth(#[from] crate::oauth::OAuthError),
 }
 
 /// Progress reports, for bars or log lines.
@@ -389,6 +398,14 @@ async fn login(
     let available = |name: &str| mechanisms(name, &acct.user, secret).is_some();
     let auto = acct.auth == AuthMethod::Auto;
     let mut method = match &acct.auth {
+        // OAuth2: the token only works with the OAuth2 mechanisms.
+        AuthMethod::Auto if acct.oauth.is_some() => {
+            if caps.has_sasl("XOAUTH2") || !caps.has_sasl("OAUTHBEARER") {
+                AuthMethod::Sasl("XOAUTH2".into())
+            } else {
+                AuthMethod::Sasl("OAUTHBEARER".into())
+            }
+        }
         AuthMethod::Auto => auto_method(
             caps,
             encrypted,
@@ -490,7 +507,50 @@ pub async fn fetch_account(
     mechanisms: &MechanismFactory,
     progress: &dyn Progress,
 ) -> Result<Summary, FetchError> {
+    // The account's lock first: two runs never refresh (and rotate) one token at once.
     let mut state = UidState::load(&acct.state_file)?;
+    let mut force = false;
+    loop {
+        let (prepared, fresh) = with_token(acct, force).await?;
+        match fetch_locked(&prepared, mechanisms, progress, &mut state).await {
+            // A stored token the server refused (revoked before its expiry): refresh
+            // once and try again.
+            Err(FetchError::Login { .. }) if acct.oauth.is_some() && !fresh && !force => {
+                progress.note(
+                    &acct.name,
+                    "the server refused the OAuth2 token; refreshing it and trying again",
+                );
+                force = true;
+            }
+            r => return r,
+        }
+    }
+}
+
+/// The account with its OAuth2 token as the password (and an OAuth2 destination's
+/// token), and whether that token was just obtained. Accounts without OAuth2 come back
+/// as they are.
+async fn with_token(acct: &Account, force: bool) -> Result<(Account, bool), FetchError> {
+    let mut a = acct.clone();
+    let Some(o) = &acct.oauth else {
+        return Ok((a, true));
+    };
+    let (token, fresh) = crate::oauth::token(o, force).await?;
+    if let TargetSpec::Remote(r) = &mut a.target
+        && r.uses_oauth()
+    {
+        r.token = Some(token.clone());
+    }
+    a.password = Some(token.into_bytes());
+    Ok((a, fresh))
+}
+
+async fn fetch_locked(
+    acct: &Account,
+    mechanisms: &MechanismFactory,
+    progress: &dyn Progress,
+    state: &mut UidState,
+) -> Result<Summary, FetchError> {
     let mut target = target::open(&acct.target)?;
     let mut summary = Summary {
         account: acct.name.clone(),
@@ -500,7 +560,7 @@ pub async fn fetch_account(
         acct,
         mechanisms,
         progress,
-        &mut state,
+        state,
         target.as_mut(),
         &mut summary,
         true,
@@ -516,7 +576,7 @@ pub async fn fetch_account(
                 acct,
                 mechanisms,
                 progress,
-                &mut state,
+                state,
                 target.as_mut(),
                 &mut summary,
                 false,
@@ -699,6 +759,18 @@ async fn run_session(
         }
         // Group commit: even when the connection broke, what arrived whole is kept.
         let pending = target.sync()?;
+        // A remote destination may refuse single messages: they stay on the server.
+        let mut done = done;
+        let mut refused = target.take_refused();
+        refused.sort_by_key(|r| r.0);
+        for (idx, why) in refused.into_iter().rev() {
+            if idx < done.len() {
+                let d = done.remove(idx);
+                let w = format!("message {}: {why}", d.msg);
+                progress.note(&acct.name, &w);
+                summary.warnings.push(w);
+            }
+        }
         let stamp = now_secs();
         for d in &done {
             state.seen.entry(d.key.clone()).or_insert(stamp);

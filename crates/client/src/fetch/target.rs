@@ -47,12 +47,21 @@ pub enum TargetSpec {
         /// The RCPT TO address.
         recipient: String,
     },
+    /// `imaps://USER@HOST/FOLDER`, `imap://…` (STARTTLS), `smtp://HOST`, `smtps://HOST`:
+    /// see `fetch/imap.rs`, `fetch/smtp.rs`.
+    Remote(Box<super::remote::RemoteSpec>),
 }
 
 impl TargetSpec {
     /// Parses `maildir:DIR`, `mbox:FILE`, `eml:DIR`, `mda:CMD`,
     /// `lmtp:HOST:PORT:RCPT` or `lmtp:unix:PATH:RCPT`. `~/` is expanded.
     pub fn parse(s: &str) -> Result<TargetSpec, String> {
+        if ["imap://", "imaps://", "smtp://", "smtps://"]
+            .iter()
+            .any(|p| s.starts_with(p))
+        {
+            return super::remote::RemoteSpec::parse(s).map(|r| TargetSpec::Remote(Box::new(r)));
+        }
         let (kind, rest) = s
             .split_once(':')
             .ok_or_else(|| format!("target {s:?}: expected KIND:WHERE (maildir:DIR, mbox:FILE, eml:DIR, mda:CMD, lmtp:...)"))?;
@@ -94,6 +103,7 @@ impl std::fmt::Display for TargetSpec {
             TargetSpec::Eml(p) => write!(f, "eml:{}", p.display()),
             TargetSpec::Mda(c) => write!(f, "mda:{c}"),
             TargetSpec::Lmtp { addr, recipient } => write!(f, "lmtp:{addr}:{recipient}"),
+            TargetSpec::Remote(r) => write!(f, "{}", r.url()),
         }
     }
 }
@@ -142,6 +152,12 @@ pub trait Target: Send {
     fn publish(&mut self, pending: &[Pending]) -> io::Result<()> {
         publish(pending)
     }
+    /// After [`Target::sync`]: the finished messages of the batch (by their index in
+    /// finish order) the destination refused, with why. They are not recorded, so they
+    /// stay on the server. Only the remote destinations refuse single messages.
+    fn take_refused(&mut self) -> Vec<(usize, String)> {
+        Vec::new()
+    }
 }
 
 /// Applies renames and fsyncs each target directory once.
@@ -174,6 +190,7 @@ pub fn open(spec: &TargetSpec) -> io::Result<Box<dyn Target>> {
         TargetSpec::Eml(dir) => Box::new(EmlDir::open(dir)?),
         TargetSpec::Mda(cmd) => Box::new(Mda::new(cmd.clone())),
         TargetSpec::Lmtp { addr, recipient } => Box::new(Lmtp::new(addr, recipient)),
+        TargetSpec::Remote(r) => super::remote::open(r)?,
     })
 }
 
