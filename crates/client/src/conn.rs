@@ -9,7 +9,9 @@
 //! `AsyncWrite`, and [`Client::retr_many`] into a [`BodySink`], chunk by chunk.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::time::Duration;
 
 use correio_proto::client::{ClientError, ClientSession, CommandKind, Event, SaslMechanism};
@@ -126,6 +128,11 @@ pub trait BodySink {
     fn end(&mut self, msg: MsgNum) -> io::Result<()>;
     /// The server answered `-ERR` for this message.
     fn refused(&mut self, msg: MsgNum, line: &StatusLine) -> io::Result<()>;
+    /// Waits until the sink can take more (backpressure: a sink that hands bytes to
+    /// another thread waits here while its queue is full). Called after each event.
+    fn ready(&mut self) -> Pin<Box<dyn Future<Output = io::Result<()>> + Send + '_>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
 }
 
 /// The default read timeout.
@@ -493,6 +500,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
                 }
                 other => return Err(unexpected("RETR", other)),
             }
+            sink.ready().await?;
         }
         Ok(())
     }

@@ -15,6 +15,7 @@ pub mod config;
 pub mod report;
 pub mod state;
 pub mod target;
+pub mod writer;
 
 use std::io;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -29,7 +30,8 @@ use tokio::net::TcpStream;
 use crate::tls::{self, Trust};
 use crate::{BodySink, Client, Error, Request, Window};
 use state::UidState;
-use target::{Target, TargetSpec};
+use target::TargetSpec;
+use writer::TargetThread;
 
 /// How to secure the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -490,8 +492,11 @@ pub async fn fetch_account(
     mechanisms: &MechanismFactory,
     progress: &dyn Progress,
 ) -> Result<Summary, FetchError> {
-    let mut state = UidState::load(&acct.state_file)?;
-    let mut target = target::open(&acct.target)?;
+    let path = acct.state_file.clone();
+    let mut state = tokio::task::spawn_blocking(move || UidState::load(&path))
+        .await
+        .map_err(io::Error::other)??;
+    let mut target = TargetThread::open(&acct.target).await?;
     let mut summary = Summary {
         account: acct.name.clone(),
         ..Default::default()
@@ -501,7 +506,7 @@ pub async fn fetch_account(
         mechanisms,
         progress,
         &mut state,
-        target.as_mut(),
+        &mut target,
         &mut summary,
         true,
     )
@@ -517,7 +522,7 @@ pub async fn fetch_account(
                 mechanisms,
                 progress,
                 &mut state,
-                target.as_mut(),
+                &mut target,
                 &mut summary,
                 false,
             )
@@ -525,6 +530,7 @@ pub async fn fetch_account(
         }
         other => other?,
     }
+    target.close().await;
     Ok(summary)
 }
 
@@ -534,7 +540,7 @@ async fn run_session(
     mechanisms: &MechanismFactory,
     progress: &dyn Progress,
     state: &mut UidState,
-    target: &mut dyn Target,
+    target: &mut TargetThread,
     summary: &mut Summary,
     allow_pipelining: bool,
 ) -> Result<(), FetchError> {
@@ -683,12 +689,12 @@ async fn run_session(
             progress,
             account: &acct.name,
         };
-        let result = client.retr_many(&requests, window, &mut sink).await;
+        let mut result = client.retr_many(&requests, window, &mut sink).await;
         if result.is_err() {
             sink.target.abort();
         }
         let FetchSink {
-            done,
+            mut done,
             already,
             warnings,
             ..
@@ -697,14 +703,21 @@ async fn run_session(
             progress.note(&acct.name, &w);
             summary.warnings.push(w);
         }
-        // Group commit: even when the connection broke, what arrived whole is kept.
-        let pending = target.sync()?;
+        // Group commit: even when the connection broke, what arrived whole is kept —
+        // but only what the target really finished is recorded.
+        let synced = target.sync().await?;
+        done.retain(|d| synced.finished.contains(&d.id));
+        if let Some(e) = synced.failure
+            && result.is_ok()
+        {
+            result = Err(Error::Io(e));
+        }
         let stamp = now_secs();
         for d in &done {
             state.seen.entry(d.key.clone()).or_insert(stamp);
         }
-        state.save(&pending)?;
-        target.publish(&pending)?;
+        save_state(state, synced.pending.clone()).await?;
+        target.publish(synced.pending).await?;
         summary.fetched += done.len();
         summary.fetched_bytes += done.iter().map(|d| d.size).sum::<u64>();
         result?;
@@ -721,7 +734,7 @@ async fn run_session(
         }
     }
     // Drop the renames from the state file now that they are done.
-    state.save(&[])?;
+    save_state(state, Vec::new()).await?;
     match client.quit().await {
         Ok(()) => summary.deleted += deleted.len(),
         Err(e) if !deleted.is_empty() => {
@@ -729,6 +742,15 @@ async fn run_session(
         }
         Err(_) => {}
     }
+    Ok(())
+}
+
+/// Saves the state file off the async workers.
+async fn save_state(state: &UidState, pending: Vec<target::Pending>) -> Result<(), FetchError> {
+    let snap = state.snapshot();
+    tokio::task::spawn_blocking(move || snap.save(&pending))
+        .await
+        .map_err(io::Error::other)??;
     Ok(())
 }
 
@@ -767,13 +789,15 @@ fn check_uids(list: &[(MsgNum, u64)], uids: &[(MsgNum, String)]) -> Result<(), S
 
 #[derive(Debug)]
 struct Done {
+    /// The target's number for it (see [`writer::Synced::finished`]).
+    id: u64,
     msg: MsgNum,
     key: String,
     size: u64,
 }
 
 struct FetchSink<'a> {
-    target: &'a mut dyn Target,
+    target: &'a mut TargetThread,
     batch: &'a [Planned],
     state: &'a UidState,
     hashing: bool,
@@ -795,7 +819,7 @@ impl BodySink for FetchSink<'_> {
             .iter()
             .position(|p| p.msg == msg)
             .ok_or_else(|| io::Error::other("message not in batch"))?;
-        self.target.begin()?;
+        self.target.begin();
         self.current = Some((idx, 0, Sha256::new()));
         Ok(())
     }
@@ -808,7 +832,8 @@ impl BodySink for FetchSink<'_> {
         if self.hashing {
             h.update(bytes);
         }
-        self.target.write(bytes)
+        self.target.data(bytes);
+        Ok(())
     }
 
     fn end(&mut self, msg: MsgNum) -> io::Result<()> {
@@ -836,9 +861,14 @@ impl BodySink for FetchSink<'_> {
                 planned.size
             ));
         }
-        self.target.finish()?;
+        let id = self.target.finish();
         self.progress.message(self.account, n);
-        self.done.push(Done { msg, key, size: n });
+        self.done.push(Done {
+            id,
+            msg,
+            key,
+            size: n,
+        });
         Ok(())
     }
 
@@ -846,6 +876,12 @@ impl BodySink for FetchSink<'_> {
         self.warnings
             .push(format!("server refused RETR {msg}: {}", status_text(line)));
         Ok(())
+    }
+
+    fn ready(
+        &mut self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = io::Result<()>> + Send + '_>> {
+        Box::pin(self.target.ready())
     }
 }
 
