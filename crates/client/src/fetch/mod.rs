@@ -116,10 +116,23 @@ pub struct Account {
     pub pipelining: bool,
     /// The pipelining window.
     pub window: Window,
-    /// Read timeout.
+    /// Read timeout (each read).
     pub timeout: Duration,
+    /// Most time one response may take, a whole message included (see
+    /// [`Client::set_response_deadline`]).
+    pub response_deadline: Option<Duration>,
+    /// Most time a whole session may take, from connecting to QUIT.
+    pub session_deadline: Option<Duration>,
     /// Allow a password in cleartext to a non-loopback host.
     pub allow_cleartext: bool,
+    /// Fetch every message again, whether the state says it is stored or not
+    /// (`--all`); what is fetched is recorded as usual.
+    pub fetch_all: bool,
+    /// Only count the new messages and their size; download and delete nothing
+    /// (`--check`).
+    pub check_only: bool,
+    /// Protocol trace on standard error, secrets masked (`-v`).
+    pub trace: bool,
     /// Group commit: most messages per batch.
     pub batch_messages: usize,
     /// Group commit: most bytes per batch.
@@ -133,6 +146,12 @@ pub struct Summary {
     pub account: String,
     /// Messages on the server at login.
     pub on_server: usize,
+    /// New messages (not in the state; all with `--all`) within the size limit.
+    pub new_messages: usize,
+    /// Their size by LIST (octets).
+    pub new_bytes: u64,
+    /// Whether this was a `--check` run (nothing downloaded or deleted).
+    pub check_only: bool,
     /// Messages stored by this run.
     pub fetched: usize,
     /// Their size (wire octets).
@@ -182,6 +201,108 @@ pub enum FetchError {
     /// The configuration cannot work (no password, cleartext refused...).
     #[error("{0}")]
     Config(String),
+    /// The whole session took longer than [`Account::session_deadline`].
+    #[error("the session took longer than the session deadline ({}); what was stored is kept", crate::format_duration(*.0))]
+    SessionDeadline(Duration),
+    /// The server sent a number or an amount out of bounds (a hostile or broken
+    /// server): the session is abandoned.
+    #[error("{0}")]
+    Bounds(String),
+    /// The destination failed (writing, syncing or publishing a message).
+    #[error("destination {target}: {source}")]
+    Destination {
+        /// The destination, as given (`maildir:DIR`, ...).
+        target: String,
+        /// What failed.
+        source: io::Error,
+    },
+    /// An error with the server (`HOST:PORT`) it concerns.
+    #[error("{place}: {source}")]
+    At {
+        /// `HOST:PORT`.
+        place: String,
+        /// The error.
+        source: Box<FetchError>,
+    },
+}
+
+/// The kinds of failure that `correio fetch` tells apart by its exit status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ErrorClass {
+    /// Connecting, TLS, timeouts and deadlines, a connection that broke.
+    Network,
+    /// The server refused the login (or asked to wait: LOGIN-DELAY).
+    Authentication,
+    /// The server broke the protocol or sent values out of bounds.
+    Protocol,
+    /// Writing the destination or the state file failed.
+    Destination,
+    /// The account's settings cannot work.
+    Config,
+}
+
+impl FetchError {
+    /// The error without the [`FetchError::At`] wrappers.
+    pub fn root(&self) -> &FetchError {
+        match self {
+            FetchError::At { source, .. } => source.root(),
+            other => other,
+        }
+    }
+
+    /// Which kind of failure this is.
+    pub fn class(&self) -> ErrorClass {
+        match self.root() {
+            FetchError::Connect(..) | FetchError::SessionDeadline(_) => ErrorClass::Network,
+            FetchError::Client(e) => match e {
+                Error::Io(_)
+                | Error::Timeout(_)
+                | Error::ResponseDeadline { .. }
+                | Error::Tls(_)
+                | Error::Protocol(ClientError::UnexpectedEof) => ErrorClass::Network,
+                _ => ErrorClass::Protocol,
+            },
+            FetchError::Login { .. } | FetchError::LoginDelay(_) => ErrorClass::Authentication,
+            FetchError::Bounds(_) => ErrorClass::Protocol,
+            FetchError::Storage(_) | FetchError::Destination { .. } => ErrorClass::Destination,
+            FetchError::Config(_) => ErrorClass::Config,
+            FetchError::At { .. } => ErrorClass::Protocol,
+        }
+    }
+
+    /// Names the server in errors that concern it.
+    fn at(self, acct: &Account) -> FetchError {
+        match self {
+            e @ (FetchError::Connect(..)
+            | FetchError::Storage(_)
+            | FetchError::Destination { .. }
+            | FetchError::At { .. }) => e,
+            e => FetchError::At {
+                place: format!("{}:{}", acct.host, acct.port),
+                source: Box::new(e),
+            },
+        }
+    }
+}
+
+/// Default [`Account::response_deadline`]: 10 minutes for one response (a 100 MB
+/// message over a 2 Mbit/s line takes about 7).
+pub const DEFAULT_RESPONSE_DEADLINE: Duration = Duration::from_secs(600);
+
+/// Default [`Account::session_deadline`]: one hour for a whole session (a longer
+/// first download goes on at the next run: what was stored is kept).
+pub const DEFAULT_SESSION_DEADLINE: Duration = Duration::from_secs(3600);
+
+/// The largest message size taken from the network (LIST), 1 TiB: larger is a broken
+/// or hostile server. With at most [`correio_proto::client::MAX_LISTING_ENTRIES`]
+/// messages, every sum of sizes fits in a `u64`.
+pub const MAX_MESSAGE_OCTETS: u64 = 1 << 40;
+
+/// How far a body may run past its LIST size before the fetcher gives up on the
+/// server (LIST sizes may be estimates; a body without end is an attack).
+fn body_allowance(listed: u64) -> u64 {
+    listed.saturating_mul(2).saturating_add(1 << 20)
 }
 
 /// Progress reports, for bars or log lines.
@@ -192,6 +313,13 @@ pub trait Progress: Send + Sync {
     fn message(&self, account: &str, bytes: u64);
     /// A notice (warnings, phases).
     fn note(&self, account: &str, text: &str);
+    /// The account's run is over: `line` is its summary (or error). A display that
+    /// draws bars replaces the account's bar with it, so that the final count stays on
+    /// screen and accounts do not erase each other's summary. Returns whether it was
+    /// shown (else the caller prints it).
+    fn done(&self, _account: &str, _line: &str) -> bool {
+        false
+    }
 }
 
 /// A [`Progress`] that reports nothing.
@@ -233,6 +361,9 @@ pub async fn connect(acct: &Account) -> Result<(Client<Box<dyn Io>>, Capabilitie
         }
         TlsMode::StartTls => {
             let mut c = Client::connect_with_timeout(tcp, acct.timeout).await?;
+            if acct.trace {
+                c.set_trace(tracer(acct, c.greeting()));
+            }
             let caps = c.capa().await?;
             if !caps.stls {
                 return Err(FetchError::Config(format!(
@@ -248,8 +379,24 @@ pub async fn connect(acct: &Account) -> Result<(Client<Box<dyn Io>>, Capabilitie
             .await?
             .map_io(|s| Box::new(s) as Box<dyn Io>),
     };
+    if acct.trace && acct.tls != TlsMode::StartTls {
+        client.set_trace(tracer(acct, client.greeting()));
+    }
     let caps = client.capa().await?.clone();
     Ok((client, caps))
+}
+
+/// The `-v` trace: lines on standard error, after the account's name; starts with
+/// the greeting, read before the trace was on.
+fn tracer(acct: &Account, greeting: &StatusLine) -> crate::TraceFn {
+    let name = acct.name.clone();
+    let out = move |line: &str| eprintln!("{name}: {line}");
+    out(&format!(
+        "S: {} {}",
+        if greeting.is_ok() { "+OK" } else { "-ERR" },
+        greeting.text
+    ));
+    Box::new(out)
 }
 
 fn hint_suffix(hint: &Option<String>) -> String {
@@ -492,11 +639,45 @@ pub async fn fetch_account(
     mechanisms: &MechanismFactory,
     progress: &dyn Progress,
 ) -> Result<Summary, FetchError> {
+    let run = fetch_account_inner(acct, mechanisms, progress);
+    let r = match acct.session_deadline {
+        // Cancelling the session is as safe as killing the process: what was stored
+        // and recorded stays, nothing half-done is recorded.
+        Some(limit) => tokio::time::timeout(limit, run)
+            .await
+            .unwrap_or(Err(FetchError::SessionDeadline(limit))),
+        None => run.await,
+    };
+    r.map_err(|e| e.at(acct))
+}
+
+async fn fetch_account_inner(
+    acct: &Account,
+    mechanisms: &MechanismFactory,
+    progress: &dyn Progress,
+) -> Result<Summary, FetchError> {
     let path = acct.state_file.clone();
-    let mut state = tokio::task::spawn_blocking(move || UidState::load(&path))
+    let mut state = tokio::task::spawn_blocking(move || {
+        // State files used to be per account only: the first destination to run
+        // after the upgrade takes the old one over (it is where those messages went).
+        if let Some(old) = config::legacy_state_file(&path)
+            && old.exists()
+            && !path.exists()
+        {
+            std::fs::rename(&old, &path).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot rename {} to {}: {e}", old.display(), path.display()),
+                )
+            })?;
+        }
+        UidState::load(&path)
+    })
+    .await
+    .map_err(io::Error::other)??;
+    let mut target = TargetThread::open(&acct.target)
         .await
-        .map_err(io::Error::other)??;
-    let mut target = TargetThread::open(&acct.target).await?;
+        .map_err(|e| destination(acct, e))?;
     let mut summary = Summary {
         account: acct.name.clone(),
         ..Default::default()
@@ -534,6 +715,13 @@ pub async fn fetch_account(
     Ok(summary)
 }
 
+fn destination(acct: &Account, e: io::Error) -> FetchError {
+    FetchError::Destination {
+        target: acct.target.to_string(),
+        source: e,
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn run_session(
     acct: &Account,
@@ -545,6 +733,7 @@ async fn run_session(
     allow_pipelining: bool,
 ) -> Result<(), FetchError> {
     let (mut client, mut caps) = connect(acct).await?;
+    client.set_response_deadline(acct.response_deadline);
     summary.login_delay = caps.login_delay.map(|d| d.seconds);
     login(acct, &mut client, &caps, mechanisms).await?;
     // Capabilities may change after login (RFC 2449 §5).
@@ -565,6 +754,11 @@ async fn run_session(
     };
 
     let list = client.list().await?;
+    if let Some((m, size)) = list.iter().find(|(_, size)| *size > MAX_MESSAGE_OCTETS) {
+        return Err(FetchError::Bounds(format!(
+            "LIST says message {m} has {size} octets, more than the {MAX_MESSAGE_OCTETS} this client accepts (a broken or hostile server)"
+        )));
+    }
     summary.on_server = list.len();
     let uids = match client.uidl().await {
         Ok(u) => Some(u),
@@ -615,6 +809,7 @@ async fn run_session(
     for p in plan {
         if let Some(uid) = &p.uid
             && let Some(&first_seen) = state.seen.get(uid)
+            && !acct.fetch_all
         {
             match acct.mode {
                 Mode::Delete => delete_now.push(p.msg),
@@ -636,10 +831,21 @@ async fn run_session(
         }
         to_fetch.push(p);
     }
+    summary.new_messages = to_fetch.len();
+    summary.new_bytes = to_fetch
+        .iter()
+        .fold(0u64, |sum, p| sum.saturating_add(p.size));
+    if acct.check_only {
+        summary.check_only = true;
+        let _ = client.quit().await;
+        return Ok(());
+    }
     progress.start(
         &acct.name,
         to_fetch.len(),
-        to_fetch.iter().map(|p| p.size).sum(),
+        to_fetch
+            .iter()
+            .fold(0u64, |sum, p| sum.saturating_add(p.size)),
     );
 
     let mut deleted: Vec<MsgNum> = Vec::new();
@@ -661,9 +867,9 @@ async fn run_session(
         let mut bytes = 0u64;
         while end < to_fetch.len()
             && end - i < acct.batch_messages.max(1)
-            && (end == i || bytes + to_fetch[end].size <= acct.batch_bytes)
+            && (end == i || bytes.saturating_add(to_fetch[end].size) <= acct.batch_bytes)
         {
-            bytes += to_fetch[end].size;
+            bytes = bytes.saturating_add(to_fetch[end].size);
             end += 1;
         }
         let batch = &to_fetch[i..end];
@@ -686,10 +892,11 @@ async fn run_session(
             done: Vec::new(),
             already: Vec::new(),
             warnings: Vec::new(),
+            overrun: None,
             progress,
             account: &acct.name,
         };
-        let mut result = client.retr_many(&requests, window, &mut sink).await;
+        let result = client.retr_many(&requests, window, &mut sink).await;
         if result.is_err() {
             sink.target.abort();
         }
@@ -697,6 +904,7 @@ async fn run_session(
             mut done,
             already,
             warnings,
+            overrun,
             ..
         } = sink;
         for w in warnings {
@@ -705,21 +913,26 @@ async fn run_session(
         }
         // Group commit: even when the connection broke, what arrived whole is kept —
         // but only what the target really finished is recorded.
-        let synced = target.sync().await?;
+        let synced = target.sync().await.map_err(|e| destination(acct, e))?;
         done.retain(|d| synced.finished.contains(&d.id));
-        if let Some(e) = synced.failure
-            && result.is_ok()
-        {
-            result = Err(Error::Io(e));
-        }
         let stamp = now_secs();
         for d in &done {
             state.seen.entry(d.key.clone()).or_insert(stamp);
         }
         save_state(state, synced.pending.clone()).await?;
-        target.publish(synced.pending).await?;
+        target
+            .publish(synced.pending)
+            .await
+            .map_err(|e| destination(acct, e))?;
         summary.fetched += done.len();
         summary.fetched_bytes += done.iter().map(|d| d.size).sum::<u64>();
+        // What went wrong first: the destination, a server out of bounds, the session.
+        if let Some(e) = synced.failure {
+            return Err(destination(acct, e));
+        }
+        if let Some(why) = overrun {
+            return Err(FetchError::Bounds(why));
+        }
         result?;
         if delete_fetched {
             let msgs: Vec<MsgNum> = done.iter().map(|d| d.msg).chain(already).collect();
@@ -808,6 +1021,8 @@ struct FetchSink<'a> {
     /// Content-hash mode: messages already stored (for DELE).
     already: Vec<MsgNum>,
     warnings: Vec<String>,
+    /// A body that ran far past its LIST size (the session is abandoned).
+    overrun: Option<String>,
     progress: &'a dyn Progress,
     account: &'a str,
 }
@@ -824,11 +1039,21 @@ impl BodySink for FetchSink<'_> {
         Ok(())
     }
 
-    fn data(&mut self, _msg: MsgNum, bytes: &[u8]) -> io::Result<()> {
-        let Some((_, n, h)) = self.current.as_mut() else {
+    fn data(&mut self, msg: MsgNum, bytes: &[u8]) -> io::Result<()> {
+        let Some((idx, n, h)) = self.current.as_mut() else {
             return Err(io::Error::other("data without start"));
         };
-        *n += bytes.len() as u64;
+        *n = n.saturating_add(bytes.len() as u64);
+        let listed = self.batch[*idx].size;
+        if *n > body_allowance(listed) {
+            let why = format!(
+                "message {msg}: the server sent more than {} octets though LIST said {listed} (a broken or hostile server)",
+                body_allowance(listed)
+            );
+            self.target.abort();
+            self.overrun = Some(why.clone());
+            return Err(io::Error::other(why));
+        }
         if self.hashing {
             h.update(bytes);
         }

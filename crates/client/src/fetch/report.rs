@@ -39,6 +39,7 @@ impl Bars {
 impl Progress for Bars {
     fn start(&self, account: &str, messages: usize, bytes: u64) {
         let bar = self.multi.add(ProgressBar::new(bytes));
+        bar.set_length(bytes);
         let style = ProgressStyle::with_template(
             "{prefix:>12} [{bar:30}] {bytes}/{total_bytes} {msg} ({bytes_per_sec}, {eta})",
         )
@@ -67,6 +68,23 @@ impl Progress for Bars {
 
     fn note(&self, account: &str, text: &str) {
         let _ = self.multi.println(format!("{account}: {text}"));
+    }
+
+    fn done(&self, account: &str, line: &str) -> bool {
+        let bar = self.bars.lock().ok().and_then(|mut b| b.remove(account));
+        match bar {
+            Some(bar) => {
+                // The bar's line becomes the summary and stays where it is.
+                if let Ok(style) = ProgressStyle::with_template("{msg}") {
+                    bar.set_style(style);
+                }
+                bar.finish_with_message(line.to_owned());
+            }
+            None => {
+                let _ = self.multi.println(line);
+            }
+        }
+        true
     }
 }
 

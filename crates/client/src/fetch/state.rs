@@ -56,7 +56,12 @@ impl UidState {
                 )
             })?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => OnDisk::default(),
-            Err(e) => return Err(e),
+            Err(e) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("cannot read the state file {}: {e}", path.display()),
+                ));
+            }
         };
         let mut state = UidState {
             path: path.to_owned(),
@@ -68,6 +73,17 @@ impl UidState {
             state.save(&[])?;
         }
         Ok(state)
+    }
+
+    /// Forgets what the state file records (under the account's lock, so not while a
+    /// fetch runs): the next run fetches every message again. Returns how many keys
+    /// were forgotten.
+    pub fn forget(path: &Path) -> io::Result<usize> {
+        let mut state = UidState::load(path)?;
+        let n = state.seen.len();
+        state.seen.clear();
+        state.save(&[])?;
+        Ok(n)
     }
 
     /// Writes the state atomically and durably, with `pending` renames.
