@@ -2,6 +2,8 @@
 //! writing, and running the real binary.
 #![allow(dead_code)]
 
+pub mod hostile;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
