@@ -752,7 +752,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         let tls = tokio::time::timeout(self.timeout, connector.connect(name, self.io))
             .await
             .map_err(|_| Error::Timeout(self.timeout))?
-            .map_err(|e| Error::Tls(e.to_string()))?;
+            .map_err(|e| Error::Tls(tls::describe_handshake_error(&e)))?;
         Ok(Client {
             io: tls,
             session: self.session,
@@ -807,6 +807,6 @@ pub async fn connect_tls<S: AsyncRead + AsyncWrite + Unpin>(
     let tls = tokio::time::timeout(timeout, connector.connect(name, io))
         .await
         .map_err(|_| Error::Timeout(timeout))?
-        .map_err(|e| Error::Tls(e.to_string()))?;
+        .map_err(|e| Error::Tls(tls::describe_handshake_error(&e)))?;
     Client::connect_with_timeout(tls, timeout).await
 }
