@@ -314,6 +314,24 @@ fn check_exact(
     }
 }
 
+#[doc(hidden)]
+pub fn fuzz_check_exact(data: &[u8]) {
+    let Some((&n, rest)) = data.split_first() else {
+        return;
+    };
+    let n = usize::from(n % 32).min(rest.len());
+    let (host, der) = rest.split_at(n);
+    let host = String::from_utf8_lossy(host);
+    let der = CertificateDer::from(der.to_vec());
+    let now = UnixTime::since_unix_epoch(std::time::Duration::from_secs(1_750_000_000));
+    for name in [host.as_ref(), "localhost", "127.0.0.1", "::1"] {
+        if let Ok(sn) = ServerName::try_from(name.to_owned()) {
+            let _ = check_exact(&der, &sn, now);
+        }
+    }
+    let _ = name_matches(&host, "pop.example.org");
+}
+
 impl ServerCertVerifier for PkiVerifier {
     fn verify_server_cert(
         &self,

@@ -24,3 +24,13 @@ fn autoconfig_seeds() {
 fn http_chunked_seeds() {
     replay("client_http_chunked", correio_client::fuzzing::http_chunked);
 }
+
+#[test]
+fn trace_mask_seeds() {
+    replay("client_trace_mask", correio_client::fuzzing::trace_mask);
+}
+
+#[test]
+fn cert_exact_seeds() {
+    replay("client_cert_exact", correio_client::fuzzing::cert_exact);
+}

@@ -360,7 +360,9 @@ fn run_inner(args: &FetchArgs, log: &Log) -> anyhow::Result<ExitCode> {
     } else if std::io::stderr().is_terminal() && !args.verbose && args.every.is_none() {
         Arc::new(Bars::new())
     } else {
-        Arc::new(Lines)
+        Arc::new(Lines {
+            timestamps: args.every.is_some(),
+        })
     };
     match &args.every {
         None => rt.block_on(once(args, log, accts, progress)),

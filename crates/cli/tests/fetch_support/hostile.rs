@@ -186,9 +186,20 @@ fn serve(conn: TcpStream, script: &Script, c: &Counters, stop: &AtomicBool) -> s
                 o.line(b"USER")?;
                 o.line(b"UIDL")?;
                 o.line(b"TOP")?;
+                o.line(b"SASL PLAIN XOAUTH2 OAUTHBEARER")?;
                 o.line(b".")?;
             }
             "USER" | "PASS" | "NOOP" | "RSET" => o.line(b"+OK")?,
+            // Takes the SASL exchange's first client line, then refuses.
+            "AUTH" => {
+                if line.split_whitespace().count() < 3 {
+                    o.line(b"+ ")?;
+                    o.w.flush()?;
+                    let mut response = String::new();
+                    r.read_line(&mut response)?;
+                }
+                o.line(b"-ERR [AUTH] refused")?
+            }
             "DELE" => {
                 c.deletes.fetch_add(1, Ordering::SeqCst);
                 o.line(b"+OK")?

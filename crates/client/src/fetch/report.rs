@@ -90,18 +90,34 @@ impl Progress for Bars {
 
 /// Plain lines on standard error (not a terminal, e.g. cron or a log file).
 #[derive(Debug, Default)]
-pub struct Lines;
+pub struct Lines {
+    /// Start each line with the UTC time (`--every`).
+    pub timestamps: bool,
+}
+
+impl Lines {
+    fn line(&self, text: &str) {
+        let _ = if self.timestamps {
+            writeln!(
+                std::io::stderr(),
+                "{} {text}",
+                humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+            )
+        } else {
+            writeln!(std::io::stderr(), "{text}")
+        };
+    }
+}
 
 impl Progress for Lines {
     fn start(&self, account: &str, messages: usize, bytes: u64) {
-        let _ = writeln!(
-            std::io::stderr(),
+        self.line(&format!(
             "{account}: {messages} new messages ({bytes} octets) to fetch"
-        );
+        ));
     }
     fn message(&self, _account: &str, _bytes: u64) {}
     fn note(&self, account: &str, text: &str) {
-        let _ = writeln!(std::io::stderr(), "{account}: {text}");
+        self.line(&format!("{account}: {text}"));
     }
 }
 
