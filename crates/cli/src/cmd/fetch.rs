@@ -20,10 +20,25 @@ use correio_client::fetch::{
 /// Arguments of `correio fetch` (boxed: they are many, and the subcommand enum should
 /// stay small).
 #[derive(Debug, clap::Args)]
+#[command(after_help = AFTER_HELP)]
 pub struct Args {
     #[command(flatten)]
     flags: Box<FetchArgs>,
 }
+
+const AFTER_HELP: &str = "\
+Exit status: 0 new messages stored (--check: new messages waiting); 1 nothing new;
+2 usage error; 3 network (connect, TLS or certificate, timeout or deadline, connection
+lost); 4 authentication; 5 protocol (the server broke it or sent values out of bounds);
+6 destination (writing the target or the state file); 7 configuration. With several
+accounts, the first failed account's status.
+
+State: one file per account and destination in --state-dir
+(USER@HOST_PORT.TAG.state); a new destination gets every message.
+
+A refused server certificate is reported with its SHA-256 fingerprint and the
+--fingerprint option that pins it. A self-signed certificate given with --ca is
+trusted as itself (its name and dates are still checked).";
 
 /// The flags of `correio fetch`.
 #[derive(Debug, clap::Args)]
