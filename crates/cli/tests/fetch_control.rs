@@ -339,3 +339,55 @@ fn every_stamps_lines_logs_to_a_file_and_syslog_and_stops_on_sigterm() {
         "{rest:?}"
     );
 }
+
+/// On a terminal (a pseudo-terminal from `script`), each account's bar shows its
+/// final count and ends as the account's summary line; two accounts keep both.
+#[test]
+fn bars_end_as_each_accounts_summary() {
+    let srv_one = Hostile::start(Script {
+        messages: vec![Body::Bytes(b"A: b\r\n\r\none\r\n".to_vec()); 2],
+        ..Default::default()
+    });
+    let srv_two = Hostile::start(Script {
+        messages: vec![Body::Bytes(b"A: b\r\n\r\ntwo\r\n".to_vec()); 3],
+        ..Default::default()
+    });
+    let work = tempdir();
+    let config = work.path().join("accounts.toml");
+    let mut text = format!(
+        "[defaults]\ntls = \"none\"\nuser = \"u\"\npassword_command = \"echo p\"\nstate_dir = \"{}\"\n",
+        work.path().display()
+    );
+    for (name, srv) in [("one", &srv_one), ("two", &srv_two)] {
+        text += &format!(
+            "[account.{name}]\nhost = \"127.0.0.1\"\nport = {}\nto = \"maildir:{}\"\n",
+            srv.port,
+            work.path().join(name).display()
+        );
+    }
+    std::fs::write(&config, text).unwrap();
+    let bin = env!("CARGO_BIN_EXE_correio");
+    let o = std::process::Command::new("script")
+        .args(["-qec"])
+        .arg(format!("{bin} fetch --config {}", config.display()))
+        .arg("/dev/null")
+        .env("HOME", work.path())
+        .output()
+        .expect("script (Debian package bsdutils) is needed");
+    let screen = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{screen}");
+    assert!(
+        screen.contains("2/2 messages") && screen.contains("3/3 messages"),
+        "{screen}"
+    );
+    // Each summary replaces its account's bar for good: the bar is not drawn again.
+    for (name, line) in [("one", "one: 2 fetched"), ("two", "two: 3 fetched")] {
+        let at = screen
+            .rfind(line)
+            .unwrap_or_else(|| panic!("{line} missing: {screen}"));
+        assert!(
+            !screen[at..].contains(&format!("{name} [")),
+            "{name}'s bar was drawn after its summary: {screen}"
+        );
+    }
+}

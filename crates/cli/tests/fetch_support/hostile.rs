@@ -190,7 +190,8 @@ fn serve(conn: TcpStream, script: &Script, c: &Counters, stop: &AtomicBool) -> s
                 o.line(b".")?;
             }
             "USER" | "PASS" | "NOOP" | "RSET" => o.line(b"+OK")?,
-            // Takes the SASL exchange's first client line, then refuses.
+            // Takes the SASL exchange's first client line; PLAIN logs in (any
+            // credentials), the OAuth2 mechanisms are refused.
             "AUTH" => {
                 if line.split_whitespace().count() < 3 {
                     o.line(b"+ ")?;
@@ -198,7 +199,15 @@ fn serve(conn: TcpStream, script: &Script, c: &Counters, stop: &AtomicBool) -> s
                     let mut response = String::new();
                     r.read_line(&mut response)?;
                 }
-                o.line(b"-ERR [AUTH] refused")?
+                let plain = line
+                    .split_whitespace()
+                    .nth(1)
+                    .is_some_and(|m| m.eq_ignore_ascii_case("PLAIN"));
+                if plain {
+                    o.line(b"+OK logged in")?
+                } else {
+                    o.line(b"-ERR [AUTH] refused")?
+                }
             }
             "DELE" => {
                 c.deletes.fetch_add(1, Ordering::SeqCst);

@@ -674,7 +674,12 @@ async fn fetch_account_inner(
         UidState::load(&path)
     })
     .await
-    .map_err(io::Error::other)??;
+    .map_err(io::Error::other)?
+    .map_err(|e| match e.kind() {
+        // Another fetch holds the account: not a storage failure.
+        io::ErrorKind::WouldBlock => FetchError::Config(e.to_string()),
+        _ => FetchError::Storage(e),
+    })?;
     let mut target = TargetThread::open(&acct.target)
         .await
         .map_err(|e| destination(acct, e))?;

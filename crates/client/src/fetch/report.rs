@@ -38,16 +38,17 @@ impl Bars {
 
 impl Progress for Bars {
     fn start(&self, account: &str, messages: usize, bytes: u64) {
-        let bar = self.multi.add(ProgressBar::new(bytes));
-        bar.set_length(bytes);
         let style = ProgressStyle::with_template(
             "{prefix:>12} [{bar:30}] {bytes}/{total_bytes} {msg} ({bytes_per_sec}, {eta})",
         )
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> ");
-        bar.set_style(style);
-        bar.set_prefix(account.to_owned());
-        bar.set_message(format!("0/{messages} messages"));
+        // Styled before it is added, so no default bar is ever drawn.
+        let bar = ProgressBar::new(bytes)
+            .with_style(style)
+            .with_prefix(account.to_owned())
+            .with_message(format!("0/{messages} messages"));
+        let bar = self.multi.add(bar);
         if let Ok(mut bars) = self.bars.lock() {
             bars.insert(account.to_owned(), bar);
         }
