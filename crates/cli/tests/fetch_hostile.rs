@@ -239,3 +239,61 @@ fn a_dripping_server_hits_the_session_deadline() {
     assert!(err.contains("session deadline (2s)"), "{err}");
     assert!(err.contains(&format!("127.0.0.1:{}", srv.port)), "{err}");
 }
+
+/// A destination that fails in the middle of a batch (an MDA that refuses the second
+/// message): the run stops with exit status 6 naming the destination, before any
+/// DELE; only what the MDA stored is recorded. The next run (the MDA working again)
+/// deletes that one without fetching it again and fetches the rest.
+#[test]
+fn a_destination_failing_mid_batch_deletes_only_what_it_stored() {
+    let msgs: Vec<Body> = ["one", "two", "three"]
+        .iter()
+        .map(|w| Body::Bytes(format!("Subject: {w}\r\n\r\n{w}\r\n").into_bytes()))
+        .collect();
+    let srv = Hostile::start(Script {
+        messages: msgs,
+        ..Default::default()
+    });
+    let work = tempdir();
+    let out_file = work.path().join("delivered");
+    // Refuses the second message once (the flag file remembers); the same command
+    // both runs, since the state is per destination.
+    let flag = work.path().join("refused-once");
+    let mda = format!(
+        "mda:m=$(cat); case \"$m\" in *two*) [ -e {flag} ] || {{ touch {flag}; exit 1; }};; esac; printf '%s\\n' \"$m\" >> {out}",
+        flag = flag.display(),
+        out = out_file.display()
+    );
+    let out = fetch_limited(
+        &srv,
+        work.path(),
+        60,
+        1 << 20,
+        &["--tls", "none", "--to", &mda, "--delete"],
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(6), "{err}");
+    assert!(err.contains("destination mda:"), "{err}");
+    let delivered = std::fs::read_to_string(&out_file).unwrap();
+    assert!(delivered.contains("Subject: one"), "{delivered}");
+    assert!(!delivered.contains("Subject: t"), "{delivered}");
+    assert_eq!(srv.counters.deletes.load(Ordering::SeqCst), 0);
+
+    let out = fetch_limited(
+        &srv,
+        work.path(),
+        60,
+        1 << 20,
+        &["--tls", "none", "--to", &mda, "--delete"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let delivered = std::fs::read_to_string(&out_file).unwrap();
+    for w in ["one", "two", "three"] {
+        assert_eq!(
+            delivered.matches(&format!("Subject: {w}\n")).count(),
+            1,
+            "{delivered}"
+        );
+    }
+    assert_eq!(srv.counters.deletes.load(Ordering::SeqCst), 3);
+}
