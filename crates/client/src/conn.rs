@@ -810,3 +810,33 @@ pub async fn connect_tls<S: AsyncRead + AsyncWrite + Unpin>(
         .map_err(|e| Error::Tls(tls::describe_handshake_error(&e)))?;
     Client::connect_with_timeout(tls, timeout).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::mask_command_line;
+
+    #[test]
+    fn the_trace_masks_every_secret() {
+        let cases = [
+            ("PASS s3cret", false, "PASS ****"),
+            ("pass two words", false, "PASS ****"),
+            ("USER me", false, "USER me"),
+            (
+                "APOP me c4c9334bac560ecc979e58001b3e22fb",
+                false,
+                "APOP me ****",
+            ),
+            ("AUTH PLAIN AG1lAHMzY3JldA==", false, "AUTH PLAIN ****"),
+            ("AUTH XOAUTH2 dXNlcj1tZQFhdXRo", false, "AUTH XOAUTH2 ****"),
+            ("AUTH OAUTHBEARER bixhPW1l", false, "AUTH OAUTHBEARER ****"),
+            ("AUTH LOGIN", false, "AUTH LOGIN"),
+            ("AUTH", false, "AUTH"),
+            ("bWU=", true, "****"),
+            ("*", true, "*"),
+            ("RETR 1", false, "RETR 1"),
+        ];
+        for (line, in_sasl, shown) in cases {
+            assert_eq!(mask_command_line(line, in_sasl), shown, "{line:?}");
+        }
+    }
+}
