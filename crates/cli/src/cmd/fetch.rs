@@ -521,16 +521,34 @@ impl Log {
     }
 }
 
-async fn run_all(
-    accts: &[Account],
-    progress: &Arc<dyn Progress>,
-) -> Vec<(String, Result<Summary, FetchError>)> {
+/// A failed account's run, as reported.
+#[derive(Debug)]
+struct Failed {
+    class: ErrorClass,
+    /// The error naming what it concerns ([`FetchError::describe`]).
+    text: String,
+}
+
+impl Failed {
+    fn new(e: &FetchError, acct: &Account) -> Failed {
+        Failed {
+            class: e.class(),
+            text: e.describe(acct),
+        }
+    }
+}
+
+type Outcome = (String, Result<Summary, Failed>);
+
+async fn run_all(accts: &[Account], progress: &Arc<dyn Progress>) -> Vec<Outcome> {
     let mut set = tokio::task::JoinSet::new();
     for (i, a) in accts.iter().enumerate() {
         let a = a.clone();
         let p = progress.clone();
         set.spawn(async move {
-            let r = fetch_account(&a, &correio_client::sasl::factory, p.as_ref()).await;
+            let r = fetch_account(&a, &correio_client::sasl::factory, p.as_ref())
+                .await
+                .map_err(|e| Failed::new(&e, &a));
             (i, a.name.clone(), r)
         });
     }
@@ -541,7 +559,10 @@ async fn run_all(
             Err(e) => results.push((
                 usize::MAX,
                 "?".into(),
-                Err(FetchError::Config(e.to_string())),
+                Err(Failed {
+                    class: ErrorClass::Config,
+                    text: e.to_string(),
+                }),
             )),
         }
     }
@@ -549,14 +570,14 @@ async fn run_all(
     results.into_iter().map(|(_, n, r)| (n, r)).collect()
 }
 
-fn json_result(name: &str, r: &Result<Summary, FetchError>) -> serde_json::Value {
+fn json_result(name: &str, r: &Result<Summary, Failed>) -> serde_json::Value {
     match r {
         Ok(s) => serde_json::json!({"ok": true, "summary": s}),
         Err(e) => serde_json::json!({
             "ok": false,
             "account": name,
-            "error": e.to_string(),
-            "class": e.class(),
+            "error": e.text,
+            "class": e.class,
         }),
     }
 }
@@ -579,12 +600,7 @@ fn summary_line(name: &str, s: &Summary) -> String {
     line
 }
 
-fn report(
-    args: &FetchArgs,
-    log: &Log,
-    progress: &dyn Progress,
-    results: &[(String, Result<Summary, FetchError>)],
-) {
+fn report(args: &FetchArgs, log: &Log, progress: &dyn Progress, results: &[Outcome]) {
     if args.json {
         let items: Vec<serde_json::Value> =
             results.iter().map(|(n, r)| json_result(n, r)).collect();
@@ -603,7 +619,7 @@ fn report(
             }
             Ok(_) => {}
             Err(e) => {
-                let line = format!("correio fetch: {name}: {e}");
+                let line = format!("correio fetch: {name}: {}", e.text);
                 let shown = progress.done(name, &line);
                 log.line(&line, true, !shown);
             }
@@ -613,9 +629,9 @@ fn report(
 
 /// The exit status of a run: the first failed account's class, else whether anything
 /// new was stored (or, with `--check`, is waiting).
-fn exit_status(results: &[(String, Result<Summary, FetchError>)]) -> u8 {
+fn exit_status(results: &[Outcome]) -> u8 {
     if let Some(e) = results.iter().find_map(|(_, r)| r.as_ref().err()) {
-        return class_code(e.class());
+        return class_code(e.class);
     }
     let new = results.iter().any(|(_, r)| {
         r.as_ref().is_ok_and(|s| {
@@ -661,13 +677,15 @@ async fn daemon(
             let mut failures: u32 = 0;
             loop {
                 let r = fetch_account(&a, &correio_client::sasl::factory, p.as_ref()).await;
+                let login_delay = matches!(r, Err(FetchError::LoginDelay(_)));
+                let r = r.map_err(|e| Failed::new(&e, &a));
                 let wait = match &r {
                     Ok(s) => {
                         failures = 0;
                         let delay = Duration::from_secs(s.login_delay.unwrap_or(0).into());
                         every.max(delay)
                     }
-                    Err(e) if matches!(e.root(), FetchError::LoginDelay(_)) => {
+                    Err(_) if login_delay => {
                         failures = failures.saturating_add(1);
                         every.max(Duration::from_secs(300))
                     }
@@ -685,8 +703,9 @@ async fn daemon(
                         correio_client::format_duration(wait)
                     ),
                     Err(e) => format!(
-                        "{}: {e}; retrying in {}",
+                        "{}: {}; retrying in {}",
                         a.name,
+                        e.text,
                         correio_client::format_duration(wait)
                     ),
                 };

@@ -216,14 +216,6 @@ pub enum FetchError {
         /// What failed.
         source: io::Error,
     },
-    /// An error with the server (`HOST:PORT`) it concerns.
-    #[error("{place}: {source}")]
-    At {
-        /// `HOST:PORT`.
-        place: String,
-        /// The error.
-        source: Box<FetchError>,
-    },
 }
 
 /// The kinds of failure that `correio fetch` tells apart by its exit status.
@@ -243,17 +235,9 @@ pub enum ErrorClass {
 }
 
 impl FetchError {
-    /// The error without the [`FetchError::At`] wrappers.
-    pub fn root(&self) -> &FetchError {
-        match self {
-            FetchError::At { source, .. } => source.root(),
-            other => other,
-        }
-    }
-
     /// Which kind of failure this is.
     pub fn class(&self) -> ErrorClass {
-        match self.root() {
+        match self {
             FetchError::Connect(..) | FetchError::SessionDeadline(_) => ErrorClass::Network,
             FetchError::Client(e) => match e {
                 Error::Io(_)
@@ -267,21 +251,19 @@ impl FetchError {
             FetchError::Bounds(_) => ErrorClass::Protocol,
             FetchError::Storage(_) | FetchError::Destination { .. } => ErrorClass::Destination,
             FetchError::Config(_) => ErrorClass::Config,
-            FetchError::At { .. } => ErrorClass::Protocol,
         }
     }
 
-    /// Names the server in errors that concern it.
-    fn at(self, acct: &Account) -> FetchError {
+    /// The error as the user should read it: with the server (`HOST:PORT`) in front
+    /// when it concerns the server and does not name it already (a connection
+    /// failure, the destination and the state file name themselves).
+    pub fn describe(&self, acct: &Account) -> String {
         match self {
-            e @ (FetchError::Connect(..)
+            FetchError::Connect(..)
             | FetchError::Storage(_)
             | FetchError::Destination { .. }
-            | FetchError::At { .. }) => e,
-            e => FetchError::At {
-                place: format!("{}:{}", acct.host, acct.port),
-                source: Box::new(e),
-            },
+            | FetchError::Config(_) => self.to_string(),
+            e => format!("{}:{}: {e}", acct.host, acct.port),
         }
     }
 }
@@ -640,15 +622,14 @@ pub async fn fetch_account(
     progress: &dyn Progress,
 ) -> Result<Summary, FetchError> {
     let run = fetch_account_inner(acct, mechanisms, progress);
-    let r = match acct.session_deadline {
+    match acct.session_deadline {
         // Cancelling the session is as safe as killing the process: what was stored
         // and recorded stays, nothing half-done is recorded.
         Some(limit) => tokio::time::timeout(limit, run)
             .await
             .unwrap_or(Err(FetchError::SessionDeadline(limit))),
         None => run.await,
-    };
-    r.map_err(|e| e.at(acct))
+    }
 }
 
 async fn fetch_account_inner(
