@@ -460,6 +460,9 @@ struct Pending {
     final_name: String,
     size: u64,
     wire: u64,
+    /// Handed out by [`MaildirBatch::prepare`]: the caller may have recorded the
+    /// rename, so dropping the batch must leave the file for it to finish.
+    prepared: bool,
 }
 
 /// The message being pushed into a batch.
@@ -678,6 +681,7 @@ impl MaildirBatch<'_> {
                     file: Some(file),
                     size,
                     wire,
+                    prepared: false,
                 });
                 Ok(())
             }
@@ -714,7 +718,9 @@ impl MaildirBatch<'_> {
     /// Makes every finished message durable in `tmp/` (its file and `tmp/` itself
     /// fsynced) and returns, per message, its temporary path and the path in `new/`
     /// that [`MaildirBatch::commit`] will give it. A caller that records these before
-    /// committing can finish the renames after a crash.
+    /// committing can finish the renames after a crash — or after this batch is
+    /// dropped uncommitted: prepared files are left in `tmp/` then (whoever did not
+    /// record them leaves them to the usual clean-up of old files in `tmp/`).
     pub fn prepare(&mut self) -> Result<Vec<(PathBuf, PathBuf)>, DeliverError> {
         self.sync_files()?;
         let tmp_dir = self.writer.root.join("tmp");
@@ -725,8 +731,11 @@ impl MaildirBatch<'_> {
         let new_dir = self.writer.root.join("new");
         Ok(self
             .pending
-            .iter()
-            .map(|p| (p.tmp.clone(), new_dir.join(&p.final_name)))
+            .iter_mut()
+            .map(|p| {
+                p.prepared = true;
+                (p.tmp.clone(), new_dir.join(&p.final_name))
+            })
             .collect())
     }
 
@@ -785,7 +794,7 @@ impl MaildirBatch<'_> {
 impl Drop for MaildirBatch<'_> {
     fn drop(&mut self) {
         self.abort();
-        for p in &self.pending {
+        for p in self.pending.iter().filter(|p| !p.prepared) {
             let _ = fs::remove_file(&p.tmp);
         }
     }
