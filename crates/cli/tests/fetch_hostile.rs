@@ -144,6 +144,33 @@ fn absurd_list_sizes_are_refused_naming_the_server() {
     }
 }
 
+/// Message numbers that do not fit (in UIDL, where the fetcher reads them after LIST)
+/// end the session the same way: exit status 5, the server named, nothing deleted.
+#[test]
+fn absurd_uidl_message_numbers_are_refused_naming_the_server() {
+    for number in ["99999999999", "4294967296", "18446744073709551616"] {
+        let srv = Hostile::start(Script {
+            messages: vec![Body::Bytes(b"A: b\r\n\r\nx\r\n".to_vec()); 2],
+            uidl_lines: Some(vec!["1 a".into(), format!("{number} b")]),
+            ..Default::default()
+        });
+        let work = tempdir();
+        let to = format!("maildir:{}", work.path().join("M").display());
+        let out = fetch_limited(
+            &srv,
+            work.path(),
+            20,
+            1 << 20,
+            &["--tls", "none", "--to", &to, "--delete"],
+        );
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(5), "{number}: {err}");
+        assert!(err.contains(&format!("127.0.0.1:{}", srv.port)), "{err}");
+        assert!(err.contains("message number"), "{err}");
+        assert_eq!(srv.counters.deletes.load(Ordering::SeqCst), 0);
+    }
+}
+
 /// A body that runs on far past its LIST size (10 octets listed, 8 MiB sent) ends the
 /// session: exit status 5, the partial message is not kept, nothing is deleted.
 #[test]

@@ -48,6 +48,8 @@ pub struct Script {
     pub messages: Vec<Body>,
     /// Sizes for LIST (as text, so they may be absurd); default: the real ones.
     pub list_sizes: Option<Vec<String>>,
+    /// Lines of the UIDL listing (so they may be absurd); default `N hostile-N`.
+    pub uidl_lines: Option<Vec<String>>,
     /// Pause before each line of every response but message bodies (a drip).
     pub drip: Option<Duration>,
 }
@@ -230,8 +232,17 @@ fn serve(conn: TcpStream, script: &Script, c: &Counters, stop: &AtomicBool) -> s
             }
             "UIDL" => {
                 o.line(b"+OK")?;
-                for i in 1..=n {
-                    o.line(format!("{i} hostile-{i}").as_bytes())?;
+                match &script.uidl_lines {
+                    Some(lines) => {
+                        for l in lines {
+                            o.line(l.as_bytes())?;
+                        }
+                    }
+                    None => {
+                        for i in 1..=n {
+                            o.line(format!("{i} hostile-{i}").as_bytes())?;
+                        }
+                    }
                 }
                 o.line(b".")?;
             }
