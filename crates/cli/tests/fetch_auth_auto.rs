@@ -144,7 +144,7 @@ fn fetch(
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    (out.status.success(), err, work)
+    (fetched_ok(out.status), err, work)
 }
 
 #[test]

@@ -156,7 +156,7 @@ fn kill_run(keep: bool) {
         let out = fetch_cmd("127.0.0.1", port, USER, PASS, work.path(), &args)
             .output()
             .unwrap();
-        if out.status.success() {
+        if fetched_ok(out.status) {
             break;
         }
         assert!(

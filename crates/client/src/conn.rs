@@ -9,7 +9,9 @@
 //! `AsyncWrite`, and [`Client::retr_many`] into a [`BodySink`], chunk by chunk.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::time::Duration;
 
 use correio_proto::client::{ClientError, ClientSession, CommandKind, Event, SaslMechanism};
@@ -40,8 +42,17 @@ pub enum Error {
         line: StatusLine,
     },
     /// No answer within the timeout.
-    #[error("server did not answer within {0:?}")]
+    #[error("server did not answer within {}", crate::format_duration(*.0))]
     Timeout(Duration),
+    /// One response (a whole message body included) took longer than the response
+    /// deadline: a server that drips bytes slowly enough to defeat the read timeout.
+    #[error("server took longer than the response deadline ({}) to answer {command}", crate::format_duration(*.limit))]
+    ResponseDeadline {
+        /// The command being answered.
+        command: &'static str,
+        /// The deadline.
+        limit: Duration,
+    },
     /// TLS setup or handshake failed.
     #[error("TLS: {0}")]
     Tls(String),
@@ -126,6 +137,11 @@ pub trait BodySink {
     fn end(&mut self, msg: MsgNum) -> io::Result<()>;
     /// The server answered `-ERR` for this message.
     fn refused(&mut self, msg: MsgNum, line: &StatusLine) -> io::Result<()>;
+    /// Waits until the sink can take more (backpressure: a sink that hands bytes to
+    /// another thread waits here while its queue is full). Called after each event.
+    fn ready(&mut self) -> Pin<Box<dyn Future<Output = io::Result<()>> + Send + '_>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
 }
 
 /// The default read timeout.
@@ -158,6 +174,57 @@ pub struct Client<S> {
     apop_timestamp: Option<String>,
     caps: Option<Capabilities>,
     timeout: Duration,
+    /// Most time one response may take (None: only the read timeout).
+    response_limit: Option<Duration>,
+    /// When the response being read began to be awaited.
+    response_started: Option<tokio::time::Instant>,
+    /// The command being answered (for messages).
+    answering: &'static str,
+    /// The protocol trace, if on (see [`Client::set_trace`]).
+    trace: Option<Trace>,
+}
+
+/// Receives the protocol trace: `C: ` lines sent, `S: ` lines received. Secrets are
+/// masked; message bodies are summarized, never shown.
+pub type TraceFn = Box<dyn FnMut(&str) + Send>;
+
+struct Trace {
+    out: TraceFn,
+    /// Inside an AUTH exchange: every client line is a SASL response (masked).
+    in_sasl: bool,
+}
+
+impl std::fmt::Debug for Trace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Trace")
+    }
+}
+
+/// One client line as the trace shows it: passwords, SASL initial responses and
+/// continuation lines (PLAIN, LOGIN, XOAUTH2, OAUTHBEARER tokens...) and APOP
+/// digests are replaced by `****`.
+pub fn mask_command_line(line: &str, in_sasl: bool) -> String {
+    if in_sasl {
+        return if line == "*" {
+            "*".into()
+        } else {
+            "****".into()
+        };
+    }
+    let mut words = line.splitn(3, ' ');
+    let kw = words.next().unwrap_or("").to_ascii_uppercase();
+    match kw.as_str() {
+        "PASS" => "PASS ****".into(),
+        "APOP" => match words.next() {
+            Some(name) => format!("APOP {name} ****"),
+            None => line.into(),
+        },
+        "AUTH" => match (words.next(), words.next()) {
+            (Some(mech), Some(_)) => format!("AUTH {mech} ****"),
+            _ => line.into(),
+        },
+        _ => line.into(),
+    }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
@@ -177,6 +244,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             apop_timestamp: None,
             caps: None,
             timeout,
+            response_limit: None,
+            response_started: None,
+            answering: "greeting",
+            trace: None,
         };
         match c.next_event().await? {
             Event::Greeting {
@@ -221,6 +292,95 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         self.timeout = timeout;
     }
 
+    /// Sets the response deadline: the most time one response may take, from when the
+    /// client starts waiting for it until its last byte (a whole message body for
+    /// RETR). The read timeout bounds each read only, so a server that drips a byte now
+    /// and then would otherwise keep the client forever. `None`: no deadline.
+    pub fn set_response_deadline(&mut self, limit: Option<Duration>) {
+        self.response_limit = limit;
+    }
+
+    /// Turns on the protocol trace: every line sent and received goes to `out`, with
+    /// secrets masked ([`mask_command_line`]) and message bodies summarized.
+    pub fn set_trace(&mut self, out: TraceFn) {
+        self.trace = Some(Trace {
+            out,
+            in_sasl: false,
+        });
+    }
+
+    fn trace_sent(&mut self, tx: &[u8]) {
+        let Some(t) = self.trace.as_mut() else { return };
+        for line in tx.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            let line = String::from_utf8_lossy(line.strip_suffix(b"\r").unwrap_or(line));
+            let shown = mask_command_line(&line, t.in_sasl);
+            if line.len() >= 5 && line[..5].eq_ignore_ascii_case("AUTH ") {
+                t.in_sasl = true;
+            }
+            (t.out)(&format!("C: {shown}"));
+        }
+    }
+
+    fn trace_event(&mut self, ev: &Event) {
+        let Some(t) = self.trace.as_mut() else { return };
+        let status = |l: &StatusLine| {
+            let mut s = String::from(if l.is_ok() { "+OK" } else { "-ERR" });
+            if let Some(c) = &l.code {
+                s += &format!(" [{c}]");
+            }
+            if !l.text.is_empty() {
+                s += " ";
+                s += &l.text;
+            }
+            s
+        };
+        let line = match ev {
+            Event::Greeting { line, .. } => format!("S: {}", status(line)),
+            Event::Status { line, .. } => format!("S: {}", status(line)),
+            Event::Capa(c) => format!("S: +OK (capabilities: {c:?})"),
+            Event::Stat { count, octets } => format!("S: +OK {count} {octets}"),
+            Event::List(v) => format!("S: +OK ({} messages listed)", v.len()),
+            Event::Uidl(v) => format!("S: +OK ({} unique-ids listed)", v.len()),
+            Event::BodyStart { msg, .. } => format!("S: +OK (message {msg} follows)"),
+            Event::BodyEnd { msg } => format!("S: . (end of message {msg})"),
+            Event::Body(_) => return,
+            Event::StartTls => "S: +OK (begin TLS)".to_owned(),
+        };
+        if matches!(ev, Event::Status { .. }) {
+            t.in_sasl = false;
+        }
+        (t.out)(&line);
+    }
+
+    /// Queues a command.
+    fn send(&mut self, cmd: Command) -> Result<(), ClientError> {
+        self.answering = cmd.keyword();
+        self.session.send(cmd)
+    }
+
+    /// How long the next read may wait, and the error if it does not finish in time.
+    fn read_limit(&mut self) -> (Duration, Error) {
+        let timeout = (self.timeout, Error::Timeout(self.timeout));
+        let Some(limit) = self.response_limit else {
+            return timeout;
+        };
+        let started = *self
+            .response_started
+            .get_or_insert_with(tokio::time::Instant::now);
+        let left = (started + limit).saturating_duration_since(tokio::time::Instant::now());
+        if left < self.timeout {
+            (
+                left,
+                Error::ResponseDeadline {
+                    command: self.answering,
+                    limit,
+                },
+            )
+        } else {
+            timeout
+        }
+    }
+
     /// The underlying stream.
     pub fn get_ref(&self) -> &S {
         &self.io
@@ -229,27 +389,43 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     async fn flush(&mut self) -> Result<(), Error> {
         let tx = self.session.take_transmit();
         if !tx.is_empty() {
+            self.trace_sent(&tx);
+            let (limit, late) = self.read_limit();
             let write = async {
                 self.io.write_all(&tx).await?;
                 self.io.flush().await
             };
-            tokio::time::timeout(self.timeout, write)
+            tokio::time::timeout(limit, write)
                 .await
-                .map_err(|_| Error::Timeout(self.timeout))??;
+                .map_err(|_| late)??;
         }
         Ok(())
     }
 
     /// The next event: sends what is queued, reads as needed.
     async fn next_event(&mut self) -> Result<Event, Error> {
+        let ev = self.next_event_inner().await;
+        if let Ok(e) = &ev {
+            self.trace_event(e);
+        }
+        // A response is complete unless more of a message body is to come: the next
+        // one's deadline starts when the client begins waiting for it.
+        if !matches!(ev, Ok(Event::Body(_) | Event::BodyStart { .. })) {
+            self.response_started = None;
+        }
+        ev
+    }
+
+    async fn next_event_inner(&mut self) -> Result<Event, Error> {
         loop {
             if let Some(ev) = self.session.poll_event() {
                 return Ok(ev?);
             }
             self.flush().await?;
-            let n = tokio::time::timeout(self.timeout, self.io.read(&mut self.rbuf))
+            let (limit, late) = self.read_limit();
+            let n = tokio::time::timeout(limit, self.io.read(&mut self.rbuf))
                 .await
-                .map_err(|_| Error::Timeout(self.timeout))??;
+                .map_err(|_| late)??;
             if n == 0 {
                 self.session.receive_eof();
                 if let Some(ev) = self.session.poll_event() {
@@ -263,7 +439,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
 
     async fn simple(&mut self, cmd: Command) -> Result<StatusLine, Error> {
         let kw = cmd.keyword();
-        self.session.send(cmd)?;
+        self.send(cmd)?;
         match self.next_event().await? {
             Event::Status { line, .. } if line.is_ok() => Ok(line),
             Event::Status { line, .. } => Err(Error::Refused { command: kw, line }),
@@ -273,7 +449,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
 
     /// CAPA. Servers without CAPA answer `-ERR`; that is `Ok` with no capabilities.
     pub async fn capa(&mut self) -> Result<&Capabilities, Error> {
-        self.session.send(Command::Capa)?;
+        self.send(Command::Capa)?;
         let caps = match self.next_event().await? {
             Event::Capa(c) => c,
             Event::Status { line, .. } if !line.is_ok() => Capabilities::new(),
@@ -311,6 +487,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
 
     /// AUTH with a SASL mechanism (see `correio_auth` for the implementations).
     pub async fn auth(&mut self, mechanism: Box<dyn SaslMechanism>) -> Result<(), Error> {
+        self.answering = "AUTH";
         self.session.auth(mechanism)?;
         match self.next_event().await? {
             Event::Status { line, .. } if line.is_ok() => {
@@ -327,7 +504,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
 
     /// STAT: message count and total size.
     pub async fn stat(&mut self) -> Result<(u32, u64), Error> {
-        self.session.send(Command::Stat)?;
+        self.send(Command::Stat)?;
         match self.next_event().await? {
             Event::Stat { count, octets } => Ok((count, octets)),
             Event::Status { line, .. } => Err(Error::Refused {
@@ -340,7 +517,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
 
     /// LIST: every message's size.
     pub async fn list(&mut self) -> Result<Vec<(MsgNum, u64)>, Error> {
-        self.session.send(Command::List(None))?;
+        self.send(Command::List(None))?;
         match self.next_event().await? {
             Event::List(v) => Ok(v),
             Event::Status { line, .. } => Err(Error::Refused {
@@ -353,7 +530,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
 
     /// UIDL: every message's unique id. `-ERR` means the server has no UIDL.
     pub async fn uidl(&mut self) -> Result<Vec<(MsgNum, String)>, Error> {
-        self.session.send(Command::Uidl(None))?;
+        self.send(Command::Uidl(None))?;
         match self.next_event().await? {
             Event::Uidl(v) => Ok(v),
             Event::Status { line, .. } => Err(Error::Refused {
@@ -389,7 +566,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         out: &mut W,
     ) -> Result<u64, Error> {
         let kw = cmd.keyword();
-        self.session.send(cmd)?;
+        self.send(cmd)?;
         let mut written = 0u64;
         loop {
             match self.next_event().await? {
@@ -463,15 +640,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         while done < requests.len() {
             while next < requests.len()
                 && in_flight.len() < window.max_commands.max(1)
-                && (in_flight.is_empty() || bytes + requests[next].size <= window.max_bytes)
+                && (in_flight.is_empty()
+                    || bytes.saturating_add(requests[next].size) <= window.max_bytes)
             {
                 let r = requests[next];
-                self.session.send(match r.top_lines {
+                self.send(match r.top_lines {
                     None => Command::Retr(r.msg),
                     Some(lines) => Command::Top { msg: r.msg, lines },
                 })?;
                 in_flight.push_back(r.size);
-                bytes += r.size;
+                bytes = bytes.saturating_add(r.size);
                 next += 1;
             }
             let expect = requests[done].msg;
@@ -480,7 +658,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
                 Event::Body(b) => sink.data(expect, &b)?,
                 Event::BodyEnd { msg } if msg == expect => {
                     sink.end(msg)?;
-                    bytes -= in_flight.pop_front().unwrap_or(0);
+                    bytes = bytes.saturating_sub(in_flight.pop_front().unwrap_or(0));
                     done += 1;
                 }
                 Event::Status {
@@ -488,11 +666,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
                     line,
                 } if msg == expect => {
                     sink.refused(msg, &line)?;
-                    bytes -= in_flight.pop_front().unwrap_or(0);
+                    bytes = bytes.saturating_sub(in_flight.pop_front().unwrap_or(0));
                     done += 1;
                 }
                 other => return Err(unexpected("RETR", other)),
             }
+            sink.ready().await?;
         }
         Ok(())
     }
@@ -509,7 +688,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         let mut done = 0;
         while done < msgs.len() {
             while next < msgs.len() && next - done < window.max_commands.max(1) {
-                self.session.send(Command::Dele(msgs[next]))?;
+                self.send(Command::Dele(msgs[next]))?;
                 next += 1;
             }
             match self.next_event().await? {
@@ -557,7 +736,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         connector: &TlsConnector,
         host: &str,
     ) -> Result<Client<TlsStream<S>>, Error> {
-        self.session.send(Command::Stls)?;
+        self.send(Command::Stls)?;
         match self.next_event().await? {
             Event::StartTls => {}
             Event::Status { line, .. } => {
@@ -573,7 +752,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         let tls = tokio::time::timeout(self.timeout, connector.connect(name, self.io))
             .await
             .map_err(|_| Error::Timeout(self.timeout))?
-            .map_err(|e| Error::Tls(e.to_string()))?;
+            .map_err(|e| Error::Tls(tls::describe_handshake_error(&e)))?;
         Ok(Client {
             io: tls,
             session: self.session,
@@ -582,6 +761,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             apop_timestamp: self.apop_timestamp,
             caps: None,
             timeout: self.timeout,
+            response_limit: self.response_limit,
+            response_started: None,
+            answering: self.answering,
+            trace: self.trace,
         })
     }
 
@@ -595,6 +778,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             apop_timestamp: self.apop_timestamp,
             caps: self.caps,
             timeout: self.timeout,
+            response_limit: self.response_limit,
+            response_started: self.response_started,
+            answering: self.answering,
+            trace: self.trace,
         }
     }
 }
@@ -620,6 +807,36 @@ pub async fn connect_tls<S: AsyncRead + AsyncWrite + Unpin>(
     let tls = tokio::time::timeout(timeout, connector.connect(name, io))
         .await
         .map_err(|_| Error::Timeout(timeout))?
-        .map_err(|e| Error::Tls(e.to_string()))?;
+        .map_err(|e| Error::Tls(tls::describe_handshake_error(&e)))?;
     Client::connect_with_timeout(tls, timeout).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mask_command_line;
+
+    #[test]
+    fn the_trace_masks_every_secret() {
+        let cases = [
+            ("PASS s3cret", false, "PASS ****"),
+            ("pass two words", false, "PASS ****"),
+            ("USER me", false, "USER me"),
+            (
+                "APOP me c4c9334bac560ecc979e58001b3e22fb",
+                false,
+                "APOP me ****",
+            ),
+            ("AUTH PLAIN AG1lAHMzY3JldA==", false, "AUTH PLAIN ****"),
+            ("AUTH XOAUTH2 dXNlcj1tZQFhdXRo", false, "AUTH XOAUTH2 ****"),
+            ("AUTH OAUTHBEARER bixhPW1l", false, "AUTH OAUTHBEARER ****"),
+            ("AUTH LOGIN", false, "AUTH LOGIN"),
+            ("AUTH", false, "AUTH"),
+            ("bWU=", true, "****"),
+            ("*", true, "*"),
+            ("RETR 1", false, "RETR 1"),
+        ];
+        for (line, in_sasl, shown) in cases {
+            assert_eq!(mask_command_line(line, in_sasl), shown, "{line:?}");
+        }
+    }
 }

@@ -50,3 +50,34 @@ pub fn imap_response(data: &[u8]) {
         assert_eq!(all(data, cap), base, "buffer size {cap}");
     }
 }
+
+/// The `-v` trace's masking on arbitrary client lines (first byte: inside a SASL
+/// exchange or not). A password, an AUTH initial response or a SASL line never shows.
+pub fn trace_mask(data: &[u8]) {
+    let Some((&first, rest)) = data.split_first() else {
+        return;
+    };
+    let text = String::from_utf8_lossy(rest);
+    for line in text.split("\r\n") {
+        let in_sasl = first & 1 == 1;
+        let shown = crate::mask_command_line(line, in_sasl);
+        if in_sasl {
+            assert!(shown == "****" || shown == "*");
+            continue;
+        }
+        let words: Vec<&str> = line.splitn(3, ' ').collect();
+        let kw = words[0].to_ascii_uppercase();
+        if kw == "PASS" && words.len() > 1 {
+            assert_eq!(shown, "PASS ****");
+        }
+        if kw == "AUTH" && words.len() == 3 {
+            assert_eq!(shown, format!("AUTH {} ****", words[1]));
+        }
+    }
+}
+
+/// The check of a server certificate trusted as itself (`--ca` holding the server's
+/// own certificate) on arbitrary DER, against a host name made of the first bytes.
+pub fn cert_exact(data: &[u8]) {
+    crate::tls::fuzz_check_exact(data);
+}

@@ -37,7 +37,10 @@ pub mod probe;
 pub mod sasl;
 pub mod tls;
 
-pub use conn::{BodySink, Client, DEFAULT_TIMEOUT, Error, Request, Window, connect_tls};
+pub use conn::{
+    BodySink, Client, DEFAULT_TIMEOUT, Error, Request, TraceFn, Window, connect_tls,
+    mask_command_line,
+};
 
 /// Parses a duration such as `5m` or `90s` (for command lines and config files).
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {

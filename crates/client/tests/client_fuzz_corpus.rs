@@ -32,3 +32,13 @@ fn imap_response_seeds() {
         correio_client::fuzzing::imap_response,
     );
 }
+
+#[test]
+fn trace_mask_seeds() {
+    replay("client_trace_mask", correio_client::fuzzing::trace_mask);
+}
+
+#[test]
+fn cert_exact_seeds() {
+    replay("client_cert_exact", correio_client::fuzzing::cert_exact);
+}

@@ -259,47 +259,109 @@ pub fn deliver(
     }
 }
 
-/// Reads `reader` to the end, normalizing line ends, and passes the stored bytes to
-/// `sink` in chunks. Enforces the size limit on the octets received and `budget` on the
-/// octets stored. Returns (stored octets, wire size).
-pub(crate) fn pump(
-    mut reader: impl Read,
+/// The push-style core of every write into a mailbox (Maildir, mbox; `deliver`, LMTP
+/// and `correio fetch`): message bytes go in by [`Normalizer::feed`] in whatever chunks
+/// they arrive, stored bytes come out to a sink. It normalizes line ends (CRLF → LF,
+/// a final line end added), counts the POP3 wire size, and enforces the size limit on
+/// the octets received and `budget` on the octets stored. Memory is bounded by the
+/// chunk size: nothing is kept between calls but a pending CR.
+#[derive(Debug)]
+pub(crate) struct Normalizer {
     max_size: Option<u64>,
     budget: Option<u64>,
     quota_permanent: bool,
-    mut sink: impl FnMut(&[u8]) -> Result<(), DeliverError>,
-) -> Result<(u64, u64), DeliverError> {
+    norm: crate::transform::CrlfToLf,
+    wire: crate::wire::WireCounter,
+    received: u64,
+    stored: u64,
+    last: Option<u8>,
+    out: Vec<u8>,
+}
+
+impl Normalizer {
+    pub(crate) fn new(max_size: Option<u64>, budget: Option<u64>, quota_permanent: bool) -> Self {
+        Normalizer {
+            max_size,
+            budget,
+            quota_permanent,
+            norm: crate::transform::CrlfToLf::default(),
+            wire: crate::wire::WireCounter::new(),
+            received: 0,
+            stored: 0,
+            last: None,
+            out: Vec::new(),
+        }
+    }
+
+    fn emit(
+        &mut self,
+        sink: &mut impl FnMut(&[u8]) -> Result<(), DeliverError>,
+    ) -> Result<(), DeliverError> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        self.stored += self.out.len() as u64;
+        if let Some(b) = self.budget
+            && self.stored > b
+        {
+            return Err(DeliverError::new(
+                DeliverErrorKind::QuotaExceeded,
+                self.quota_permanent,
+                "mailbox is over quota",
+            ));
+        }
+        self.wire.feed(&self.out);
+        self.last = self.out.last().copied();
+        sink(&self.out)?;
+        self.out.clear();
+        Ok(())
+    }
+
+    /// Message bytes as received; the stored form goes to `sink`.
+    pub(crate) fn feed(
+        &mut self,
+        data: &[u8],
+        mut sink: impl FnMut(&[u8]) -> Result<(), DeliverError>,
+    ) -> Result<(), DeliverError> {
+        self.received = self.received.saturating_add(data.len() as u64);
+        if let Some(max) = self.max_size
+            && self.received > max
+        {
+            return Err(DeliverError::new(
+                DeliverErrorKind::TooLarge,
+                true,
+                format!("message exceeds the size limit of {max} octets"),
+            ));
+        }
+        self.norm.feed(data, &mut self.out);
+        self.emit(&mut sink)
+    }
+
+    /// The message is complete: flushes the rest and returns (stored octets, wire size).
+    pub(crate) fn finish(
+        mut self,
+        mut sink: impl FnMut(&[u8]) -> Result<(), DeliverError>,
+    ) -> Result<(u64, u64), DeliverError> {
+        self.norm.finish(&mut self.out);
+        self.emit(&mut sink)?;
+        if self.last.is_some() && self.last != Some(b'\n') {
+            self.out.push(b'\n');
+            self.emit(&mut sink)?;
+        }
+        Ok((self.stored, self.wire.finish()))
+    }
+}
+
+/// Reads a whole message from `reader` into `write` (the pull-style entry of the
+/// push-style writers).
+pub(crate) fn read_into(
+    mut reader: impl Read,
+    mut write: impl FnMut(&[u8]) -> Result<(), DeliverError>,
+) -> Result<(), DeliverError> {
     let mut buf = vec![0u8; 64 * 1024];
-    let mut out = Vec::with_capacity(64 * 1024 + 16);
-    let mut norm = crate::transform::CrlfToLf::default();
-    let mut wire = crate::wire::WireCounter::new();
-    let mut received = 0u64;
-    let mut stored = 0u64;
-    let mut last = None;
-    let mut emit =
-        |out: &mut Vec<u8>, stored: &mut u64, last: &mut Option<u8>| -> Result<(), DeliverError> {
-            if out.is_empty() {
-                return Ok(());
-            }
-            *stored += out.len() as u64;
-            if let Some(b) = budget
-                && *stored > b
-            {
-                return Err(DeliverError::new(
-                    DeliverErrorKind::QuotaExceeded,
-                    quota_permanent,
-                    "mailbox is over quota",
-                ));
-            }
-            wire.feed(out);
-            *last = out.last().copied();
-            sink(out)?;
-            out.clear();
-            Ok(())
-        };
     loop {
         let n = match reader.read(&mut buf) {
-            Ok(0) => break,
+            Ok(0) => return Ok(()),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
@@ -311,24 +373,6 @@ pub(crate) fn pump(
                 .with_source(e));
             }
         };
-        received += n as u64;
-        if let Some(max) = max_size
-            && received > max
-        {
-            return Err(DeliverError::new(
-                DeliverErrorKind::TooLarge,
-                true,
-                format!("message exceeds the size limit of {max} octets"),
-            ));
-        }
-        norm.feed(&buf[..n], &mut out);
-        emit(&mut out, &mut stored, &mut last)?;
+        write(&buf[..n])?;
     }
-    norm.finish(&mut out);
-    emit(&mut out, &mut stored, &mut last)?;
-    if last.is_some() && last != Some(b'\n') {
-        out.push(b'\n');
-        emit(&mut out, &mut stored, &mut last)?;
-    }
-    Ok((stored, wire.finish()))
 }

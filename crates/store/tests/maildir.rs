@@ -305,3 +305,40 @@ fn batch_group_commit_is_all_or_nothing_visible() {
             .collect::<Vec<_>>()
     );
 }
+
+/// The push-style writer (what `correio fetch` uses): chunks in any size and line
+/// ends; prepare() returns the renames, and a batch dropped after prepare() leaves
+/// the prepared files in tmp/ for whoever recorded the renames to finish them.
+#[test]
+fn pushed_messages_prepare_and_a_dropped_prepared_batch_keeps_its_files() {
+    let d = tempfile::tempdir().unwrap();
+    let w = MaildirWriter::open(&d.path().join("M")).unwrap();
+    let mut b = w.clone().into_batch();
+    let msg = b"Subject: pushed\r\n\r\nline one\r\nline two\r\n";
+    for chunk in [1, 3, 7] {
+        b.begin(&Default::default()).unwrap();
+        for c in msg.chunks(chunk) {
+            b.write(c).unwrap();
+        }
+        b.finish().unwrap();
+    }
+    // One begun and dropped: not kept.
+    b.begin(&Default::default()).unwrap();
+    b.write(b"half").unwrap();
+    b.abort();
+    let renames = b.prepare().unwrap();
+    assert_eq!(renames.len(), 3);
+    drop(b);
+    assert!(files(&d.path().join("M/new")).is_empty());
+    assert_eq!(files(&d.path().join("M/tmp")).len(), 3);
+    for (tmp, dest) in &renames {
+        assert_eq!(
+            fs::read(tmp).unwrap(),
+            b"Subject: pushed\n\nline one\nline two\n"
+        );
+        let name = dest.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(name.ends_with(",S=35,W=39"), "{name}");
+        fs::rename(tmp, dest).unwrap();
+    }
+    assert_eq!(files(&d.path().join("M/new")).len(), 3);
+}

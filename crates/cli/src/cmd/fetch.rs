@@ -12,16 +12,34 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use correio_client::fetch::config::{AccountConfig, ConfigFile, default_state_dir, resolve};
 use correio_client::fetch::report::{Bars, Lines};
-use correio_client::fetch::{Account, FetchError, Progress, Silent, Summary, fetch_account};
+use correio_client::fetch::state::UidState;
+use correio_client::fetch::{
+    Account, ErrorClass, FetchError, Progress, Silent, Summary, fetch_account,
+};
 use correio_client::oauth::{OAuthError, OAuthSettings, Provider};
 
 /// Arguments of `correio fetch` (boxed: they are many, and the subcommand enum should
 /// stay small).
 #[derive(Debug, clap::Args)]
+#[command(after_help = AFTER_HELP)]
 pub struct Args {
     #[command(flatten)]
     flags: Box<FetchArgs>,
 }
+
+const AFTER_HELP: &str = "\
+Exit status: 0 new messages stored (--check: new messages waiting); 1 nothing new;
+2 usage error; 3 network (connect, TLS or certificate, timeout or deadline, connection
+lost); 4 authentication; 5 protocol (the server broke it or sent values out of bounds);
+6 destination (writing the target or the state file); 7 configuration. With several
+accounts, the first failed account's status.
+
+State: one file per account and destination in --state-dir
+(USER@HOST_PORT.TAG.state); a new destination gets every message.
+
+A refused server certificate is reported with its SHA-256 fingerprint and the
+--fingerprint option that pins it. A self-signed certificate given with --ca is
+trusted as itself (its name and dates are still checked).";
 
 /// The flags of `correio fetch`.
 #[derive(Debug, clap::Args)]
@@ -147,15 +165,52 @@ pub struct FetchArgs {
     /// Directory for the per-account state files.
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<String>,
-    /// Read timeout (e.g. 30s).
+    /// Read timeout: the most a single read may wait (e.g. 30s; default 60s).
     #[arg(long, value_name = "DURATION")]
     pub timeout: Option<String>,
+    /// Response deadline: the most time one server response may take, a whole
+    /// message included, however the bytes trickle in (default 10m; "none" for no limit).
+    #[arg(long, value_name = "DURATION")]
+    pub response_timeout: Option<String>,
+    /// Session deadline: the most time one session may take, from connecting to QUIT;
+    /// what was stored is kept (default 1h; "none" for no limit).
+    #[arg(long, value_name = "DURATION")]
+    pub session_timeout: Option<String>,
     /// Do not pipeline even if the server offers it.
     #[arg(long)]
     pub no_pipelining: bool,
     /// Allow sending a password without TLS to a host that is not loopback.
     #[arg(long)]
     pub allow_cleartext: bool,
+    /// Fetch every message again, including those the state file records as already
+    /// stored (what is fetched is recorded as usual).
+    #[arg(long)]
+    pub all: bool,
+    /// Check only: print the number and size of new messages; download and delete
+    /// nothing. Exit status 0 if there are new messages, 1 if none.
+    #[arg(long, conflicts_with_all = ["all", "every", "show_state", "forget_state"])]
+    pub check: bool,
+    /// Print each selected account's state (state file, destination, messages recorded
+    /// as stored) and exit; no connection is made.
+    #[arg(long, conflicts_with_all = ["forget_state", "every"])]
+    pub show_state: bool,
+    /// Forget each selected account's state for its destination (the next run fetches
+    /// every message again) and exit; no connection is made.
+    #[arg(long, conflicts_with = "every")]
+    pub forget_state: bool,
+    /// Trace the protocol on standard error (passwords, AUTH payloads and OAuth2
+    /// tokens masked; message bodies never shown).
+    #[arg(long, short)]
+    pub verbose: bool,
+    /// Also append summary and error lines, with a UTC timestamp, to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub log: Option<PathBuf>,
+    /// Also send summary and error lines to syslog (facility mail).
+    #[arg(long)]
+    pub syslog: bool,
+    /// The syslog socket (tests).
+    #[arg(long, value_name = "PATH", hide = true, default_value = "/dev/log")]
+    pub syslog_socket: PathBuf,
     /// Print nothing but errors.
     #[arg(long, short)]
     pub quiet: bool,
@@ -207,6 +262,8 @@ impl FetchArgs {
             to: self.to.clone(),
             pipelining: self.no_pipelining.then_some(false),
             timeout: self.timeout.clone(),
+            response_timeout: self.response_timeout.clone(),
+            session_timeout: self.session_timeout.clone(),
             allow_cleartext: self.allow_cleartext.then_some(true),
             state_dir: self.state_dir.clone(),
             // Laid over the file's table key by key, in `with_oauth_flags`.
@@ -376,56 +433,258 @@ fn passwords(accounts: &mut [Account]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Exit statuses of `correio fetch` (documented in README.md and `--help`).
+pub mod exit {
+    /// New messages were stored (`--check`: new messages are waiting).
+    pub const OK: u8 = 0;
+    /// Nothing new (every account succeeded; none had a new message).
+    pub const NOTHING_NEW: u8 = 1;
+    /// A network failure: connecting, TLS or certificate, a timeout or deadline, a
+    /// connection that broke.
+    pub const NETWORK: u8 = 3;
+    /// The server refused the login (or asked to wait before the next one).
+    pub const AUTHENTICATION: u8 = 4;
+    /// The server broke the protocol or sent values out of bounds.
+    pub const PROTOCOL: u8 = 5;
+    /// Writing the destination or the state file failed.
+    pub const DESTINATION: u8 = 6;
+    /// The configuration cannot work (bad account settings, no password, another
+    /// fetch holds the account).
+    pub const CONFIG: u8 = 7;
+}
+
+fn class_code(c: ErrorClass) -> u8 {
+    match c {
+        ErrorClass::Network => exit::NETWORK,
+        ErrorClass::Authentication => exit::AUTHENTICATION,
+        ErrorClass::Protocol => exit::PROTOCOL,
+        ErrorClass::Destination => exit::DESTINATION,
+        ErrorClass::Config => exit::CONFIG,
+    }
+}
+
 /// Runs `correio fetch`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let args = *args.flags;
+    let log = match Log::open(&args) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("correio fetch: {e:#}");
+            return Ok(ExitCode::from(exit::CONFIG));
+        }
+    };
+    match run_inner(&args, &log) {
+        Ok(code) => Ok(code),
+        Err(e) => {
+            log.line(&format!("correio fetch: {e:#}"), true, true);
+            Ok(ExitCode::from(exit::CONFIG))
+        }
+    }
+}
+
+fn run_inner(args: &FetchArgs, log: &Log) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
     if let Some(address) = &args.configure {
-        return rt.block_on(configure(&args, address));
+        return rt.block_on(configure(args, address));
     }
-    let mut accts = accounts(&args)?;
+    let mut accts = accounts(args)?;
     if args.authorize {
         return rt.block_on(authorize(&accts));
     }
-    if let Some(n) = args.batch_messages {
-        for a in &mut accts {
+    for a in &mut accts {
+        if let Some(n) = args.batch_messages {
             a.batch_messages = n.max(1);
         }
+        a.fetch_all = args.all;
+        a.check_only = args.check;
+        a.trace = args.verbose;
+    }
+    if args.show_state || args.forget_state {
+        return state_command(args, &accts);
     }
     passwords(&mut accts)?;
-    let progress: Arc<dyn Progress> = if args.quiet || args.json {
+    let progress: Arc<dyn Progress> = if args.quiet || args.json || args.check {
         Arc::new(Silent)
-    } else if std::io::stderr().is_terminal() {
+    } else if std::io::stderr().is_terminal() && !args.verbose && args.every.is_none() {
         Arc::new(Bars::new())
     } else {
-        Arc::new(Lines)
+        Arc::new(Lines {
+            timestamps: args.every.is_some(),
+        })
     };
     match &args.every {
-        None => rt.block_on(once(&args, accts, progress)),
+        None => rt.block_on(once(args, log, accts, progress)),
         Some(every) => {
             let every = correio_client::parse_duration(every)
                 .map_err(|e| anyhow::anyhow!("--every {e}"))?;
             if every < Duration::from_secs(1) {
                 bail!("--every must be at least 1s");
             }
-            rt.block_on(daemon(&args, accts, progress, every))
+            rt.block_on(daemon(args, log, accts, progress, every))
         }
     }
 }
 
-async fn run_all(
-    accts: &[Account],
-    progress: &Arc<dyn Progress>,
-) -> Vec<(String, Result<Summary, FetchError>)> {
+/// `--show-state` and `--forget-state`.
+fn state_command(args: &FetchArgs, accts: &[Account]) -> anyhow::Result<ExitCode> {
+    let mut out = std::io::stdout();
+    for a in accts {
+        if args.forget_state {
+            let n =
+                UidState::forget(&a.state_file).with_context(|| format!("account {}", a.name))?;
+            writeln!(
+                out,
+                "{}: forgot {n} messages recorded for {} ({}); the next run fetches every message again",
+                a.name,
+                a.target,
+                a.state_file.display()
+            )?;
+            continue;
+        }
+        let exists = a.state_file.exists();
+        let state = UidState::load(&a.state_file).with_context(|| format!("account {}", a.name))?;
+        if args.json {
+            writeln!(
+                out,
+                "{}",
+                serde_json::json!({
+                    "account": a.name,
+                    "destination": a.target.to_string(),
+                    "state_file": a.state_file,
+                    "messages": state.seen,
+                })
+            )?;
+            continue;
+        }
+        writeln!(
+            out,
+            "{}: {} messages recorded as stored in {} (state file {}{})",
+            a.name,
+            state.seen.len(),
+            a.target,
+            a.state_file.display(),
+            if exists { "" } else { ", not created yet" }
+        )?;
+        for (key, first) in &state.seen {
+            let when = time::OffsetDateTime::from_unix_timestamp(*first as i64)
+                .ok()
+                .and_then(|t| {
+                    t.format(&time::format_description::well_known::Rfc3339)
+                        .ok()
+                })
+                .unwrap_or_else(|| first.to_string());
+            writeln!(out, "  {key}  first stored {when}")?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Where summary and error lines go: standard error, and with `--log FILE` or
+/// `--syslog` there too. Lines in the file (and on standard error with `--every`)
+/// start with a UTC timestamp.
+struct Log {
+    file: Option<std::sync::Mutex<std::fs::File>>,
+    syslog: Option<(std::os::unix::net::UnixDatagram, PathBuf)>,
+    stamp_stderr: bool,
+}
+
+fn now_stamp() -> String {
+    time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+impl Log {
+    fn open(args: &FetchArgs) -> anyhow::Result<Log> {
+        let file = match &args.log {
+            Some(p) => Some(std::sync::Mutex::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)
+                    .with_context(|| format!("cannot open the log file {}", p.display()))?,
+            )),
+            None => None,
+        };
+        let syslog = if args.syslog {
+            let sock = std::os::unix::net::UnixDatagram::unbound()
+                .context("creating the syslog socket")?;
+            Some((sock, args.syslog_socket.clone()))
+        } else {
+            None
+        };
+        Ok(Log {
+            file,
+            syslog,
+            stamp_stderr: args.every.is_some(),
+        })
+    }
+
+    /// Writes one line; `to_stderr` false when a progress display showed it already.
+    fn line(&self, text: &str, error: bool, to_stderr: bool) {
+        let stamp = now_stamp();
+        if to_stderr {
+            let _ = if self.stamp_stderr {
+                writeln!(std::io::stderr(), "{stamp} {text}")
+            } else {
+                writeln!(std::io::stderr(), "{text}")
+            };
+        }
+        if let Some(f) = &self.file
+            && let Ok(mut f) = f.lock()
+        {
+            let _ = writeln!(f, "{stamp} {text}");
+        }
+        if let Some((sock, path)) = &self.syslog {
+            // RFC 3164: facility mail (2), severity err (3) or info (6).
+            let pri = 2 * 8 + if error { 3 } else { 6 };
+            let ts = time::OffsetDateTime::now_utc()
+                .format(time::macros::format_description!(
+                    "[month repr:short] [day padding:space] [hour]:[minute]:[second]"
+                ))
+                .unwrap_or_default();
+            let msg = format!("<{pri}>{ts} correio-fetch[{}]: {text}", std::process::id());
+            let _ = sock.send_to(msg.as_bytes(), path);
+        }
+    }
+}
+
+/// A failed account's run, as reported.
+#[derive(Debug)]
+struct Failed {
+    class: ErrorClass,
+    /// The error naming what it concerns ([`FetchError::describe`]).
+    text: String,
+}
+
+impl Failed {
+    fn new(e: &FetchError, acct: &Account) -> Failed {
+        Failed {
+            class: e.class(),
+            text: e.describe(acct),
+        }
+    }
+}
+
+type Outcome = (String, Result<Summary, Failed>);
+
+async fn run_all(accts: &[Account], progress: &Arc<dyn Progress>) -> Vec<Outcome> {
     let mut set = tokio::task::JoinSet::new();
     for (i, a) in accts.iter().enumerate() {
         let a = a.clone();
         let p = progress.clone();
         set.spawn(async move {
-            let r = fetch_account(&a, &correio_client::sasl::factory, p.as_ref()).await;
+            let r = fetch_account(&a, &correio_client::sasl::factory, p.as_ref())
+                .await
+                .map_err(|e| Failed::new(&e, &a));
             (i, a.name.clone(), r)
         });
     }
@@ -436,7 +695,10 @@ async fn run_all(
             Err(e) => results.push((
                 usize::MAX,
                 "?".into(),
-                Err(FetchError::Config(e.to_string())),
+                Err(Failed {
+                    class: ErrorClass::Config,
+                    text: e.to_string(),
+                }),
             )),
         }
     }
@@ -444,80 +706,137 @@ async fn run_all(
     results.into_iter().map(|(_, n, r)| (n, r)).collect()
 }
 
-fn report(args: &FetchArgs, results: &[(String, Result<Summary, FetchError>)]) {
+fn json_result(name: &str, r: &Result<Summary, Failed>) -> serde_json::Value {
+    match r {
+        Ok(s) => serde_json::json!({"ok": true, "summary": s}),
+        Err(e) => serde_json::json!({
+            "ok": false,
+            "account": name,
+            "error": e.text,
+            "class": e.class,
+        }),
+    }
+}
+
+/// The summary line of one account's run.
+fn summary_line(name: &str, s: &Summary) -> String {
+    if s.check_only {
+        return format!(
+            "{name}: {} new messages ({} octets), {} on server",
+            s.new_messages, s.new_bytes, s.on_server
+        );
+    }
+    let mut line = format!(
+        "{name}: {} fetched ({} octets), {} deleted, {} on server",
+        s.fetched, s.fetched_bytes, s.deleted, s.on_server
+    );
+    if s.skipped_oversize > 0 {
+        line += &format!(", {} over the size limit skipped", s.skipped_oversize);
+    }
+    line
+}
+
+fn report(args: &FetchArgs, log: &Log, progress: &dyn Progress, results: &[Outcome]) {
     if args.json {
-        let items: Vec<serde_json::Value> = results
-            .iter()
-            .map(|(name, r)| match r {
-                Ok(s) => serde_json::json!({"ok": true, "summary": s}),
-                Err(e) => serde_json::json!({"ok": false, "account": name, "error": e.to_string()}),
-            })
-            .collect();
+        let items: Vec<serde_json::Value> =
+            results.iter().map(|(n, r)| json_result(n, r)).collect();
         let _ = writeln!(
             std::io::stdout(),
             "{}",
             serde_json::json!({ "accounts": items })
         );
-        return;
     }
     for (name, r) in results {
         match r {
-            Ok(s) if !args.quiet => {
-                let mut line = format!(
-                    "{name}: {} fetched ({} octets), {} deleted, {} on server",
-                    s.fetched, s.fetched_bytes, s.deleted, s.on_server
-                );
-                if s.skipped_oversize > 0 {
-                    line += &format!(", {} over the size limit skipped", s.skipped_oversize);
-                }
-                let _ = writeln!(std::io::stderr(), "{line}");
+            Ok(s) if !args.quiet && (!args.json || args.log.is_some() || args.syslog) => {
+                let line = summary_line(name, s);
+                let shown = !args.json && progress.done(name, &line);
+                log.line(&line, false, !shown && !args.json);
             }
             Ok(_) => {}
             Err(e) => {
-                let _ = writeln!(std::io::stderr(), "correio fetch: {name}: {e}");
+                let line = format!("correio fetch: {name}: {}", e.text);
+                let shown = progress.done(name, &line);
+                log.line(&line, true, !shown);
             }
         }
     }
 }
 
+/// The exit status of a run: the first failed account's class, else whether anything
+/// new was stored (or, with `--check`, is waiting).
+fn exit_status(results: &[Outcome]) -> u8 {
+    if let Some(e) = results.iter().find_map(|(_, r)| r.as_ref().err()) {
+        return class_code(e.class);
+    }
+    let new = results.iter().any(|(_, r)| {
+        r.as_ref().is_ok_and(|s| {
+            if s.check_only {
+                s.new_messages > 0
+            } else {
+                s.fetched > 0
+            }
+        })
+    });
+    if new { exit::OK } else { exit::NOTHING_NEW }
+}
+
 async fn once(
     args: &FetchArgs,
+    log: &Log,
     accts: Vec<Account>,
     progress: Arc<dyn Progress>,
 ) -> anyhow::Result<ExitCode> {
     let results = run_all(&accts, &progress).await;
-    report(args, &results);
-    Ok(if results.iter().all(|(_, r)| r.is_ok()) {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    report(args, log, progress.as_ref(), &results);
+    Ok(ExitCode::from(exit_status(&results)))
 }
 
 /// Fetches every account on its own schedule: `every`, or longer when the server's
 /// LOGIN-DELAY asks for it, doubling the wait after each failure (up to six hours).
+/// Stops on Ctrl-C (SIGINT) or SIGTERM.
 async fn daemon(
     args: &FetchArgs,
+    log: &Log,
     accts: Vec<Account>,
     progress: Arc<dyn Progress>,
     every: Duration,
 ) -> anyhow::Result<ExitCode> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, bool)>();
     let mut set = tokio::task::JoinSet::new();
     for a in accts {
         let p = progress.clone();
         let json = args.json;
         let quiet = args.quiet;
+        let tx = tx.clone();
         set.spawn(async move {
             let mut failures: u32 = 0;
             loop {
                 let r = fetch_account(&a, &correio_client::sasl::factory, p.as_ref()).await;
+                // Only a new authorisation helps: stop this account (the message names
+                // the command), and keep the others running.
+                if let Err(FetchError::OAuth(
+                    e @ (OAuthError::Reauthorize { .. } | OAuthError::NotAuthorized { .. }),
+                )) = &r
+                {
+                    let line = if json {
+                        serde_json::json!({"ok": false, "account": a.name, "error": e.to_string(), "stopped": true})
+                            .to_string()
+                    } else {
+                        format!("{}: stopped: {e}", a.name)
+                    };
+                    let _ = tx.send((line, true));
+                    return;
+                }
+                let login_delay = matches!(r, Err(FetchError::LoginDelay(_)));
+                let r = r.map_err(|e| Failed::new(&e, &a));
                 let wait = match &r {
                     Ok(s) => {
                         failures = 0;
                         let delay = Duration::from_secs(s.login_delay.unwrap_or(0).into());
                         every.max(delay)
                     }
-                    Err(FetchError::LoginDelay(_)) => {
+                    Err(_) if login_delay => {
                         failures = failures.saturating_add(1);
                         every.max(Duration::from_secs(300))
                     }
@@ -528,55 +847,50 @@ async fn daemon(
                     }
                 };
                 let line = match &r {
-                    Ok(s) if json => serde_json::json!({"ok": true, "summary": s}).to_string(),
-                    Err(e) if json => {
-                        serde_json::json!({"ok": false, "account": a.name, "error": e.to_string()})
-                            .to_string()
-                    }
+                    _ if json => json_result(&a.name, &r).to_string(),
                     Ok(s) => format!(
-                        "{}: {} fetched, {} deleted; next in {}",
-                        a.name,
-                        s.fetched,
-                        s.deleted,
+                        "{}; next in {}",
+                        summary_line(&a.name, s),
                         correio_client::format_duration(wait)
                     ),
                     Err(e) => format!(
-                        "{}: {e}; retrying in {}",
+                        "{}: {}; retrying in {}",
                         a.name,
+                        e.text,
                         correio_client::format_duration(wait)
                     ),
                 };
-                // Only a new authorisation helps: stop this account (the message
-                // names the command), and keep the others running.
-                if let Err(FetchError::OAuth(e @ (OAuthError::Reauthorize { .. } | OAuthError::NotAuthorized { .. }))) = &r {
-                    let line = format!("{}: stopped: {e}", a.name);
-                    if json {
-                        println!("{}", serde_json::json!({"ok": false, "account": a.name, "error": e.to_string(), "stopped": true}));
-                    } else {
-                        eprintln!("{line}");
-                    }
-                    return false;
-                }
-                if json {
-                    println!("{line}");
-                } else if !quiet || r.is_err() {
-                    eprintln!("{line}");
+                if json || !quiet || r.is_err() {
+                    let _ = tx.send((line, r.is_err()));
                 }
                 tokio::time::sleep(wait).await;
             }
         });
     }
-    let mut all_stopped = false;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = async { while set.join_next().await.is_some() {} } => { all_stopped = true; }
-    }
-    if all_stopped {
-        // Every account stopped for want of an OAuth2 authorisation.
-        return Ok(ExitCode::FAILURE);
-    }
+    drop(tx);
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    let signal = loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break "SIGINT",
+            _ = term.recv() => break "SIGTERM",
+            line = rx.recv() => match line {
+                Some((line, _)) if args.json => println!("{line}"),
+                Some((line, error)) => log.line(&line, error, true),
+                None => break "",
+            },
+        }
+    };
     // Tasks are dropped between or inside runs: what is recorded is safe (see the
     // fetcher's guarantee), nothing half-done is recorded.
+    set.abort_all();
+    if signal.is_empty() {
+        // Every account stopped for want of an OAuth2 authorisation.
+        return Ok(ExitCode::from(exit::AUTHENTICATION));
+    }
+    if !args.quiet {
+        log.line(&format!("correio fetch: stopping on {signal}"), false, true);
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -2,6 +2,8 @@
 //! writing, and running the real binary.
 #![allow(dead_code)]
 
+pub mod hostile;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -124,12 +126,18 @@ pub fn fetch_cmd(
     c
 }
 
+/// Whether `correio fetch` succeeded: exit status 0 (new messages stored) or 1
+/// (nothing new).
+pub fn fetched_ok(status: std::process::ExitStatus) -> bool {
+    matches!(status.code(), Some(0 | 1))
+}
+
 /// Runs and parses `--json` output; panics with stderr on failure.
 pub fn run_json(mut c: Command) -> serde_json::Value {
     let out: Output = c.arg("--json").output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        out.status.success(),
+        fetched_ok(out.status),
         "fetch failed: {}\nstdout: {text}\nstderr: {}",
         out.status,
         String::from_utf8_lossy(&out.stderr)

@@ -70,6 +70,10 @@ pub struct AccountConfig {
     pub pipelining: Option<bool>,
     /// Read timeout, e.g. `60s`.
     pub timeout: Option<String>,
+    /// Most time one response (a whole message) may take (default 10m).
+    pub response_timeout: Option<String>,
+    /// Most time a whole session may take (default 1h).
+    pub session_timeout: Option<String>,
     /// Allow a password over an unencrypted connection to a non-loopback host.
     pub allow_cleartext: Option<bool>,
     /// Where state files live (default `~/.local/state/correio`).
@@ -120,6 +124,8 @@ impl AccountConfig {
             to,
             pipelining,
             timeout,
+            response_timeout,
+            session_timeout,
             allow_cleartext,
             state_dir,
             oauth2,
@@ -165,6 +171,28 @@ pub fn default_state_dir() -> PathBuf {
 }
 
 /// Resolves merged settings into an account, checking every value.
+/// The state file's tag for a destination: the first 12 hex digits of the SHA-256 of
+/// its canonical form (`maildir:/home/me/Mail`), so each destination of an account has
+/// its own state and a new destination gets every message.
+pub fn destination_tag(target: &TargetSpec) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(target.to_string().as_bytes())
+        .iter()
+        .take(6)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The state file an account had before state files were per destination
+/// (`USER@HOST_PORT.state`), for the state file `USER@HOST_PORT.TAG.state`.
+pub fn legacy_state_file(state_file: &Path) -> Option<PathBuf> {
+    let name = state_file.file_name()?.to_str()?;
+    let stem = name.strip_suffix(".state")?;
+    let (base, tag) = stem.rsplit_once('.')?;
+    (tag.len() == 12 && tag.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| state_file.with_file_name(format!("{base}.state")))
+}
+
 pub fn resolve(name: &str, c: &AccountConfig) -> Result<Account, String> {
     let err = |m: String| format!("account {name}: {m}");
     let host = c.host.clone().ok_or_else(|| err("no host".into()))?;
@@ -235,6 +263,25 @@ pub fn resolve(name: &str, c: &AccountConfig) -> Result<Account, String> {
     if timeout < Duration::from_millis(100) {
         return Err(err("timeout is too short".into()));
     }
+    let deadline = |key: &str, v: &Option<String>, default: Duration| match v.as_deref() {
+        None => Ok(Some(default)),
+        Some("none") => Ok(None),
+        Some(t) => match humantime::parse_duration(t) {
+            Ok(d) if d >= Duration::from_millis(100) => Ok(Some(d)),
+            Ok(_) => Err(err(format!("{key} is too short"))),
+            Err(e) => Err(err(format!("{key}: {e}"))),
+        },
+    };
+    let response_deadline = deadline(
+        "response_timeout",
+        &c.response_timeout,
+        super::DEFAULT_RESPONSE_DEADLINE,
+    )?;
+    let session_deadline = deadline(
+        "session_timeout",
+        &c.session_timeout,
+        super::DEFAULT_SESSION_DEADLINE,
+    )?;
     let state_dir = c
         .state_dir
         .as_deref()
@@ -250,7 +297,9 @@ pub fn resolve(name: &str, c: &AccountConfig) -> Result<Account, String> {
             }
         })
         .collect();
-    let state_file = state_dir.join(format!("{safe}.state"));
+    // State per account and destination (a new destination gets every message);
+    // OAuth2 tokens per account.
+    let state_file = state_dir.join(format!("{safe}.{}.state", destination_tag(&target)));
     let mut uses = vec![crate::oauth::Use::Pop3];
     if let TargetSpec::Remote(r) = &mut target {
         let tls_none = c.to_insecure == Some(true) && r.tls == super::remote::RemoteTls::StartTls;
@@ -288,8 +337,13 @@ pub fn resolve(name: &str, c: &AccountConfig) -> Result<Account, String> {
     }
     let oauth = match &c.oauth2 {
         Some(o) => Some(
-            crate::oauth::OAuth::resolve(name, o, state_file.with_extension("oauth2.json"), &uses)
-                .map_err(err)?,
+            crate::oauth::OAuth::resolve(
+                name,
+                o,
+                state_dir.join(format!("{safe}.oauth2.json")),
+                &uses,
+            )
+            .map_err(err)?,
         ),
         None => None,
     };
@@ -313,7 +367,12 @@ pub fn resolve(name: &str, c: &AccountConfig) -> Result<Account, String> {
         pipelining: c.pipelining.unwrap_or(true),
         window: Window::default(),
         timeout,
+        response_deadline,
+        session_deadline,
         allow_cleartext: c.allow_cleartext.unwrap_or(false),
+        fetch_all: false,
+        check_only: false,
+        trace: false,
         batch_messages: 64,
         batch_bytes: 32 << 20,
     })
@@ -348,7 +407,15 @@ mod tests {
         assert_eq!(a.port, 110);
         assert_eq!(a.mode, Mode::DeleteAfterDays(7));
         assert_eq!(a.target, TargetSpec::Mbox("/tmp/x".into()));
-        assert_eq!(a.state_file, PathBuf::from("/tmp/st/u@h_110.state"));
+        let tag = destination_tag(&TargetSpec::Mbox("/tmp/x".into()));
+        assert_eq!(
+            a.state_file,
+            PathBuf::from(format!("/tmp/st/u@h_110.{tag}.state"))
+        );
+        assert_eq!(
+            legacy_state_file(&a.state_file),
+            Some(PathBuf::from("/tmp/st/u@h_110.state"))
+        );
         let b = resolve("b", &f.account["b"].merged(&f.defaults)).unwrap();
         assert_eq!(b.port, 995);
         assert_eq!(b.mode, Mode::Keep);

@@ -19,6 +19,7 @@ pub mod report;
 pub mod smtp;
 pub mod state;
 pub mod target;
+pub mod writer;
 
 use std::io;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -33,7 +34,8 @@ use tokio::net::TcpStream;
 use crate::tls::{self, Trust};
 use crate::{BodySink, Client, Error, Request, Window};
 use state::UidState;
-use target::{Target, TargetSpec};
+use target::TargetSpec;
+use writer::TargetThread;
 
 /// How to secure the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -118,10 +120,23 @@ pub struct Account {
     pub pipelining: bool,
     /// The pipelining window.
     pub window: Window,
-    /// Read timeout.
+    /// Read timeout (each read).
     pub timeout: Duration,
+    /// Most time one response may take, a whole message included (see
+    /// [`Client::set_response_deadline`]).
+    pub response_deadline: Option<Duration>,
+    /// Most time a whole session may take, from connecting to QUIT.
+    pub session_deadline: Option<Duration>,
     /// Allow a password in cleartext to a non-loopback host.
     pub allow_cleartext: bool,
+    /// Fetch every message again, whether the state says it is stored or not
+    /// (`--all`); what is fetched is recorded as usual.
+    pub fetch_all: bool,
+    /// Only count the new messages and their size; download and delete nothing
+    /// (`--check`).
+    pub check_only: bool,
+    /// Protocol trace on standard error, secrets masked (`-v`).
+    pub trace: bool,
     /// Group commit: most messages per batch.
     pub batch_messages: usize,
     /// Group commit: most bytes per batch.
@@ -137,6 +152,12 @@ pub struct Summary {
     pub account: String,
     /// Messages on the server at login.
     pub on_server: usize,
+    /// New messages (not in the state; all with `--all`) within the size limit.
+    pub new_messages: usize,
+    /// Their size by LIST (octets).
+    pub new_bytes: u64,
+    /// Whether this was a `--check` run (nothing downloaded or deleted).
+    pub check_only: bool,
     /// Messages stored by this run.
     pub fetched: usize,
     /// Their size (wire octets).
@@ -189,6 +210,98 @@ pub enum FetchError {
     /// Getting an OAuth2 token failed (the message says which command fixes it).
     #[error(transparent)]
     OAuth(#[from] crate::oauth::OAuthError),
+    /// The whole session took longer than [`Account::session_deadline`].
+    #[error("the session took longer than the session deadline ({}); what was stored is kept", crate::format_duration(*.0))]
+    SessionDeadline(Duration),
+    /// The server sent a number or an amount out of bounds (a hostile or broken
+    /// server): the session is abandoned.
+    #[error("{0}")]
+    Bounds(String),
+    /// The destination failed (writing, syncing or publishing a message).
+    #[error("destination {target}: {source}")]
+    Destination {
+        /// The destination, as given (`maildir:DIR`, ...).
+        target: String,
+        /// What failed.
+        source: io::Error,
+    },
+}
+
+/// The kinds of failure that `correio fetch` tells apart by its exit status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ErrorClass {
+    /// Connecting, TLS, timeouts and deadlines, a connection that broke.
+    Network,
+    /// The server refused the login (or asked to wait: LOGIN-DELAY).
+    Authentication,
+    /// The server broke the protocol or sent values out of bounds.
+    Protocol,
+    /// Writing the destination or the state file failed.
+    Destination,
+    /// The account's settings cannot work.
+    Config,
+}
+
+impl FetchError {
+    /// Which kind of failure this is.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            FetchError::Connect(..) | FetchError::SessionDeadline(_) => ErrorClass::Network,
+            FetchError::Client(e) => match e {
+                Error::Io(_)
+                | Error::Timeout(_)
+                | Error::ResponseDeadline { .. }
+                | Error::Tls(_)
+                | Error::Protocol(ClientError::UnexpectedEof) => ErrorClass::Network,
+                _ => ErrorClass::Protocol,
+            },
+            FetchError::Login { .. } | FetchError::LoginDelay(_) => ErrorClass::Authentication,
+            FetchError::Bounds(_) => ErrorClass::Protocol,
+            FetchError::Storage(_) | FetchError::Destination { .. } => ErrorClass::Destination,
+            FetchError::Config(_) => ErrorClass::Config,
+            FetchError::OAuth(e) => match e {
+                crate::oauth::OAuthError::Http(_) => ErrorClass::Network,
+                crate::oauth::OAuthError::Config(_) | crate::oauth::OAuthError::Io { .. } => {
+                    ErrorClass::Config
+                }
+                _ => ErrorClass::Authentication,
+            },
+        }
+    }
+
+    /// The error as the user should read it: with the server (`HOST:PORT`) in front
+    /// when it concerns the server and does not name it already (a connection
+    /// failure, the destination and the state file name themselves).
+    pub fn describe(&self, acct: &Account) -> String {
+        match self {
+            FetchError::Connect(..)
+            | FetchError::Storage(_)
+            | FetchError::Destination { .. }
+            | FetchError::OAuth(_)
+            | FetchError::Config(_) => self.to_string(),
+            e => format!("{}:{}: {e}", acct.host, acct.port),
+        }
+    }
+}
+
+/// Default [`Account::response_deadline`]: 10 minutes for one response (a 100 MB
+/// message over a 2 Mbit/s line takes about 7).
+pub const DEFAULT_RESPONSE_DEADLINE: Duration = Duration::from_secs(600);
+
+/// Default [`Account::session_deadline`]: one hour for a whole session (a longer
+/// first download goes on at the next run: what was stored is kept).
+pub const DEFAULT_SESSION_DEADLINE: Duration = Duration::from_secs(3600);
+
+/// The largest message size taken from the network (LIST), 1 TiB: larger is a broken
+/// or hostile server. With at most [`correio_proto::client::MAX_LISTING_ENTRIES`]
+/// messages, every sum of sizes fits in a `u64`.
+pub const MAX_MESSAGE_OCTETS: u64 = 1 << 40;
+
+/// How far a body may run past its LIST size before the fetcher gives up on the
+/// server (LIST sizes may be estimates; a body without end is an attack).
+fn body_allowance(listed: u64) -> u64 {
+    listed.saturating_mul(2).saturating_add(1 << 20)
 }
 
 /// Progress reports, for bars or log lines.
@@ -199,6 +312,13 @@ pub trait Progress: Send + Sync {
     fn message(&self, account: &str, bytes: u64);
     /// A notice (warnings, phases).
     fn note(&self, account: &str, text: &str);
+    /// The account's run is over: `line` is its summary (or error). A display that
+    /// draws bars replaces the account's bar with it, so that the final count stays on
+    /// screen and accounts do not erase each other's summary. Returns whether it was
+    /// shown (else the caller prints it).
+    fn done(&self, _account: &str, _line: &str) -> bool {
+        false
+    }
 }
 
 /// A [`Progress`] that reports nothing.
@@ -240,6 +360,9 @@ pub async fn connect(acct: &Account) -> Result<(Client<Box<dyn Io>>, Capabilitie
         }
         TlsMode::StartTls => {
             let mut c = Client::connect_with_timeout(tcp, acct.timeout).await?;
+            if acct.trace {
+                c.set_trace(tracer(acct, c.greeting()));
+            }
             let caps = c.capa().await?;
             if !caps.stls {
                 return Err(FetchError::Config(format!(
@@ -255,8 +378,24 @@ pub async fn connect(acct: &Account) -> Result<(Client<Box<dyn Io>>, Capabilitie
             .await?
             .map_io(|s| Box::new(s) as Box<dyn Io>),
     };
+    if acct.trace && acct.tls != TlsMode::StartTls {
+        client.set_trace(tracer(acct, client.greeting()));
+    }
     let caps = client.capa().await?.clone();
     Ok((client, caps))
+}
+
+/// The `-v` trace: lines on standard error, after the account's name; starts with
+/// the greeting, read before the trace was on.
+fn tracer(acct: &Account, greeting: &StatusLine) -> crate::TraceFn {
+    let name = acct.name.clone();
+    let out = move |line: &str| eprintln!("{name}: {line}");
+    out(&format!(
+        "S: {} {}",
+        if greeting.is_ok() { "+OK" } else { "-ERR" },
+        greeting.text
+    ));
+    Box::new(out)
 }
 
 fn hint_suffix(hint: &Option<String>) -> String {
@@ -507,8 +646,47 @@ pub async fn fetch_account(
     mechanisms: &MechanismFactory,
     progress: &dyn Progress,
 ) -> Result<Summary, FetchError> {
+    let run = fetch_account_inner(acct, mechanisms, progress);
+    match acct.session_deadline {
+        // Cancelling the session is as safe as killing the process: what was stored
+        // and recorded stays, nothing half-done is recorded.
+        Some(limit) => tokio::time::timeout(limit, run)
+            .await
+            .unwrap_or(Err(FetchError::SessionDeadline(limit))),
+        None => run.await,
+    }
+}
+
+async fn fetch_account_inner(
+    acct: &Account,
+    mechanisms: &MechanismFactory,
+    progress: &dyn Progress,
+) -> Result<Summary, FetchError> {
     // The account's lock first: two runs never refresh (and rotate) one token at once.
-    let mut state = UidState::load(&acct.state_file)?;
+    let path = acct.state_file.clone();
+    let mut state = tokio::task::spawn_blocking(move || {
+        // State files used to be per account only: the first destination to run
+        // after the upgrade takes the old one over (it is where those messages went).
+        if let Some(old) = config::legacy_state_file(&path)
+            && old.exists()
+            && !path.exists()
+        {
+            std::fs::rename(&old, &path).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot rename {} to {}: {e}", old.display(), path.display()),
+                )
+            })?;
+        }
+        UidState::load(&path)
+    })
+    .await
+    .map_err(io::Error::other)?
+    .map_err(|e| match e.kind() {
+        // Another fetch holds the account: not a storage failure.
+        io::ErrorKind::WouldBlock => FetchError::Config(e.to_string()),
+        _ => FetchError::Storage(e),
+    })?;
     let mut force = false;
     loop {
         let (prepared, fresh) = with_token(acct, force).await?;
@@ -551,7 +729,9 @@ async fn fetch_locked(
     progress: &dyn Progress,
     state: &mut UidState,
 ) -> Result<Summary, FetchError> {
-    let mut target = target::open(&acct.target)?;
+    let mut target = TargetThread::open(&acct.target)
+        .await
+        .map_err(|e| destination(acct, e))?;
     let mut summary = Summary {
         account: acct.name.clone(),
         ..Default::default()
@@ -561,7 +741,7 @@ async fn fetch_locked(
         mechanisms,
         progress,
         state,
-        target.as_mut(),
+        &mut target,
         &mut summary,
         true,
     )
@@ -577,7 +757,7 @@ async fn fetch_locked(
                 mechanisms,
                 progress,
                 state,
-                target.as_mut(),
+                &mut target,
                 &mut summary,
                 false,
             )
@@ -585,7 +765,15 @@ async fn fetch_locked(
         }
         other => other?,
     }
+    target.close().await;
     Ok(summary)
+}
+
+fn destination(acct: &Account, e: io::Error) -> FetchError {
+    FetchError::Destination {
+        target: acct.target.to_string(),
+        source: e,
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -594,11 +782,12 @@ async fn run_session(
     mechanisms: &MechanismFactory,
     progress: &dyn Progress,
     state: &mut UidState,
-    target: &mut dyn Target,
+    target: &mut TargetThread,
     summary: &mut Summary,
     allow_pipelining: bool,
 ) -> Result<(), FetchError> {
     let (mut client, mut caps) = connect(acct).await?;
+    client.set_response_deadline(acct.response_deadline);
     summary.login_delay = caps.login_delay.map(|d| d.seconds);
     login(acct, &mut client, &caps, mechanisms).await?;
     // Capabilities may change after login (RFC 2449 §5).
@@ -619,6 +808,11 @@ async fn run_session(
     };
 
     let list = client.list().await?;
+    if let Some((m, size)) = list.iter().find(|(_, size)| *size > MAX_MESSAGE_OCTETS) {
+        return Err(FetchError::Bounds(format!(
+            "LIST says message {m} has {size} octets, more than the {MAX_MESSAGE_OCTETS} this client accepts (a broken or hostile server)"
+        )));
+    }
     summary.on_server = list.len();
     let uids = match client.uidl().await {
         Ok(u) => Some(u),
@@ -669,6 +863,7 @@ async fn run_session(
     for p in plan {
         if let Some(uid) = &p.uid
             && let Some(&first_seen) = state.seen.get(uid)
+            && !acct.fetch_all
         {
             match acct.mode {
                 Mode::Delete => delete_now.push(p.msg),
@@ -690,10 +885,21 @@ async fn run_session(
         }
         to_fetch.push(p);
     }
+    summary.new_messages = to_fetch.len();
+    summary.new_bytes = to_fetch
+        .iter()
+        .fold(0u64, |sum, p| sum.saturating_add(p.size));
+    if acct.check_only {
+        summary.check_only = true;
+        let _ = client.quit().await;
+        return Ok(());
+    }
     progress.start(
         &acct.name,
         to_fetch.len(),
-        to_fetch.iter().map(|p| p.size).sum(),
+        to_fetch
+            .iter()
+            .fold(0u64, |sum, p| sum.saturating_add(p.size)),
     );
 
     let mut deleted: Vec<MsgNum> = Vec::new();
@@ -715,9 +921,9 @@ async fn run_session(
         let mut bytes = 0u64;
         while end < to_fetch.len()
             && end - i < acct.batch_messages.max(1)
-            && (end == i || bytes + to_fetch[end].size <= acct.batch_bytes)
+            && (end == i || bytes.saturating_add(to_fetch[end].size) <= acct.batch_bytes)
         {
-            bytes += to_fetch[end].size;
+            bytes = bytes.saturating_add(to_fetch[end].size);
             end += 1;
         }
         let batch = &to_fetch[i..end];
@@ -740,6 +946,7 @@ async fn run_session(
             done: Vec::new(),
             already: Vec::new(),
             warnings: Vec::new(),
+            overrun: None,
             progress,
             account: &acct.name,
         };
@@ -748,37 +955,46 @@ async fn run_session(
             sink.target.abort();
         }
         let FetchSink {
-            done,
+            mut done,
             already,
             warnings,
+            overrun,
             ..
         } = sink;
         for w in warnings {
             progress.note(&acct.name, &w);
             summary.warnings.push(w);
         }
-        // Group commit: even when the connection broke, what arrived whole is kept.
-        let pending = target.sync()?;
-        // A remote destination may refuse single messages: they stay on the server.
-        let mut done = done;
-        let mut refused = target.take_refused();
-        refused.sort_by_key(|r| r.0);
-        for (idx, why) in refused.into_iter().rev() {
-            if idx < done.len() {
-                let d = done.remove(idx);
+        // Group commit: even when the connection broke, what arrived whole is kept —
+        // but only what the target really finished is recorded. A remote destination
+        // may refuse single messages: they stay on the server.
+        let synced = target.sync().await.map_err(|e| destination(acct, e))?;
+        for (id, why) in &synced.refused {
+            if let Some(d) = done.iter().find(|d| d.id == *id) {
                 let w = format!("message {}: {why}", d.msg);
                 progress.note(&acct.name, &w);
                 summary.warnings.push(w);
             }
         }
+        done.retain(|d| synced.finished.contains(&d.id));
         let stamp = now_secs();
         for d in &done {
             state.seen.entry(d.key.clone()).or_insert(stamp);
         }
-        state.save(&pending)?;
-        target.publish(&pending)?;
+        save_state(state, synced.pending.clone()).await?;
+        target
+            .publish(synced.pending)
+            .await
+            .map_err(|e| destination(acct, e))?;
         summary.fetched += done.len();
         summary.fetched_bytes += done.iter().map(|d| d.size).sum::<u64>();
+        // What went wrong first: the destination, a server out of bounds, the session.
+        if let Some(e) = synced.failure {
+            return Err(destination(acct, e));
+        }
+        if let Some(why) = overrun {
+            return Err(FetchError::Bounds(why));
+        }
         result?;
         if delete_fetched {
             let msgs: Vec<MsgNum> = done.iter().map(|d| d.msg).chain(already).collect();
@@ -793,7 +1009,7 @@ async fn run_session(
         }
     }
     // Drop the renames from the state file now that they are done.
-    state.save(&[])?;
+    save_state(state, Vec::new()).await?;
     match client.quit().await {
         Ok(()) => summary.deleted += deleted.len(),
         Err(e) if !deleted.is_empty() => {
@@ -801,6 +1017,15 @@ async fn run_session(
         }
         Err(_) => {}
     }
+    Ok(())
+}
+
+/// Saves the state file off the async workers.
+async fn save_state(state: &UidState, pending: Vec<target::Pending>) -> Result<(), FetchError> {
+    let snap = state.snapshot();
+    tokio::task::spawn_blocking(move || snap.save(&pending))
+        .await
+        .map_err(io::Error::other)??;
     Ok(())
 }
 
@@ -839,13 +1064,15 @@ fn check_uids(list: &[(MsgNum, u64)], uids: &[(MsgNum, String)]) -> Result<(), S
 
 #[derive(Debug)]
 struct Done {
+    /// The target's number for it (see [`writer::Synced::finished`]).
+    id: u64,
     msg: MsgNum,
     key: String,
     size: u64,
 }
 
 struct FetchSink<'a> {
-    target: &'a mut dyn Target,
+    target: &'a mut TargetThread,
     batch: &'a [Planned],
     state: &'a UidState,
     hashing: bool,
@@ -856,6 +1083,8 @@ struct FetchSink<'a> {
     /// Content-hash mode: messages already stored (for DELE).
     already: Vec<MsgNum>,
     warnings: Vec<String>,
+    /// A body that ran far past its LIST size (the session is abandoned).
+    overrun: Option<String>,
     progress: &'a dyn Progress,
     account: &'a str,
 }
@@ -867,20 +1096,31 @@ impl BodySink for FetchSink<'_> {
             .iter()
             .position(|p| p.msg == msg)
             .ok_or_else(|| io::Error::other("message not in batch"))?;
-        self.target.begin()?;
+        self.target.begin();
         self.current = Some((idx, 0, Sha256::new()));
         Ok(())
     }
 
-    fn data(&mut self, _msg: MsgNum, bytes: &[u8]) -> io::Result<()> {
-        let Some((_, n, h)) = self.current.as_mut() else {
+    fn data(&mut self, msg: MsgNum, bytes: &[u8]) -> io::Result<()> {
+        let Some((idx, n, h)) = self.current.as_mut() else {
             return Err(io::Error::other("data without start"));
         };
-        *n += bytes.len() as u64;
+        *n = n.saturating_add(bytes.len() as u64);
+        let listed = self.batch[*idx].size;
+        if *n > body_allowance(listed) {
+            let why = format!(
+                "message {msg}: the server sent more than {} octets though LIST said {listed} (a broken or hostile server)",
+                body_allowance(listed)
+            );
+            self.target.abort();
+            self.overrun = Some(why.clone());
+            return Err(io::Error::other(why));
+        }
         if self.hashing {
             h.update(bytes);
         }
-        self.target.write(bytes)
+        self.target.data(bytes);
+        Ok(())
     }
 
     fn end(&mut self, msg: MsgNum) -> io::Result<()> {
@@ -908,9 +1148,14 @@ impl BodySink for FetchSink<'_> {
                 planned.size
             ));
         }
-        self.target.finish()?;
+        let id = self.target.finish();
         self.progress.message(self.account, n);
-        self.done.push(Done { msg, key, size: n });
+        self.done.push(Done {
+            id,
+            msg,
+            key,
+            size: n,
+        });
         Ok(())
     }
 
@@ -918,6 +1163,12 @@ impl BodySink for FetchSink<'_> {
         self.warnings
             .push(format!("server refused RETR {msg}: {}", status_text(line)));
         Ok(())
+    }
+
+    fn ready(
+        &mut self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = io::Result<()>> + Send + '_>> {
+        Box::pin(self.target.ready())
     }
 }
 

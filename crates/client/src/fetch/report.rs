@@ -38,15 +38,17 @@ impl Bars {
 
 impl Progress for Bars {
     fn start(&self, account: &str, messages: usize, bytes: u64) {
-        let bar = self.multi.add(ProgressBar::new(bytes));
         let style = ProgressStyle::with_template(
             "{prefix:>12} [{bar:30}] {bytes}/{total_bytes} {msg} ({bytes_per_sec}, {eta})",
         )
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> ");
-        bar.set_style(style);
-        bar.set_prefix(account.to_owned());
-        bar.set_message(format!("0/{messages} messages"));
+        // Styled before it is added, so no default bar is ever drawn.
+        let bar = ProgressBar::new(bytes)
+            .with_style(style)
+            .with_prefix(account.to_owned())
+            .with_message(format!("0/{messages} messages"));
+        let bar = self.multi.add(bar);
         if let Ok(mut bars) = self.bars.lock() {
             bars.insert(account.to_owned(), bar);
         }
@@ -68,22 +70,55 @@ impl Progress for Bars {
     fn note(&self, account: &str, text: &str) {
         let _ = self.multi.println(format!("{account}: {text}"));
     }
+
+    fn done(&self, account: &str, line: &str) -> bool {
+        let bar = self.bars.lock().ok().and_then(|mut b| b.remove(account));
+        match bar {
+            Some(bar) => {
+                // The bar's line becomes the summary and stays where it is.
+                if let Ok(style) = ProgressStyle::with_template("{msg}") {
+                    bar.set_style(style);
+                }
+                bar.finish_with_message(line.to_owned());
+            }
+            None => {
+                let _ = self.multi.println(line);
+            }
+        }
+        true
+    }
 }
 
 /// Plain lines on standard error (not a terminal, e.g. cron or a log file).
 #[derive(Debug, Default)]
-pub struct Lines;
+pub struct Lines {
+    /// Start each line with the UTC time (`--every`).
+    pub timestamps: bool,
+}
+
+impl Lines {
+    fn line(&self, text: &str) {
+        let _ = if self.timestamps {
+            writeln!(
+                std::io::stderr(),
+                "{} {text}",
+                humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+            )
+        } else {
+            writeln!(std::io::stderr(), "{text}")
+        };
+    }
+}
 
 impl Progress for Lines {
     fn start(&self, account: &str, messages: usize, bytes: u64) {
-        let _ = writeln!(
-            std::io::stderr(),
+        self.line(&format!(
             "{account}: {messages} new messages ({bytes} octets) to fetch"
-        );
+        ));
     }
     fn message(&self, _account: &str, _bytes: u64) {}
     fn note(&self, account: &str, text: &str) {
-        let _ = writeln!(std::io::stderr(), "{account}: {text}");
+        self.line(&format!("{account}: {text}"));
     }
 }
 

@@ -56,7 +56,12 @@ impl UidState {
                 )
             })?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => OnDisk::default(),
-            Err(e) => return Err(e),
+            Err(e) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("cannot read the state file {}: {e}", path.display()),
+                ));
+            }
         };
         let mut state = UidState {
             path: path.to_owned(),
@@ -70,38 +75,87 @@ impl UidState {
         Ok(state)
     }
 
+    /// Forgets what the state file records (under the account's lock, so not while a
+    /// fetch runs): the next run fetches every message again. Returns how many keys
+    /// were forgotten.
+    pub fn forget(path: &Path) -> io::Result<usize> {
+        let mut state = UidState::load(path)?;
+        let n = state.seen.len();
+        state.seen.clear();
+        state.save(&[])?;
+        Ok(n)
+    }
+
     /// Writes the state atomically and durably, with `pending` renames.
     pub fn save(&mut self, pending: &[Pending]) -> io::Result<()> {
-        let disk = OnDiskRef {
-            version: 1,
-            seen: &self.seen,
-            pending,
-        };
-        let bytes = serde_json::to_vec(&disk).map_err(io::Error::other)?;
-        let mut tmp = self.path.as_os_str().to_owned();
-        tmp.push(".tmp");
-        let tmp = PathBuf::from(tmp);
-        {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_all()?;
+        write_state(&self.path, &self.seen, pending)
+    }
+
+    /// A copy of what [`UidState::save`] writes, to save from another thread.
+    pub fn snapshot(&self) -> StateSnapshot {
+        StateSnapshot {
+            path: self.path.clone(),
+            seen: self.seen.clone(),
         }
-        fs::rename(&tmp, &self.path)?;
-        let dir = match self.path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
-            _ => PathBuf::from("."),
-        };
-        File::open(dir)?.sync_all()
+    }
+
+    /// The state file.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Whether `key` is stored.
     pub fn contains(&self, key: &str) -> bool {
         self.seen.contains_key(key)
     }
+}
+
+/// What a state file holds, detached from the lock (see [`UidState::snapshot`]).
+#[derive(Debug)]
+pub struct StateSnapshot {
+    path: PathBuf,
+    seen: BTreeMap<String, u64>,
+}
+
+impl StateSnapshot {
+    /// Writes it atomically and durably, with `pending` renames (blocking).
+    pub fn save(&self, pending: &[Pending]) -> io::Result<()> {
+        write_state(&self.path, &self.seen, pending)
+    }
+}
+
+fn write_state(path: &Path, seen: &BTreeMap<String, u64>, pending: &[Pending]) -> io::Result<()> {
+    let disk = OnDiskRef {
+        version: 1,
+        seen,
+        pending,
+    };
+    let bytes = serde_json::to_vec(&disk).map_err(io::Error::other)?;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let named = |e: io::Error, what: &str, p: &Path| {
+        io::Error::new(e.kind(), format!("{what} {}: {e}", p.display()))
+    };
+    {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .map_err(|e| named(e, "cannot write the state file", &tmp))?;
+        f.write_all(&bytes)
+            .and_then(|()| f.sync_all())
+            .map_err(|e| named(e, "cannot write the state file", &tmp))?;
+    }
+    fs::rename(&tmp, path).map_err(|e| named(e, "cannot replace the state file", path))?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    File::open(&dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| named(e, "cannot sync", &dir))
 }
 
 #[derive(Serialize)]

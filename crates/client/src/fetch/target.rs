@@ -20,13 +20,17 @@
 //! canonical RFC 5322 form); LMTP sends CRLF on the wire.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use correio_store::DeliverError;
+use correio_store::DeliverOptions;
+use correio_store::maildir::{MaildirBatch, MaildirWriter};
+use correio_store::mbox::{MboxBatch, MboxWriter};
 use serde::{Deserialize, Serialize};
 
 /// Where to deliver, as given by `--to` or `to = "..."` in the config.
@@ -385,56 +389,73 @@ fn sync_all_parallel<'a>(files: impl Iterator<Item = &'a File>) -> io::Result<()
     })
 }
 
-/// A Maildir (created if missing): tmp/ → new/.
+/// A Maildir (created if missing), written by correio-store's [`MaildirBatch`] (the
+/// same writer as `correio deliver` and LMTP): tmp/ → fsync → new/, with the
+/// `,S=`/`,W=` sizes in the name.
 #[derive(Debug)]
 pub struct Maildir {
-    root: PathBuf,
-    w: RenameWriter,
+    batch: MaildirBatch<'static>,
 }
 
 impl Maildir {
     /// Opens (creating `cur`, `new`, `tmp` if needed).
     pub fn open(root: &Path) -> io::Result<Maildir> {
-        for sub in ["cur", "new", "tmp"] {
-            fs::create_dir_all(root.join(sub))?;
-        }
+        let writer = MaildirWriter::open(root).map_err(|e| {
+            io::Error::other(format!("cannot open the Maildir {}: {e}", root.display()))
+        })?;
         remove_stale_tmp(&root.join("tmp"), |_| true);
         Ok(Maildir {
-            root: root.to_owned(),
-            w: RenameWriter::new(true),
+            batch: writer.into_batch(),
         })
     }
 }
 
+/// A store error as an I/O error (its message names the file).
+fn store_err(e: DeliverError) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
 impl Target for Maildir {
     fn begin(&mut self) -> io::Result<()> {
-        let tmp = self.root.join("tmp").join(unique_name());
-        self.w.begin(tmp)
+        self.batch
+            .begin(&DeliverOptions::default())
+            .map_err(store_err)
     }
     fn write(&mut self, data: &[u8]) -> io::Result<()> {
-        self.w.write(data)
+        self.batch.write(data).map_err(store_err)
     }
     fn finish(&mut self) -> io::Result<()> {
-        self.w.finish()
+        self.batch.finish().map_err(store_err)
     }
     fn abort(&mut self) {
-        self.w.abort()
+        self.batch.abort()
     }
     fn sync(&mut self) -> io::Result<Vec<Pending>> {
-        let new = self.root.join("new");
-        let pending = self.w.sync(|tmp, size| {
-            let base = tmp
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            new.join(format!("{base},S={size}"))
-        })?;
-        if !pending.is_empty() {
-            // The tmp files' directory entries must be durable before the state file
-            // points at them.
-            fsync_dir(&self.root.join("tmp"))?;
+        // The files and tmp/ are durable; the state file records the renames before
+        // publish() makes them.
+        Ok(self
+            .batch
+            .prepare()
+            .map_err(store_err)?
+            .into_iter()
+            .map(|(from, to)| Pending { from, to })
+            .collect())
+    }
+    fn publish(&mut self, pending: &[Pending]) -> io::Result<()> {
+        let fresh = self.batch_owner().into_batch();
+        let batch = std::mem::replace(&mut self.batch, fresh);
+        if batch.is_empty() {
+            drop(batch);
+            return publish(pending);
         }
-        Ok(pending)
+        batch.commit().map_err(store_err)?;
+        Ok(())
+    }
+}
+
+impl Maildir {
+    fn batch_owner(&self) -> MaildirWriter {
+        self.batch.writer().clone()
     }
 }
 
@@ -492,19 +513,14 @@ impl Target for EmlDir {
     }
 }
 
-/// An mbox file in mboxrd format, locked with a dotlock and `flock` while a batch is
-/// appended. The lock is taken at the first message of a batch and released at sync.
+/// An mbox file in mboxrd format, written by correio-store's [`MboxBatch`] (the same
+/// writer as `correio deliver` and LMTP): the mail locks (dotlock, `flock`) are taken
+/// at the first message of a batch and released at sync, and an interrupted append is
+/// taken back by the next writer (the store's append journal).
 #[derive(Debug)]
 pub struct Mbox {
-    path: PathBuf,
-    file: Option<(File, DotLock)>,
-    /// Where the message in progress started (to cut it off on abort).
-    msg_start: u64,
-    out: Vec<u8>,
-    lf: CrlfToLf,
-    /// mboxrd quoting state: at the start of a line, and the undecided line prefix.
-    at_line_start: bool,
-    line_pending: Vec<u8>,
+    writer: MboxWriter,
+    batch: Option<MboxBatch>,
 }
 
 impl Mbox {
@@ -513,251 +529,47 @@ impl Mbox {
         if let Some(parent) = path.parent()
             && !parent.as_os_str().is_empty()
         {
-            fs::create_dir_all(parent)?;
+            fs::create_dir_all(parent).map_err(|e| {
+                io::Error::new(e.kind(), format!("cannot create {}: {e}", parent.display()))
+            })?;
         }
         Ok(Mbox {
-            path: path.to_owned(),
-            file: None,
-            msg_start: 0,
-            out: Vec::new(),
-            lf: CrlfToLf::default(),
-            at_line_start: true,
-            line_pending: Vec::new(),
+            writer: MboxWriter::new(path, DeliverOptions::default()),
+            batch: None,
         })
     }
 
-    fn locked(&mut self) -> io::Result<&mut File> {
-        if self.file.is_none() {
-            let lock = DotLock::acquire(&self.path)?;
-            let f = OpenOptions::new()
-                .read(true)
-                .append(true)
-                .create(true)
-                .open(&self.path)?;
-            flock_exclusive(&f)?;
-            self.file = Some((f, lock));
+    fn batch(&mut self) -> io::Result<&mut MboxBatch> {
+        if self.batch.is_none() {
+            self.batch = Some(self.writer.batch().map_err(store_err)?);
         }
-        match self.file.as_mut() {
-            Some((f, _)) => Ok(f),
-            None => Err(io::Error::other("mbox not open")),
-        }
-    }
-
-    /// mboxrd: a line matching `^>*From ` gets one more `>`. Lines are LF-ended here.
-    fn quote(&mut self, lf_data: &[u8]) {
-        for &b in lf_data {
-            if self.at_line_start {
-                // Collect the prefix of '>'s and up to 5 chars to decide.
-                self.line_pending.push(b);
-                let p = &self.line_pending;
-                let gts = p.iter().take_while(|&&c| c == b'>').count();
-                let rest = &p[gts..];
-                if b"From ".starts_with(rest) && b != b'\n' {
-                    if rest.len() == 5 {
-                        self.out.push(b'>');
-                        self.out.extend_from_slice(&self.line_pending);
-                        self.line_pending.clear();
-                        self.at_line_start = false;
-                    }
-                    continue;
-                }
-                self.out.extend_from_slice(&self.line_pending);
-                self.line_pending.clear();
-                self.at_line_start = b == b'\n';
-            } else {
-                self.out.push(b);
-                if b == b'\n' {
-                    self.at_line_start = true;
-                }
-            }
-        }
+        self.batch
+            .as_mut()
+            .ok_or_else(|| io::Error::other("mbox batch"))
     }
 }
 
 impl Target for Mbox {
     fn begin(&mut self) -> io::Result<()> {
-        let start = self.locked()?.seek(SeekFrom::End(0))?;
-        self.msg_start = start;
-        let f = self.locked()?;
-        // Separate from a previous message that lacks its blank line.
-        let mut sep = Vec::new();
-        if start > 0 {
-            let mut last = [0u8; 2];
-            let mut rf = f.try_clone()?;
-            rf.seek(SeekFrom::Start(start.saturating_sub(2)))?;
-            let n = rf.read(&mut last)?;
-            if !last[..n].ends_with(b"\n\n") {
-                sep.extend_from_slice(if last[..n].ends_with(b"\n") {
-                    b"\n"
-                } else {
-                    b"\n\n"
-                });
-            }
-        }
-        let date = httpdate_like(SystemTime::now());
-        sep.extend_from_slice(format!("From MAILER-DAEMON {date}\n").as_bytes());
-        f.write_all(&sep)?;
-        self.at_line_start = true;
-        self.line_pending.clear();
-        self.lf = CrlfToLf::default();
-        Ok(())
+        self.batch()?.begin().map_err(store_err)
     }
-
     fn write(&mut self, data: &[u8]) -> io::Result<()> {
-        let mut lf = Vec::with_capacity(data.len());
-        self.lf.convert(data, &mut lf);
-        self.out.clear();
-        self.quote(&lf);
-        let out = std::mem::take(&mut self.out);
-        let r = self.locked()?.write_all(&out);
-        self.out = out;
-        r
+        self.batch()?.write(data).map_err(store_err)
     }
-
     fn finish(&mut self) -> io::Result<()> {
-        let mut tail = Vec::new();
-        self.lf.end(&mut tail);
-        self.out.clear();
-        self.quote(&tail);
-        let mut out = std::mem::take(&mut self.out);
-        out.append(&mut self.line_pending);
-        let ended = out.last().map(|&b| b == b'\n');
-        let f = self.locked()?;
-        f.write_all(&out)?;
-        // A message ends with a blank line in mbox (the next "From " needs one).
-        let need = match ended {
-            Some(true) => &b"\n"[..],
-            Some(false) => b"\n\n",
-            None => {
-                // Nothing in this chunk: look at the file.
-                let end = f.seek(SeekFrom::End(0))?;
-                let mut last = [0u8; 1];
-                let mut rf = f.try_clone()?;
-                rf.seek(SeekFrom::Start(end.saturating_sub(1)))?;
-                let n = rf.read(&mut last)?;
-                if n == 1 && last[0] == b'\n' {
-                    &b"\n"[..]
-                } else {
-                    &b"\n\n"[..]
-                }
-            }
-        };
-        f.write_all(need)?;
-        self.at_line_start = true;
-        Ok(())
+        self.batch()?.finish().map_err(store_err)
     }
-
     fn abort(&mut self) {
-        let start = self.msg_start;
-        if let Some((f, _)) = self.file.as_mut() {
-            let _ = f.set_len(start);
+        if let Some(b) = self.batch.as_mut() {
+            b.abort();
         }
-        self.line_pending.clear();
-        self.at_line_start = true;
     }
-
     fn sync(&mut self) -> io::Result<Vec<Pending>> {
-        if let Some((f, lock)) = self.file.take() {
-            f.sync_all()?;
-            drop(f);
-            drop(lock);
+        if let Some(b) = self.batch.take() {
+            b.commit().map_err(store_err)?;
         }
         Ok(Vec::new())
     }
-}
-
-fn flock_exclusive(f: &File) -> io::Result<()> {
-    use rustix::fs::{FlockOperation, flock};
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        match flock(f, FlockOperation::NonBlockingLockExclusive) {
-            Ok(()) => return Ok(()),
-            Err(e)
-                if e == rustix::io::Errno::WOULDBLOCK && std::time::Instant::now() < deadline =>
-            {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            Err(e) => return Err(io::Error::from(e)),
-        }
-    }
-}
-
-/// `path.lock`, created exclusively (what mutt, procmail and Dovecot use).
-#[derive(Debug)]
-struct DotLock {
-    path: PathBuf,
-}
-
-impl DotLock {
-    fn acquire(mbox: &Path) -> io::Result<DotLock> {
-        let mut name = mbox.as_os_str().to_owned();
-        name.push(".lock");
-        let path = PathBuf::from(name);
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            match OpenOptions::new().write(true).create_new(true).open(&path) {
-                Ok(_) => return Ok(DotLock { path }),
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    // A lock older than 5 minutes is stale (the convention).
-                    if let Ok(meta) = fs::metadata(&path)
-                        && meta
-                            .modified()
-                            .ok()
-                            .and_then(|m| m.elapsed().ok())
-                            .is_some_and(|age| age > Duration::from_secs(300))
-                    {
-                        let _ = fs::remove_file(&path);
-                        continue;
-                    }
-                    if std::time::Instant::now() > deadline {
-                        return Err(io::Error::new(
-                            io::ErrorKind::WouldBlock,
-                            format!("{} is locked", mbox.display()),
-                        ));
-                    }
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    }
-}
-
-impl Drop for DotLock {
-    fn drop(&mut self) {
-        let _ = fs::remove_file(&self.path);
-    }
-}
-
-/// asctime-style date for the mbox "From " line, in UTC.
-fn httpdate_like(t: SystemTime) -> String {
-    let secs = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() as i64;
-    let days = secs.div_euclid(86400);
-    let rem = secs.rem_euclid(86400);
-    let (y, m, d) = civil_from_days(days);
-    let wd = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][days.rem_euclid(7) as usize];
-    let mon = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ][(m - 1) as usize];
-    format!(
-        "{wd} {mon} {d:2} {:02}:{:02}:{:02} {y}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
 /// An MDA command: `sh -c CMD`, the message (LF line ends) on stdin; exit status 0
@@ -1078,7 +890,7 @@ mod tests {
         let files: Vec<_> = fs::read_dir(dir.path().join("new")).unwrap().collect();
         assert_eq!(files.len(), 1);
         let path = files[0].as_ref().unwrap().path();
-        assert!(path.to_string_lossy().ends_with(",S=11"));
+        assert!(path.to_string_lossy().ends_with(",S=11,W=14"));
         assert_eq!(fs::read(path).unwrap(), b"A: b\n\nbody\n");
         // Publishing again (crash recovery) is harmless.
         m.publish(&p).unwrap();
@@ -1099,14 +911,5 @@ mod tests {
         );
         assert!(TargetSpec::parse("nope").is_err());
         assert!(TargetSpec::parse("ftp:/x").is_err());
-    }
-
-    #[test]
-    fn from_line_date() {
-        assert_eq!(httpdate_like(UNIX_EPOCH), "Thu Jan  1 00:00:00 1970");
-        assert_eq!(
-            httpdate_like(UNIX_EPOCH + Duration::from_secs(1_700_000_000)),
-            "Tue Nov 14 22:13:20 2023"
-        );
     }
 }

@@ -35,7 +35,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::deliver::{DeliverError, DeliverErrorKind, DeliverOptions, Delivered, pump};
+use crate::deliver::{
+    DeliverError, DeliverErrorKind, DeliverOptions, Delivered, Normalizer, read_into,
+};
 use crate::error::StoreError;
 use crate::expiry::Update;
 use crate::location::LocationError;
@@ -442,31 +444,51 @@ pub fn usage(root: &Path) -> Result<(u64, u64), StoreError> {
     Ok((bytes, count))
 }
 
-/// A durable Maildir writer (delivery, and `correio fetch` targets).
+/// A durable Maildir writer (delivery, LMTP, and `correio fetch` targets).
 #[derive(Debug, Clone)]
 pub struct MaildirWriter {
     root: PathBuf,
     host: String,
 }
 
-/// A message written to `tmp/` and fsynced, waiting for [`MaildirBatch::commit`].
+/// A message written to `tmp/`, waiting for [`MaildirBatch::commit`].
 #[derive(Debug)]
 struct Pending {
     tmp: PathBuf,
+    /// Open until the batch fsyncs it.
+    file: Option<File>,
     final_name: String,
     size: u64,
     wire: u64,
+    /// Handed out by [`MaildirBatch::prepare`]: the caller may have recorded the
+    /// rename, so dropping the batch must leave the file for it to finish.
+    prepared: bool,
 }
 
-/// Several messages written with one directory fsync (group commit). Each
-/// [`MaildirBatch::add`] writes and fsyncs one file in `tmp/`; [`MaildirBatch::commit`]
-/// renames them all into `new/` and fsyncs `new/` once. Only after `commit` returns
-/// `Ok` are the messages durable; dropping an uncommitted batch removes its temporary
-/// files, so none of its messages appear.
+/// The message being pushed into a batch.
+#[derive(Debug)]
+struct Open {
+    tmp: PathBuf,
+    base: String,
+    w: BufWriter<File>,
+    norm: Normalizer,
+}
+
+/// Several messages written with one round of fsyncs (group commit).
+///
+/// Each message is pushed in: [`MaildirBatch::begin`], [`MaildirBatch::write`] for
+/// every chunk (any line ends; stored with LF), [`MaildirBatch::finish`] — or all at
+/// once from a reader with [`MaildirBatch::add`]. The message lives in `tmp/` until
+/// [`MaildirBatch::commit`] fsyncs every file (in parallel), renames them into `new/`
+/// and fsyncs `new/` once. Only after `commit` returns `Ok` are the messages durable;
+/// dropping an uncommitted batch removes its temporary files, so none of its messages
+/// appear. A caller that must record the renames before they happen (the fetcher's
+/// crash-safe state file) calls [`MaildirBatch::prepare`] first.
 #[derive(Debug)]
 pub struct MaildirBatch<'a> {
-    writer: &'a MaildirWriter,
+    writer: std::borrow::Cow<'a, MaildirWriter>,
     pending: Vec<Pending>,
+    open: Option<Open>,
 }
 
 impl MaildirWriter {
@@ -506,18 +528,29 @@ impl MaildirWriter {
     /// Starts a group commit (see [`MaildirBatch`]).
     pub fn batch(&self) -> MaildirBatch<'_> {
         MaildirBatch {
-            writer: self,
+            writer: std::borrow::Cow::Borrowed(self),
             pending: Vec::new(),
+            open: None,
         }
     }
 
-    fn write_tmp(
+    /// Starts a group commit that owns the writer (to keep in a long-lived struct).
+    pub fn into_batch(self) -> MaildirBatch<'static> {
+        MaildirBatch {
+            writer: std::borrow::Cow::Owned(self),
+            pending: Vec::new(),
+            open: None,
+        }
+    }
+
+    /// How much of the quota in `opts` is left, counting `extra` (octets, messages)
+    /// not yet in the Maildir.
+    fn budget(
         &self,
-        reader: impl Read,
         opts: &DeliverOptions,
         extra: (u64, u64),
-    ) -> Result<Pending, DeliverError> {
-        let budget = match (opts.quota_bytes, opts.quota_messages) {
+    ) -> Result<Option<u64>, DeliverError> {
+        Ok(match (opts.quota_bytes, opts.quota_messages) {
             (None, None) => None,
             (qb, qm) => {
                 let (used, count) = usage(&self.root)?;
@@ -541,86 +574,193 @@ impl MaildirWriter {
                     None => None,
                 }
             }
-        };
-        let base = names::new_base(&self.host);
-        let tmp = self.root.join("tmp").join(&base);
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(|e| DeliverError::from_io(&format!("cannot create {}", tmp.display()), e))?;
-        let result = (|| {
-            let mut w = BufWriter::with_capacity(64 * 1024, file);
-            let (size, wire) = pump(
-                reader,
-                opts.max_message_size,
-                budget,
-                opts.quota_permanent,
-                |chunk| {
-                    w.write_all(chunk).map_err(|e| {
-                        DeliverError::from_io(&format!("writing {}", tmp.display()), e)
-                    })
-                },
-            )?;
-            let file = w.into_inner().map_err(|e| {
-                DeliverError::from_io(&format!("writing {}", tmp.display()), e.into_error())
-            })?;
-            file.sync_all()
-                .map_err(|e| DeliverError::from_io(&format!("syncing {}", tmp.display()), e))?;
-            Ok((size, wire))
-        })();
-        match result {
-            Ok((size, wire)) => Ok(Pending {
-                tmp,
-                final_name: format!("{base},S={size},W={wire}"),
-                size,
-                wire,
-            }),
-            Err(e) => {
-                let _ = fs::remove_file(&tmp);
-                Err(e)
-            }
-        }
+        })
     }
 }
 
 impl MaildirBatch<'_> {
-    /// Writes one message to `tmp/` and fsyncs it (no limits).
+    /// Writes one message to `tmp/` from `reader` (no limits).
     pub fn add(&mut self, reader: impl Read) -> Result<(), DeliverError> {
         self.add_with(reader, &DeliverOptions::default())
     }
 
-    /// Writes one message to `tmp/` and fsyncs it, applying `opts` (the quota counts
+    /// Writes one message to `tmp/` from `reader`, applying `opts` (the quota counts
     /// the messages already added to this batch).
     pub fn add_with(
         &mut self,
         reader: impl Read,
         opts: &DeliverOptions,
     ) -> Result<(), DeliverError> {
+        self.begin(opts)?;
+        let r = read_into(reader, |chunk| self.write(chunk));
+        match r {
+            Ok(()) => self.finish(),
+            Err(e) => {
+                self.abort();
+                Err(e)
+            }
+        }
+    }
+
+    /// Starts a message in `tmp/` (a message still open is dropped first).
+    pub fn begin(&mut self, opts: &DeliverOptions) -> Result<(), DeliverError> {
+        self.abort();
         let extra = (
             self.pending.iter().map(|p| p.size).sum(),
             self.pending.len() as u64,
         );
-        let p = self.writer.write_tmp(reader, opts, extra)?;
-        self.pending.push(p);
+        let budget = self.writer.budget(opts, extra)?;
+        let base = names::new_base(&self.writer.host);
+        let tmp = self.writer.root.join("tmp").join(&base);
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| DeliverError::from_io(&format!("cannot create {}", tmp.display()), e))?;
+        self.open = Some(Open {
+            tmp,
+            base,
+            w: BufWriter::with_capacity(64 * 1024, file),
+            norm: Normalizer::new(opts.max_message_size, budget, opts.quota_permanent),
+        });
         Ok(())
     }
 
-    /// How many messages wait for [`MaildirBatch::commit`].
+    /// Message bytes (CRLF or LF line ends, any chunking). On error the message is
+    /// dropped.
+    pub fn write(&mut self, data: &[u8]) -> Result<(), DeliverError> {
+        let Some(open) = self.open.as_mut() else {
+            return Err(DeliverError::new(
+                DeliverErrorKind::Io,
+                false,
+                "write without begin",
+            ));
+        };
+        let Open { tmp, w, norm, .. } = open;
+        let r = norm.feed(data, |chunk| {
+            w.write_all(chunk)
+                .map_err(|e| DeliverError::from_io(&format!("writing {}", tmp.display()), e))
+        });
+        if r.is_err() {
+            self.abort();
+        }
+        r
+    }
+
+    /// The message is complete (in `tmp/`, not yet durable).
+    pub fn finish(&mut self) -> Result<(), DeliverError> {
+        let Some(Open {
+            tmp,
+            base,
+            mut w,
+            norm,
+        }) = self.open.take()
+        else {
+            return Err(DeliverError::new(
+                DeliverErrorKind::Io,
+                false,
+                "finish without begin",
+            ));
+        };
+        let result = (|| {
+            let (size, wire) = norm.finish(|chunk| {
+                w.write_all(chunk)
+                    .map_err(|e| DeliverError::from_io(&format!("writing {}", tmp.display()), e))
+            })?;
+            let file = w.into_inner().map_err(|e| {
+                DeliverError::from_io(&format!("writing {}", tmp.display()), e.into_error())
+            })?;
+            Ok((file, size, wire))
+        })();
+        match result {
+            Ok((file, size, wire)) => {
+                self.pending.push(Pending {
+                    final_name: format!("{base},S={size},W={wire}"),
+                    tmp,
+                    file: Some(file),
+                    size,
+                    wire,
+                    prepared: false,
+                });
+                Ok(())
+            }
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                Err(e)
+            }
+        }
+    }
+
+    /// Drops the message in progress, if any.
+    pub fn abort(&mut self) {
+        if let Some(open) = self.open.take() {
+            drop(open.w);
+            let _ = fs::remove_file(&open.tmp);
+        }
+    }
+
+    /// The writer this batch writes with.
+    pub fn writer(&self) -> &MaildirWriter {
+        &self.writer
+    }
+
+    /// How many finished messages wait for [`MaildirBatch::commit`].
     pub fn len(&self) -> usize {
         self.pending.len()
     }
 
-    /// Whether nothing was added.
+    /// Whether no message was finished.
     pub fn is_empty(&self) -> bool {
         self.pending.is_empty()
     }
 
-    /// Moves every added message into `new/` and fsyncs `new/` once. On error, the
-    /// messages not yet moved are removed from `tmp/`; those already moved may or may
-    /// not survive a crash, and the caller must treat the whole batch as not stored.
+    /// Makes every finished message durable in `tmp/` (its file and `tmp/` itself
+    /// fsynced) and returns, per message, its temporary path and the path in `new/`
+    /// that [`MaildirBatch::commit`] will give it. A caller that records these before
+    /// committing can finish the renames after a crash — or after this batch is
+    /// dropped uncommitted: prepared files are left in `tmp/` then (whoever did not
+    /// record them leaves them to the usual clean-up of old files in `tmp/`).
+    pub fn prepare(&mut self) -> Result<Vec<(PathBuf, PathBuf)>, DeliverError> {
+        self.sync_files()?;
+        let tmp_dir = self.writer.root.join("tmp");
+        if !self.pending.is_empty() {
+            fsync_dir(&tmp_dir)
+                .map_err(|e| DeliverError::from_io(&format!("syncing {}", tmp_dir.display()), e))?;
+        }
+        let new_dir = self.writer.root.join("new");
+        Ok(self
+            .pending
+            .iter_mut()
+            .map(|p| {
+                p.prepared = true;
+                (p.tmp.clone(), new_dir.join(&p.final_name))
+            })
+            .collect())
+    }
+
+    /// fsyncs the files not yet synced, several at once.
+    fn sync_files(&mut self) -> Result<(), DeliverError> {
+        let files: Vec<(&File, &Path)> = self
+            .pending
+            .iter()
+            .filter_map(|p| p.file.as_ref().map(|f| (f, p.tmp.as_path())))
+            .collect();
+        sync_all_parallel(&files)?;
+        for p in &mut self.pending {
+            p.file = None;
+        }
+        Ok(())
+    }
+
+    /// Makes every finished message durable and moves it into `new/`, then fsyncs
+    /// `new/` once. On error, the messages not yet moved are removed from `tmp/`;
+    /// those already moved may or may not survive a crash, and the caller must treat
+    /// the whole batch as not stored. A message still open (begun, not finished) is
+    /// dropped.
     pub fn commit(mut self) -> Result<Vec<Delivered>, DeliverError> {
+        self.abort();
+        self.sync_files()?;
         let new_dir = self.writer.root.join("new");
         let mut done = Vec::with_capacity(self.pending.len());
         let pending = std::mem::take(&mut self.pending);
@@ -653,10 +793,41 @@ impl MaildirBatch<'_> {
 
 impl Drop for MaildirBatch<'_> {
     fn drop(&mut self) {
-        for p in &self.pending {
+        self.abort();
+        for p in self.pending.iter().filter(|p| !p.prepared) {
             let _ = fs::remove_file(&p.tmp);
         }
     }
+}
+
+/// fsyncs files from several threads at once: the file system then commits them in a
+/// few journal transactions instead of one each, which is most of what group commit
+/// saves on ext4/xfs. Every file is synced (or an error returned) before this returns.
+fn sync_all_parallel(files: &[(&File, &Path)]) -> Result<(), DeliverError> {
+    let sync = |(f, p): &(&File, &Path)| {
+        f.sync_all()
+            .map_err(|e| DeliverError::from_io(&format!("syncing {}", p.display()), e))
+    };
+    if files.len() <= 1 {
+        return files.iter().try_for_each(sync);
+    }
+    const THREADS: usize = 8;
+    let per = files.len().div_ceil(THREADS);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = files
+            .chunks(per)
+            .map(|chunk| scope.spawn(move || chunk.iter().try_for_each(sync)))
+            .collect();
+        handles.into_iter().try_for_each(|h| {
+            h.join().unwrap_or_else(|_| {
+                Err(DeliverError::new(
+                    DeliverErrorKind::Io,
+                    false,
+                    "fsync thread panicked",
+                ))
+            })
+        })
+    })
 }
 
 /// Renames without ever replacing an existing file (names are unique, but a clash

@@ -52,7 +52,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::deliver::{DeliverError, DeliverErrorKind, DeliverOptions, Delivered, pump};
+use crate::deliver::{
+    DeliverError, DeliverErrorKind, DeliverOptions, Delivered, Normalizer, read_into,
+};
 use crate::error::StoreError;
 use crate::expiry::Update;
 use crate::location::LocationError;
@@ -593,6 +595,23 @@ pub struct MboxBatch {
     committed: bool,
     /// The append journal, if we could write one.
     journal: Option<PathBuf>,
+    /// The message being pushed in.
+    open: Option<OpenMessage>,
+}
+
+/// The message being appended to an [`MboxBatch`].
+#[derive(Debug)]
+struct OpenMessage {
+    /// Where it starts (the batch is cut back here if it fails).
+    start: u64,
+    /// Where the next bytes go.
+    pos: u64,
+    norm: Normalizer,
+    quoting: FromQuoting,
+    /// Quoted bytes not yet written (bounded: flushed at 64 KiB).
+    buf: Vec<u8>,
+    /// Scratch for one chunk after normalizing.
+    lf: Vec<u8>,
 }
 
 impl MboxWriter {
@@ -662,6 +681,7 @@ impl MboxWriter {
             done: Vec::new(),
             committed: false,
             journal,
+            open: None,
         })
     }
 }
@@ -723,10 +743,24 @@ pub(crate) fn asctime(t: SystemTime) -> String {
 }
 
 impl MboxBatch {
-    /// Appends one message (not yet durable: see [`MboxBatch::commit`]). On failure the
-    /// mbox is truncated back to where this message started.
+    /// Appends one message from `reader` (not yet durable: see [`MboxBatch::commit`]).
+    /// On failure the mbox is truncated back to where this message started.
     pub fn add(&mut self, reader: impl Read) -> Result<(), DeliverError> {
-        let opts = self.opts.clone();
+        self.begin()?;
+        match read_into(reader, |chunk| self.write(chunk)) {
+            Ok(()) => self.finish(),
+            Err(e) => {
+                self.abort();
+                Err(e)
+            }
+        }
+    }
+
+    /// Starts a message: its `From ` line is appended (a message still open is
+    /// dropped first). Then [`MboxBatch::write`] its bytes and [`MboxBatch::finish`].
+    pub fn begin(&mut self) -> Result<(), DeliverError> {
+        self.abort();
+        let opts = &self.opts;
         if let Some(qm) = opts.quota_messages {
             let existing = match self.existing {
                 Some(n) => n,
@@ -759,48 +793,107 @@ impl MboxBatch {
         };
         let start = self.len;
         let file = self.lock.file();
-        let result = (|| -> Result<(u64, u64, u64), DeliverError> {
-            let io_err = |e| DeliverError::from_io("writing mbox", e);
-            // A From_ line must start a line, after a blank line.
-            let mut lead = Vec::new();
-            if start > 0 {
-                let mut tail = [0u8; 2];
-                let k = if start >= 2 { 2 } else { 1 };
-                file.read_at(&mut tail[2 - k..], start - k as u64)
-                    .map_err(io_err)?;
-                if tail[1] != b'\n' {
-                    lead.extend_from_slice(b"\n\n");
-                } else if start >= 2 && tail[0] != b'\n' {
-                    lead.push(b'\n');
-                }
-            }
-            let mut w = BufWriter::with_capacity(64 * 1024, PositionedWriter { file, pos: start });
-            w.write_all(&lead).map_err(io_err)?;
-            w.write_all(from_line(opts.envelope_sender.as_deref(), SystemTime::now()).as_bytes())
+        let io_err = |e| DeliverError::from_io("writing mbox", e);
+        // A From_ line must start a line, after a blank line.
+        let mut buf = Vec::with_capacity(64 * 1024 + 64);
+        if start > 0 {
+            let mut tail = [0u8; 2];
+            let k = if start >= 2 { 2 } else { 1 };
+            file.read_at(&mut tail[2 - k..], start - k as u64)
                 .map_err(io_err)?;
-            let mut quoting = FromQuoting::new(QuoteDir::Quote);
-            let mut qbuf = Vec::with_capacity(64 * 1024 + 64);
-            let (size, wire) = pump(
-                reader,
-                opts.max_message_size,
-                budget,
-                opts.quota_permanent,
-                |chunk| {
-                    qbuf.clear();
-                    quoting.feed(chunk, &mut qbuf);
-                    w.write_all(&qbuf).map_err(io_err)
-                },
-            )?;
-            qbuf.clear();
-            quoting.finish(&mut qbuf);
-            qbuf.push(b'\n');
-            w.write_all(&qbuf).map_err(io_err)?;
-            let pw = w.into_inner().map_err(|e| io_err(e.into_error()))?;
-            Ok((pw.pos, size, wire))
-        })();
+            if tail[1] != b'\n' {
+                buf.extend_from_slice(b"\n\n");
+            } else if start >= 2 && tail[0] != b'\n' {
+                buf.push(b'\n');
+            }
+        }
+        buf.extend_from_slice(
+            from_line(opts.envelope_sender.as_deref(), SystemTime::now()).as_bytes(),
+        );
+        self.open = Some(OpenMessage {
+            start,
+            pos: start,
+            norm: Normalizer::new(opts.max_message_size, budget, opts.quota_permanent),
+            quoting: FromQuoting::new(QuoteDir::Quote),
+            buf,
+            lf: Vec::new(),
+        });
+        Ok(())
+    }
+
+    /// Message bytes (CRLF or LF line ends, any chunking). On error the message is
+    /// cut off again.
+    pub fn write(&mut self, data: &[u8]) -> Result<(), DeliverError> {
+        let Some(open) = self.open.as_mut() else {
+            return Err(DeliverError::new(
+                DeliverErrorKind::Io,
+                false,
+                "write without begin",
+            ));
+        };
+        let file = self.lock.file();
+        let OpenMessage {
+            pos,
+            norm,
+            quoting,
+            buf,
+            lf,
+            ..
+        } = open;
+        lf.clear();
+        let r = norm
+            .feed(data, |chunk| {
+                lf.extend_from_slice(chunk);
+                Ok(())
+            })
+            .and_then(|()| {
+                quoting.feed(lf, buf);
+                if buf.len() >= 64 * 1024 {
+                    flush_at(file, pos, buf)
+                } else {
+                    Ok(())
+                }
+            });
+        if r.is_err() {
+            self.abort();
+        }
+        r
+    }
+
+    /// The message is complete (appended, not yet durable: see [`MboxBatch::commit`]).
+    pub fn finish(&mut self) -> Result<(), DeliverError> {
+        let Some(open) = self.open.take() else {
+            return Err(DeliverError::new(
+                DeliverErrorKind::Io,
+                false,
+                "finish without begin",
+            ));
+        };
+        let file = self.lock.file();
+        let OpenMessage {
+            start,
+            mut pos,
+            norm,
+            mut quoting,
+            mut buf,
+            mut lf,
+        } = open;
+        lf.clear();
+        let result = norm
+            .finish(|chunk| {
+                lf.extend_from_slice(chunk);
+                Ok(())
+            })
+            .and_then(|(size, wire)| {
+                quoting.feed(&lf, &mut buf);
+                quoting.finish(&mut buf);
+                buf.push(b'\n');
+                flush_at(file, &mut pos, &mut buf)?;
+                Ok((size, wire))
+            });
         match result {
-            Ok((end, size, wire)) => {
-                self.len = end;
+            Ok((size, wire)) => {
+                self.len = pos;
                 self.done.push(Delivered {
                     path: self.path.clone(),
                     size,
@@ -817,9 +910,22 @@ impl MboxBatch {
         }
     }
 
+    /// Drops the message in progress, if any (the mbox is cut back to where it
+    /// started; the batch stays usable).
+    pub fn abort(&mut self) {
+        if let Some(open) = self.open.take()
+            && open.pos != open.start
+        {
+            let file = self.lock.file();
+            let _ = file.set_len(open.start);
+            let _ = file.sync_data();
+        }
+    }
+
     /// Makes every appended message durable (one fsync of the mbox, one of its
     /// directory for the journal's removal) and releases the locks.
     pub fn commit(mut self) -> Result<Vec<Delivered>, DeliverError> {
+        self.abort();
         if let Err(e) = self.lock.file().sync_all() {
             // Unknown what reached the disk: Drop takes it all back.
             return Err(DeliverError::from_io("syncing mbox", e));
@@ -843,6 +949,7 @@ impl Drop for MboxBatch {
         if self.committed {
             return;
         }
+        self.open = None;
         if self.len != self.original_len {
             let _ = self.lock.file().set_len(self.original_len);
             let _ = self.lock.file().sync_all();
@@ -862,20 +969,13 @@ impl Drop for MboxBatch {
     }
 }
 
-struct PositionedWriter<'a> {
-    file: &'a File,
-    pos: u64,
-}
-
-impl Write for PositionedWriter<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.file.write_at(buf, self.pos)?;
-        self.pos += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
+/// Writes `buf` at `pos` and empties it.
+fn flush_at(file: &File, pos: &mut u64, buf: &mut Vec<u8>) -> Result<(), DeliverError> {
+    file.write_all_at(buf, *pos)
+        .map_err(|e| DeliverError::from_io("writing mbox", e))?;
+    *pos += buf.len() as u64;
+    buf.clear();
+    Ok(())
 }
 
 /// Scans mbox bytes (for the fuzzer and tests): per message the wire size, the UIDL and
