@@ -578,14 +578,17 @@ COMMIT=$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)
 DIRTY=$(cd "$ROOT" && git status --porcelain 2>/dev/null | grep -qv '^??' && echo " (with uncommitted changes)" || true)
 python3 - "$T/res" "$JSON_OUT" "$RESULTS" "$ROUNDS" "$USERS" "$CONC" "$SECS" "$QUICK" \
   "$COMMIT$DIRTY" "$LOAD_BEFORE" "$LOAD_AFTER" "bench/login_compare.sh $ARGS_SEEN" \
-  "$(dovecot --version | awk '{print $1}')" "$("$PGBIN/postgres" --version | awk '{print $NF}')" \
+  "$(dovecot --version | awk '{print $1}')" "$("$PGBIN/postgres" --version | sed 's/^[^)]*) *\([0-9.]*\).*/\1/')" \
   "$(mariadbd --version | awk '{print $3}')" "$(slapd -VV 2>&1 | sed -n 's/.*slapd \([0-9.]*\).*/\1/p' | head -1)" \
   "$LDAP_ARGON2" "$BACKENDS" <<'PY'
 import datetime, glob, json, os, platform, statistics, sys
 (res, json_out, results, rounds, users, conc, secs, quick, commit, load0, load1, command,
  v_dovecot, v_pg, v_my, v_slapd, ldap_argon2, backends) = sys.argv[1:19]
 runs = {}
-for p in glob.glob(os.path.join(res, "*.json")):
+def round_of(p):
+    r = os.path.basename(p)[:-5].split(".")[-1]
+    return int(r) if r.isdigit() else 0
+for p in sorted(glob.glob(os.path.join(res, "*.json")), key=round_of):
     b, h, v, r = os.path.basename(p)[:-5].split(".")
     if r == "warmup":
         continue
@@ -664,17 +667,22 @@ head = (f"## Login storms per user database (issue #11) — commit {commit}, {no
         f"logins done: server = correio serve (with its helper) or Dovecot (master, auth, "
         f"auth-worker, pop3-login, every pop3); database = postgres / mariadbd / slapd. "
         f"Target (issue #11): with the cache, >= 2x Dovecot's logins/s for every backend.\n")
+hits = []
+for p in sorted(glob.glob(os.path.join(res, "*.dovecot-cache.txt"))):
+    t = open(p).read().strip()
+    if t:
+        hits.append(f"{names.get(os.path.basename(p).split('.')[0])}: {t}")
+hits_text = ("Dovecot's own count (SIGUSR2 to its auth process, warm-ups included): "
+             + "; ".join(hits) + ".") if hits else ""
 print()
 print(table)
 print()
 print("\n".join(rounds_lines))
-for p in sorted(glob.glob(os.path.join(res, "*.dovecot-cache.txt"))):
-    t = open(p).read().strip()
-    if t:
-        print(f"dovecot auth cache ({os.path.basename(p).split('.')[0]}): {t}")
+print(hits_text)
 if results:
     with open(results, "a") as f:
-        f.write("\n" + head + "\n" + table + "\n\nEach round's logins/s:\n\n" + "\n".join(rounds_lines) + "\n")
+        f.write("\n" + head + "\n" + table + "\n\nEach round's logins/s:\n\n" + "\n".join(rounds_lines)
+                + "\n\n" + hits_text + "\n")
     print(f"\nappended to {results}")
 if json_out:
     json.dump(dict(rows=rows, runs={".".join(k): v for k, v in runs.items()}), open(json_out, "w"), indent=1)
