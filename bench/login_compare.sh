@@ -34,7 +34,7 @@
 # Needs (Debian packages): dovecot-pop3d, dovecot-pgsql, dovecot-mysql, dovecot-ldap,
 # postgresql, mariadb-server, mariadb-client, slapd, ldap-utils, python3; cargo. Every
 # run is bounded (--duration, --count, --timeout); the daemons it started are stopped
-# by PID and the temporary directory removed on any exit. Full run ~12 min, --quick ~4.
+# by PID and the temporary directory removed on any exit. Full run ~13 min, --quick ~4.
 # CORREIO_BIN=PATH uses that binary instead of building (for trying the script).
 set -euo pipefail
 
