@@ -104,6 +104,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(EX_TEMPFAIL));
         }
     };
+    if matches!(
+        config.user_backend,
+        correio_users::BackendConfig::PasswdFile
+    ) && let Err(e) = std::fs::metadata(&config.users_file)
+    {
+        // Without the users file we cannot tell who exists: let the MTA keep the mail.
+        eprintln!(
+            "correio deliver: cannot read the users file {}: {e}",
+            config.users_file.display()
+        );
+        return Ok(ExitCode::from(EX_TEMPFAIL));
+    }
     let users = match correio_server::Accounts::open(&config) {
         Ok(u) => u,
         Err(e) => {
