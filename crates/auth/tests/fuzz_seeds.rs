@@ -1,23 +1,7 @@
 //! Replays every seed of the auth fuzz targets (fuzz/corpus/auth_*) through the same
 //! functions the fuzzer calls, so the seeds stay valid and a crash found by fuzzing
 //! and saved there becomes a regression test.
-use std::path::PathBuf;
-
-fn replay(target: &str, f: fn(&[u8])) {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fuzz/corpus")
-        .join(target);
-    let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
-    let mut n = 0;
-    for entry in entries {
-        let path = entry.unwrap().path();
-        if path.is_file() {
-            f(&std::fs::read(&path).unwrap());
-            n += 1;
-        }
-    }
-    assert!(n >= 3, "{target}: expected seed files in {}", dir.display());
-}
+use correio_testkit::fuzz::replay;
 
 #[test]
 fn passwd_file_seeds() {

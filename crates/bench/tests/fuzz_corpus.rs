@@ -1,20 +1,7 @@
 //! Replays the seed corpus of this crate's fuzz targets through their bodies, plus
 //! every chunking of a few hand-picked replies.
 
-use std::fs;
-use std::path::PathBuf;
-
-fn replay(target: &str, run: fn(&[u8])) {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fuzz/corpus")
-        .join(target);
-    let mut n = 0;
-    for e in fs::read_dir(&dir).unwrap() {
-        run(&fs::read(e.unwrap().path()).unwrap());
-        n += 1;
-    }
-    assert!(n >= 3, "seeds missing in {}", dir.display());
-}
+use correio_testkit::fuzz::replay;
 
 #[test]
 fn body_end_seeds() {

@@ -1,6 +1,7 @@
 //! Replays the seed corpus of the probe's fuzz targets through their bodies, and
 //! checks what the certificate reader makes of the real certificates among the seeds.
 
+use correio_testkit::fuzz::replay;
 use std::fs;
 use std::path::PathBuf;
 
@@ -10,15 +11,6 @@ fn dir(target: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../fuzz/corpus")
         .join(target)
-}
-
-fn replay(target: &str, run: fn(&[u8])) {
-    let mut n = 0;
-    for e in fs::read_dir(dir(target)).unwrap() {
-        run(&fs::read(e.unwrap().path()).unwrap());
-        n += 1;
-    }
-    assert!(n >= 3, "seeds missing in {}", dir(target).display());
 }
 
 #[test]

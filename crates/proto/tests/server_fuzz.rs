@@ -1,25 +1,12 @@
 //! Replays fuzz/corpus/server_session/ through the server session fuzz body, and runs
 //! the same body on random inputs (proptest), so its invariants hold in every test run.
 
-use std::fs;
-use std::path::PathBuf;
-
 use correio_proto::server::fuzz_session;
 use proptest::prelude::*;
 
 #[test]
 fn server_session_corpus() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/server_session");
-    let mut count = 0;
-    for entry in fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
-        let path = entry.unwrap().path();
-        let data = fs::read(&path).unwrap();
-        if std::panic::catch_unwind(|| fuzz_session(&data)).is_err() {
-            panic!("server_session fuzz body failed on {}", path.display());
-        }
-        count += 1;
-    }
-    assert!(count >= 5, "seed files missing in {}", dir.display());
+    correio_testkit::fuzz::replay("server_session", fuzz_session);
 }
 
 /// Command-shaped noise: real keywords, numbers, junk and line ends.

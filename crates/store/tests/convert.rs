@@ -3,6 +3,7 @@
 //! reading mboxo/mboxrd/mboxcl/mboxcl2, resuming after a kill at each failpoint (the
 //! killed run is a child process), bounded memory, and the fuzz corpus.
 
+use correio_testkit::fuzz::replay;
 use std::fs;
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
@@ -778,22 +779,6 @@ fn memory_does_not_grow_with_message_size() {
 
 // ---------------------------------------------------------------------------------
 // The fuzz targets' seed corpus, replayed.
-
-fn replay(target: &str, run: fn(&[u8])) {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fuzz/corpus")
-        .join(target);
-    let mut count = 0;
-    for entry in fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
-        let path = entry.unwrap().path();
-        let data = fs::read(&path).unwrap();
-        if std::panic::catch_unwind(|| run(&data)).is_err() {
-            panic!("fuzz body {target} failed on {}", path.display());
-        }
-        count += 1;
-    }
-    assert!(count > 0, "no seed files in {}", dir.display());
-}
 
 #[test]
 fn store_convert_message_corpus() {

@@ -169,19 +169,8 @@ fn dovecot_uidlist_wins_over_a_courier_list() {
 /// Replays fuzz/corpus/store_courier_sizelist/ through the fuzz body.
 #[test]
 fn store_courier_sizelist_corpus() {
-    let dir =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/store_courier_sizelist");
-    let mut count = 0;
-    for entry in fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
-        let path = entry.unwrap().path();
-        let data = fs::read(&path).unwrap();
-        if std::panic::catch_unwind(|| correio_store::fuzzing::courier_sizelist(&data)).is_err() {
-            panic!(
-                "store_courier_sizelist fuzz body failed on {}",
-                path.display()
-            );
-        }
-        count += 1;
-    }
-    assert!(count >= 3, "seed files missing in {}", dir.display());
+    correio_testkit::fuzz::replay(
+        "store_courier_sizelist",
+        correio_store::fuzzing::courier_sizelist,
+    );
 }

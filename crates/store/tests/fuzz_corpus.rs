@@ -2,26 +2,9 @@
 //! target calls, so the normal suite keeps the fuzzers' invariants without a nightly
 //! toolchain.
 
-use std::fs;
-use std::path::PathBuf;
+use correio_testkit::fuzz::replay;
 
 use correio_store::fuzzing;
-
-fn replay(target: &str, run: fn(&[u8])) {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fuzz/corpus")
-        .join(target);
-    let mut count = 0;
-    for entry in fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
-        let path = entry.unwrap().path();
-        let data = fs::read(&path).unwrap();
-        if std::panic::catch_unwind(|| run(&data)).is_err() {
-            panic!("fuzz body {target} failed on {}", path.display());
-        }
-        count += 1;
-    }
-    assert!(count > 0, "no seed files in {}", dir.display());
-}
 
 #[test]
 fn store_mbox_parse_corpus() {

@@ -30,6 +30,7 @@
 #![forbid(unsafe_code)]
 
 pub mod daemon;
+pub mod fuzz;
 pub mod imap_reader;
 pub mod mariadb;
 pub mod oauth_server;
