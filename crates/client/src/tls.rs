@@ -18,6 +18,7 @@
 //! Any refused certificate is reported with its SHA-256 fingerprint and the exact
 //! option that pins it.
 
+use rustls::pki_types::pem::PemObject as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -147,7 +148,7 @@ fn add_ca_file(
     };
     let data = std::fs::read(path).map_err(|e| err(e.to_string()))?;
     let mut added = Vec::new();
-    for cert in rustls_pemfile::certs(&mut data.as_slice()) {
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&data) {
         let cert = cert.map_err(|e| err(e.to_string()))?;
         roots.add(cert.clone()).map_err(|e| err(e.to_string()))?;
         added.push(cert);

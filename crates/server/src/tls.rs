@@ -2,6 +2,7 @@
 //! provider, TLS 1.2 and 1.3), a reloadable holder so SIGHUP swaps the pair without
 //! touching running sessions, and the self-signed pair `correio cert` makes.
 
+use rustls_pki_types::pem::PemObject as _;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -72,7 +73,7 @@ pub fn server_config_from_pem(
     cert: &Path,
     key: &Path,
 ) -> Result<Arc<RustlsConfig>, TlsError> {
-    let chain: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut &cert_pem[..])
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
         .collect::<Result<_, _>>()
         .map_err(|e| TlsError::Pem {
             path: cert.to_owned(),
@@ -84,14 +85,13 @@ pub fn server_config_from_pem(
             reason: "no CERTIFICATE block found".into(),
         });
     }
-    let key_der: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut &key_pem[..])
-        .map_err(|e| TlsError::Pem {
+    let key_der: PrivateKeyDer<'static> =
+        PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| TlsError::Pem {
             path: key.to_owned(),
-            reason: format!("bad PEM: {e}"),
-        })?
-        .ok_or_else(|| TlsError::Pem {
-            path: key.to_owned(),
-            reason: "no PRIVATE KEY block found".into(),
+            reason: match e {
+                rustls::pki_types::pem::Error::NoItemsFound => "no PRIVATE KEY block found".into(),
+                e => format!("bad PEM: {e}"),
+            },
         })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = RustlsConfig::builder_with_provider(provider)
@@ -142,7 +142,7 @@ fn certified_key(
     cert: &Path,
     key: &Path,
 ) -> Result<Arc<rustls::sign::CertifiedKey>, TlsError> {
-    let chain: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut &cert_pem[..])
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
         .collect::<Result<_, _>>()
         .map_err(|e| TlsError::Pem {
             path: cert.to_owned(),
@@ -154,14 +154,13 @@ fn certified_key(
             reason: "no CERTIFICATE block found".into(),
         });
     }
-    let key_der: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut &key_pem[..])
-        .map_err(|e| TlsError::Pem {
+    let key_der: PrivateKeyDer<'static> =
+        PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| TlsError::Pem {
             path: key.to_owned(),
-            reason: format!("bad PEM: {e}"),
-        })?
-        .ok_or_else(|| TlsError::Pem {
-            path: key.to_owned(),
-            reason: "no PRIVATE KEY block found".into(),
+            reason: match e {
+                rustls::pki_types::pem::Error::NoItemsFound => "no PRIVATE KEY block found".into(),
+                e => format!("bad PEM: {e}"),
+            },
         })?;
     let signing = rustls::crypto::ring::sign::any_supported_type(&key_der)?;
     let ck = rustls::sign::CertifiedKey::new(chain, signing);
@@ -322,7 +321,7 @@ pub fn fingerprint_sha256(cert: &Path) -> Result<String, TlsError> {
         path: cert.to_owned(),
         source,
     })?;
-    let first = rustls_pemfile::certs(&mut pem.as_slice())
+    let first = CertificateDer::pem_slice_iter(&pem)
         .next()
         .and_then(Result::ok)
         .ok_or_else(|| TlsError::Pem {

@@ -9,6 +9,7 @@
 mod common;
 mod peers_fixtures;
 
+use rustls::pki_types::pem::PemObject as _;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -337,7 +338,7 @@ fn mpop_tls_fingerprint() {
     let md = s.tmp.path().join("Maildir");
     make_maildir(&md);
     let pem = std::fs::read(&s.srv.cert_pem).expect("cert");
-    let der = rustls_pemfile::certs(&mut pem.as_slice())
+    let der = rustls::pki_types::CertificateDer::pem_slice_iter(&pem)
         .next()
         .expect("a certificate")
         .expect("PEM");

@@ -3,6 +3,7 @@
 
 mod common;
 
+use rustls::pki_types::pem::PemObject as _;
 use std::io::Write as _;
 use std::time::{Duration, Instant};
 
@@ -808,7 +809,7 @@ fn tls_1_2_and_1_3_are_both_accepted() {
     for version in [&rustls::version::TLS12, &rustls::version::TLS13] {
         let pem = std::fs::read(&srv.cert_pem).unwrap();
         let mut roots = rustls::RootCertStore::empty();
-        for c in rustls_pemfile::certs(&mut pem.as_slice()) {
+        for c in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
             roots.add(c.unwrap()).unwrap();
         }
         let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());

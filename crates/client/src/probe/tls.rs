@@ -6,6 +6,7 @@
 //! Handshake signatures are always verified, so the peer holds the certificate's key
 //! even where an untrusted certificate is let through for inspection.
 
+use rustls::pki_types::pem::PemObject as _;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -72,7 +73,7 @@ impl TlsSetup {
         if let Some(path) = ca {
             let data = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
             let mut added = 0;
-            for cert in rustls_pemfile::certs(&mut data.as_slice()) {
+            for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&data) {
                 let cert = cert.map_err(|e| format!("{}: {e}", path.display()))?;
                 roots
                     .add(cert)

@@ -22,6 +22,7 @@
 //! offers (APOP, CRAM-MD5, SCRAM-SHA-256: only if some secret allows them) follows.
 #![allow(dead_code)]
 
+use rustls::pki_types::pem::PemObject as _;
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -349,7 +350,7 @@ impl Wire {
 pub fn tls_client_config(cert_pem: &Path) -> Arc<rustls::ClientConfig> {
     let pem = std::fs::read(cert_pem).expect("read cert");
     let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pemfile::certs(&mut pem.as_slice()) {
+    for c in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
         roots.add(c.expect("cert")).expect("add root");
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
