@@ -421,6 +421,17 @@ impl ServerSession {
         s
     }
 
+    /// The store measured message `index` when it opened it for RETR/TOP and found
+    /// `size` wire octets, not the listed size (a size taken from a file name or an
+    /// index that was wrong). Call it before [`Event::MessageOpened`]: the `+OK n
+    /// octets` line then announces what really follows, and the rest of the session
+    /// lists the measured size. RFC 1939's sizes are exact.
+    pub fn correct_size(&mut self, index: usize, size: u64) {
+        if let Some(m) = self.maildrop.messages.get_mut(index) {
+            m.size = size;
+        }
+    }
+
     /// Bytes to send now (taken: the buffer is emptied).
     pub fn take_output(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.out)

@@ -722,11 +722,11 @@ impl Driver {
             .map(|m| m.size)
             .filter(|size| *size <= INLINE_READ_MAX);
         let (md, reader) = if small.is_some() {
-            let r = md.open_message(index);
+            let r = md.open_message_checked(index);
             (md, r)
         } else {
             let opened = tokio::task::spawn_blocking(move || {
-                let r = md.open_message(index);
+                let r = md.open_message_checked(index);
                 (md, r)
             })
             .await;
@@ -737,7 +737,11 @@ impl Driver {
         };
         self.maildrop = Some(md);
         let mut reader = match reader {
-            Ok(r) => r,
+            Ok((r, measured)) => {
+                // What the store measured is what `+OK n octets` announces.
+                self.session.correct_size(index, measured);
+                r
+            }
             Err(e) => {
                 self.shared.metrics.store_errors.inc();
                 warn!(remote = %self.peer, error = %e, "cannot open message");

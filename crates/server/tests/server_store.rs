@@ -178,3 +178,71 @@ fn unusable_mail_location_is_sys_perm_and_the_session_goes_on() {
     assert_eq!(w.cmd("USER alice"), "+OK Send PASS\r\n");
     assert!(w.cmd("PASS secret pw").starts_with("+OK Logged in"));
 }
+
+/// Issue #15: a Maildir file named `…,W=5` holding 113 wire octets was listed as 5 and
+/// RETR said `+OK 5 octets` before sending 113 (and `,W=100000` inflated STAT). RETR
+/// now announces what follows, the name is corrected, and the next session lists
+/// the true sizes.
+#[test]
+fn a_lying_w_size_in_a_maildir_name_is_measured_at_retr_and_corrected() {
+    let srv = TestServer::start();
+    srv.add_user("alice", "secret pw");
+    let md = srv.maildir("alice");
+    for d in ["cur", "new", "tmp"] {
+        std::fs::create_dir_all(md.join(d)).unwrap();
+    }
+    // 110 octets with LF ends, 3 lines: 113 on the wire.
+    let body = format!("Subject: sizes\n\n{}\n", "x".repeat(93));
+    let wire = body.len() as u64 + body.matches('\n').count() as u64;
+    assert_eq!(wire, 113);
+    std::fs::write(
+        md.join("cur").join("1700000001.M1P1.test,S=110,W=5:2,S"),
+        &body,
+    )
+    .unwrap();
+    std::fs::write(
+        md.join("cur").join("1700000002.M2P1.test,W=100000:2,S"),
+        "a\n",
+    )
+    .unwrap();
+
+    let mut w = srv.connect();
+    w.login("alice", "secret pw");
+    // The fast path trusts the names until a message is opened.
+    assert_eq!(w.cmd("STAT"), "+OK 2 100005\r\n");
+    w.send(b"RETR 1\r\n");
+    let got = w.multiline();
+    let status = "+OK 113 octets\r\n";
+    assert!(got.starts_with(status), "{got}");
+    assert_eq!(
+        (got.len() - status.len()) as u64,
+        wire + 3,
+        "the announced octets, then the terminating .CRLF"
+    );
+    assert_eq!(
+        w.cmd("LIST 1"),
+        "+OK 1 113\r\n",
+        "the session now lists the measured size"
+    );
+    w.send(b"RETR 2\r\n");
+    assert_eq!(w.multiline(), "+OK 3 octets\r\na\r\n.\r\n");
+    assert_eq!(w.cmd("QUIT"), "+OK Correio POP3 server signing off\r\n");
+
+    // The names tell the truth now (same base, so the same UIDL).
+    let mut names: Vec<String> = std::fs::read_dir(md.join("cur"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        vec![
+            "1700000001.M1P1.test,S=110,W=113:2,S".to_owned(),
+            "1700000002.M2P1.test,S=2,W=3:2,S".to_owned()
+        ]
+    );
+    let mut w = srv.connect();
+    w.login("alice", "secret pw");
+    assert_eq!(w.cmd("STAT"), "+OK 2 116\r\n");
+    assert_eq!(w.cmd("QUIT"), "+OK Correio POP3 server signing off\r\n");
+}

@@ -72,6 +72,20 @@ pub trait Maildrop: Send + fmt::Debug {
     /// `messages()[index].size` octets.
     fn open_message(&self, index: usize) -> Result<MessageReader, StoreError>;
 
+    /// Opens message `index` and says how many wire octets its stream really holds.
+    /// A backend whose listed size may come from outside the message (a Maildir name's
+    /// `,W=`) measures the file it opened, corrects the record and logs the
+    /// discrepancy; the caller announces the size returned (`+OK n octets` is always
+    /// the number of octets that follow). The default trusts the listing.
+    fn open_message_checked(&self, index: usize) -> Result<(MessageReader, u64), StoreError> {
+        let size = self
+            .messages()
+            .get(index)
+            .ok_or(StoreError::NoSuchMessage(index))?
+            .size;
+        Ok((self.open_message(index)?, size))
+    }
+
     /// UPDATE: records the first retrieval date (`update.now`) of each message in
     /// `update.retrieved` that has none yet; removes the messages at
     /// `update.deletions` (0-based indexes into the snapshot; duplicates are ignored)

@@ -30,7 +30,7 @@ pub(crate) mod names;
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, BufWriter, Read, Seek, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -179,7 +179,11 @@ fn clean_tmp(root: &Path) {
 }
 
 fn wire_size_of_file(path: &Path) -> io::Result<u64> {
-    let mut f = File::open(path)?;
+    wire_size_of(&mut File::open(path)?)
+}
+
+/// The wire size of what `f` holds from where it stands to its end.
+fn wire_size_of(f: &mut File) -> io::Result<u64> {
     let mut c = crate::wire::WireCounter::new();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -333,6 +337,30 @@ impl MaildirDrop {
         None
     }
 
+    /// The file of message `index` and where it is now (found again by its base
+    /// name if another program renamed it since the snapshot).
+    fn open_file(&self, index: usize) -> Result<(PathBuf, File), StoreError> {
+        let e = self
+            .entries
+            .get(index)
+            .ok_or(StoreError::NoSuchMessage(index))?;
+        let path = self.path_of(e);
+        match File::open(&path) {
+            Ok(f) => Ok((path, f)),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                let moved = self
+                    .find_by_base(&e.base)
+                    .ok_or(StoreError::Vanished(index))?;
+                let f = File::open(&moved).map_err(|err| match err.kind() {
+                    io::ErrorKind::NotFound => StoreError::Vanished(index),
+                    _ => StoreError::io("cannot open", &moved, err),
+                })?;
+                Ok((moved, f))
+            }
+            Err(err) => Err(StoreError::io("cannot open", &path, err)),
+        }
+    }
+
     fn path_of(&self, e: &Entry) -> PathBuf {
         self.root.join(e.sub.name()).join(&e.name)
     }
@@ -344,25 +372,48 @@ impl Maildrop for MaildirDrop {
     }
 
     fn open_message(&self, index: usize) -> Result<MessageReader, StoreError> {
-        let e = self
-            .entries
+        Ok(Box::new(self.open_file(index)?.1))
+    }
+
+    /// A size from the name's `,W=` is checked against the file (read once): a name
+    /// that lies is renamed to tell the truth (same base, so the UIDL stays), logged,
+    /// and the measured size returned. Sizes that came from the index or from reading
+    /// the file at open are exact already.
+    fn open_message_checked(&self, index: usize) -> Result<(MessageReader, u64), StoreError> {
+        let listed = self
+            .messages
             .get(index)
-            .ok_or(StoreError::NoSuchMessage(index))?;
-        let path = self.path_of(e);
-        match File::open(&path) {
-            Ok(f) => Ok(Box::new(f)),
-            Err(err) if err.kind() == io::ErrorKind::NotFound => {
-                let moved = self
-                    .find_by_base(&e.base)
-                    .ok_or(StoreError::Vanished(index))?;
-                let f = File::open(&moved).map_err(|err| match err.kind() {
-                    io::ErrorKind::NotFound => StoreError::Vanished(index),
-                    _ => StoreError::io("cannot open", &moved, err),
-                })?;
-                Ok(Box::new(f))
+            .ok_or(StoreError::NoSuchMessage(index))?
+            .size;
+        let (path, mut f) = self.open_file(index)?;
+        let name = path
+            .file_name()
+            .map(|n| n.as_bytes().to_vec())
+            .unwrap_or_default();
+        let (s_size, w_size) = names::sizes_of(&name);
+        let Some(w) = w_size else {
+            return Ok((Box::new(f), listed));
+        };
+        let measured = wire_size_of(&mut f)
+            .and_then(|n| f.seek(io::SeekFrom::Start(0)).map(|_| n))
+            .map_err(|err| StoreError::io("cannot read", &path, err))?;
+        if measured != w || measured != listed {
+            let file_size = f.metadata().map(|m| m.len()).ok();
+            tracing::warn!(
+                path = %path.display(),
+                listed = w,
+                measured,
+                "Maildir file name gives a wrong ,W= size; announcing the measured size and renaming the file"
+            );
+            let fixed = names::with_sizes(&name, file_size.or(s_size), measured);
+            if let Some(dir) = path.parent() {
+                let to = dir.join(OsStr::from_bytes(&fixed));
+                if let Err(err) = fs::rename(&path, &to) {
+                    tracing::warn!(path = %path.display(), error = %err, "cannot rename the Maildir file");
+                }
             }
-            Err(err) => Err(StoreError::io("cannot open", &path, err)),
         }
+        Ok((Box::new(f), measured))
     }
 
     fn update(mut self: Box<Self>, update: &Update) -> Result<CommitReport, StoreError> {

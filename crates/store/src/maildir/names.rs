@@ -40,6 +40,28 @@ pub(crate) fn sizes_of(name: &[u8]) -> (Option<u64>, Option<u64>) {
     (s, w)
 }
 
+/// `name` with its `,W=` set to `wire` and, when given, its `,S=` set to `size` (added
+/// if missing); the base and the `:2,` flags stay as they are.
+pub(crate) fn with_sizes(name: &[u8], size: Option<u64>, wire: u64) -> Vec<u8> {
+    let end = name.iter().position(|&b| b == b':').unwrap_or(name.len());
+    let (head, flags) = name.split_at(end);
+    let mut fields = head.split(|&b| b == b',');
+    let mut out = fields.next().unwrap_or_default().to_vec();
+    for f in fields {
+        if f.starts_with(b"S=") || f.starts_with(b"W=") {
+            continue;
+        }
+        out.push(b',');
+        out.extend_from_slice(f);
+    }
+    if let Some(s) = size {
+        out.extend_from_slice(format!(",S={s}").as_bytes());
+    }
+    out.extend_from_slice(format!(",W={wire}").as_bytes());
+    out.extend_from_slice(flags);
+    out
+}
+
 /// The UIDL of a message from its base name: the base itself when it already is a
 /// valid RFC 1939 unique-id (1–70 octets in 0x21–0x7E) containing a `.` (every
 /// standard Maildir name does), otherwise `h:` and 40 hex digits of its SHA-256. The
@@ -131,6 +153,22 @@ pub(crate) fn host_part() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_are_rewritten_keeping_base_and_flags() {
+        assert_eq!(
+            with_sizes(b"123.M1P2.host,S=10,W=5:2,S", Some(10), 113),
+            b"123.M1P2.host,S=10,W=113:2,S".to_vec()
+        );
+        assert_eq!(
+            with_sizes(b"123.host,W=100000", Some(7), 9),
+            b"123.host,S=7,W=9".to_vec()
+        );
+        assert_eq!(
+            sizes_of(&with_sizes(b"b,X=1,W=2:2,", None, 3)),
+            (None, Some(3))
+        );
+    }
 
     #[test]
     fn base_and_sizes() {
