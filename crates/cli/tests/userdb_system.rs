@@ -107,15 +107,14 @@ fn system_users_through_pam_in_the_privileged_helper() {
         nix::sys::signal::Signal::SIGKILL,
     )
     .unwrap();
-    let mut r = String::new();
-    for _ in 0..50 {
-        r = s.login_reply(name, "another-password");
-        if r.starts_with("-ERR [SYS/TEMP]") {
-            break;
-        }
-        // The reply thread notices the helper's end of the socket closing.
-        std::thread::yield_now();
+    // Ready when the helper has exited (its socket is then closed: a request fails at
+    // once, whether or not the reply thread has seen the end yet).
+    let gone = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while correio_testkit::sys::alive(helper) {
+        assert!(std::time::Instant::now() < gone, "the helper did not exit");
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
+    let r = s.login_reply(name, "another-password");
     assert!(
         r.starts_with("-ERR [SYS/TEMP]"),
         "helper gone: {r}\n{}",

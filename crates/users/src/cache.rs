@@ -131,11 +131,20 @@ impl AuthCache {
 
     /// The cached result of `user` logging in with `password`, if fresh.
     pub fn verify(&self, user: &str, password: &[u8]) -> Option<Result<UserRecord, SaslError>> {
+        self.verify_at(user, password, Instant::now())
+    }
+
+    /// [`AuthCache::verify`] as of `now` (the clock is injected for tests).
+    fn verify_at(
+        &self,
+        user: &str,
+        password: &[u8],
+        now: Instant,
+    ) -> Option<Result<UserRecord, SaslError>> {
         if !self.enabled() {
             return None;
         }
         let v = self.verifier(user, password);
-        let now = Instant::now();
         let inner = self.lock();
         let hit = inner.map.get(&(LOGIN, user.to_owned())).and_then(|slots| {
             slots.iter().find_map(|s| match &s.entry {
@@ -359,15 +368,25 @@ mod tests {
     }
 
     #[test]
-    fn expired_entries_are_not_used() {
+    fn entries_answer_until_their_ttl_and_not_after() {
         let c = AuthCache::new(&CacheConfig {
             size: 10,
-            ttl: Duration::from_nanos(1),
-            negative_ttl: Duration::from_nanos(1),
+            ttl: Duration::from_secs(60),
+            negative_ttl: Duration::from_secs(5),
         });
-        c.store_verify("alice", b"pw", &Ok(UserRecord::new("alice", None)));
-        std::thread::sleep(Duration::from_millis(2));
-        assert_eq!(c.verify("alice", b"pw"), None);
+        let ok = Ok(UserRecord::new("alice", None));
+        c.store_verify("alice", b"pw", &ok);
+        c.store_verify("alice", b"bad", &refused("alice"));
+        let t = Instant::now();
+        let at = |secs| t + Duration::from_secs(secs);
+        assert_eq!(c.verify_at("alice", b"pw", at(59)), Some(ok.clone()));
+        assert_eq!(c.verify_at("alice", b"pw", at(61)), None, "past cache_ttl");
+        assert_eq!(c.verify_at("alice", b"bad", at(4)), Some(refused("alice")));
+        assert_eq!(
+            c.verify_at("alice", b"bad", at(6)),
+            None,
+            "past cache_negative_ttl"
+        );
     }
 
     #[test]
