@@ -35,6 +35,9 @@ enum Command {
     Admin(cmd::admin::Args),
     /// Check (and repair) an mbox or a Maildir: `correio mailbox check PATH`.
     Mailbox(cmd::mailbox::Args),
+    /// Stores shared by many frontends ([store.NAME]): migrate users in, collect
+    /// unused bodies, show a mailbox.
+    Store(cmd::store::Args),
     /// Translate another server's configuration (Dovecot) into correio.toml.
     Import(cmd::import::Args),
     /// POP3 load generator for any server (and its own ceiling, --self-test).
@@ -73,6 +76,7 @@ fn main() -> ExitCode {
         Command::Cert(a) => cmd::cert::run(a),
         Command::Check(a) => cmd::check::run(a),
         Command::Mailbox(a) => cmd::mailbox::run(a),
+        Command::Store(a) => cmd::store::run(a),
         Command::Import(a) => cmd::import::run(a),
         Command::Bench(a) => cmd::bench::run(*a),
         Command::Admin(a) => cmd::admin::run(a),

@@ -272,7 +272,7 @@ fn open(server: &Server, user: &str) -> Result<(String, Box<dyn correio_store::M
         .unwrap_or(&config.mail_location)
         .to_owned();
     let home = record.home_dir().map(std::path::PathBuf::from);
-    let location = correio_store::MailLocation::from_template(
+    let location = correio_store::MailboxRef::from_template(
         &template,
         &correio_store::TemplateVars {
             user: &record.name,
@@ -280,12 +280,12 @@ fn open(server: &Server, user: &str) -> Result<(String, Box<dyn correio_store::M
         },
     )
     .map_err(|e| json!({"error": e.to_string()}))?;
-    match correio_store::open_maildrop(&location) {
+    match server.stores().open(&location) {
         Ok(md) => Ok((record.name, md)),
         Err(correio_store::StoreError::InUse) => Err(json!({
             "error": format!("the mailbox of {} is in use by a session (kick it first)", record.name)
         })),
-        Err(e) => Err(json!({"error": format!("{}: {e}", location.path().display())})),
+        Err(e) => Err(json!({"error": format!("{location}: {e}")})),
     }
 }
 

@@ -172,6 +172,10 @@ struct FileConfig {
     pop3: FilePop3,
     #[serde(default)]
     limits: FileLimits,
+    /// `[store.NAME]`: stores other than the file backends, read by the program that
+    /// builds them (the server crate does not know their keys).
+    #[serde(default)]
+    store: std::collections::BTreeMap<String, toml::Table>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -475,6 +479,9 @@ pub struct Config {
     pub users_file: PathBuf,
     /// The mail location template (`maildir:...` or `mbox:...`, with `%u` etc.).
     pub mail_location: String,
+    /// The `[store.NAME]` tables as written: stores other than the file backends
+    /// (`correio serve` builds them; a mail location `NAME:%u` uses one).
+    pub stores: std::collections::BTreeMap<String, toml::Table>,
     /// Host name for the APOP timestamp and CRAM-MD5 challenges.
     pub hostname: String,
     /// Allow USER/PASS, PLAIN and LOGIN on cleartext non-loopback connections.
@@ -747,12 +754,36 @@ impl Config {
         let mail_location = f
             .mail_location
             .unwrap_or_else(|| format!("maildir:{}/mail/%u", data_dir.display()));
-        if !(mail_location.starts_with("maildir:") || mail_location.starts_with("mbox:")) {
-            return Err(err(
-                "mail_location",
-                format!("{mail_location:?} must start with maildir: or mbox:"),
-            ));
+        let scheme = mail_location
+            .split_once(':')
+            .map(|(k, _)| k.to_ascii_lowercase());
+        match scheme.as_deref() {
+            Some("maildir" | "mbox") => {}
+            Some(k) if f.store.keys().any(|n| n.eq_ignore_ascii_case(k)) => {}
+            _ => {
+                return Err(err(
+                    "mail_location",
+                    format!(
+                        "{mail_location:?} must start with maildir:, mbox: or the name of a [store.NAME] table"
+                    ),
+                ));
+            }
         }
+        for name in f.store.keys() {
+            if name.eq_ignore_ascii_case("maildir")
+                || name.eq_ignore_ascii_case("mbox")
+                || name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(err(
+                    &format!("store.{name}"),
+                    "a store name is letters, digits, - and _, and not maildir or mbox",
+                ));
+            }
+        }
+        let stores = f.store.clone();
         let hostname = match f.hostname {
             Some(h) if h.is_empty() || h.bytes().any(|b| !b.is_ascii_graphic() || b == b'>') => {
                 return Err(err("hostname", format!("{h:?} is not a host name")));
@@ -1023,6 +1054,7 @@ impl Config {
         Ok(Config {
             users_file,
             mail_location,
+            stores,
             hostname,
             allow_cleartext_login: o.allow_cleartext_login
                 || f.allow_cleartext_login.unwrap_or(false),

@@ -222,6 +222,9 @@ pub(crate) struct Shared {
     pub(crate) metrics: Arc<metrics::Metrics>,
     /// Live sessions, for the admin socket.
     pub(crate) registry: Arc<admin::Registry>,
+    /// The mail stores: the file backends, and whatever store the embedding program
+    /// registered ([`Server::set_stores`]).
+    stores: RwLock<correio_store::Stores>,
 }
 
 /// Reads the certificate and key on the server's behalf once it no longer may (a
@@ -253,6 +256,11 @@ fn users_file_stamp(path: &std::path::Path) -> Option<FileStamp> {
 }
 
 impl Shared {
+    /// The stores in use now.
+    pub(crate) fn stores(&self) -> correio_store::Stores {
+        self.stores.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     /// The configuration and users in force now.
     pub(crate) fn live(&self) -> Arc<Live> {
         Arc::clone(&self.live.read().unwrap_or_else(|p| p.into_inner()))
@@ -511,6 +519,7 @@ impl Server {
                 pam: Mutex::new(pam),
                 metrics: Arc::new(metrics::Metrics::new()),
                 registry: Arc::new(admin::Registry::default()),
+                stores: RwLock::new(correio_store::Stores::new()),
             }),
         })
     }
@@ -533,6 +542,18 @@ impl Server {
     /// The user database, shared with the LMTP listener.
     pub fn users(&self) -> Arc<dyn lmtp::RecipientLookup + Send + Sync> {
         Arc::new(self.shared.live().users.clone())
+    }
+
+    /// Which stores sessions and admin commands open mailboxes in: the file backends
+    /// always, plus every store `correio serve` built from the configuration (a
+    /// database store lives in its own crate and is registered here).
+    pub fn set_stores(&self, stores: correio_store::Stores) {
+        *self.shared.stores.write().unwrap_or_else(|p| p.into_inner()) = stores;
+    }
+
+    /// The stores in use (shared with the LMTP listener).
+    pub fn stores(&self) -> correio_store::Stores {
+        self.shared.stores()
     }
 
     fn pam(&self) -> Arc<dyn correio_users::PamCheck> {

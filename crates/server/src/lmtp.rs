@@ -46,7 +46,7 @@ use std::time::Duration;
 
 use correio_auth::{UserDb, validate_username};
 use correio_store::{
-    DeliverError, DeliverErrorKind, DeliverOptions, MailLocation, TemplateVars, deliver,
+    DeliverError, DeliverErrorKind, DeliverOptions, MailboxRef, Stores, TemplateVars,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixListener};
@@ -108,6 +108,8 @@ pub struct LmtpContext {
     pub username: UsernamePolicy,
     /// Where delivery results are counted.
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// The mail stores (the file backends and any configured store).
+    pub stores: Stores,
 }
 
 impl LmtpContext {
@@ -131,6 +133,7 @@ impl LmtpContext {
             spool_dir: std::env::temp_dir(),
             username: UsernamePolicy::default(),
             metrics: None,
+            stores: Stores::new(),
         }
     }
 
@@ -214,7 +217,7 @@ pub enum Recipient {
         /// The user name as in the users file.
         user: String,
         /// The mailbox.
-        location: MailLocation,
+        location: MailboxRef,
         /// The user's own quota (`userdb_quota_bytes`, `userdb_quota_messages`: a
         /// column or attribute of the user database), over the configured one.
         quota: UserQuota,
@@ -338,7 +341,7 @@ pub fn resolve_recipient_with(
             .unwrap_or(default_template)
             .to_string();
         let home = record.home_dir().map(PathBuf::from);
-        return match MailLocation::from_template(
+        return match MailboxRef::from_template(
             &template,
             &TemplateVars {
                 user: &record.name,
@@ -697,7 +700,7 @@ fn failure_text(e: &DeliverError) -> &'static str {
 
 struct AcceptedRcpt {
     address: String,
-    location: MailLocation,
+    location: MailboxRef,
     quota: UserQuota,
 }
 
@@ -1069,8 +1072,9 @@ where
             .envelope_sender(Some(sender.to_string()));
         let file = spool.clone();
         let location = r.location.clone();
+        let stores = c.ctx.stores.clone();
         let result = tokio::task::spawn_blocking(move || {
-            deliver(&location, SpoolReader { file, pos: 0 }, &opts)
+            stores.deliver(&location, SpoolReader { file, pos: 0 }, &opts)
         })
         .await;
         let text = match result {
@@ -1082,7 +1086,7 @@ where
                 format!("250 2.0.0 <{}> Saved", r.address)
             }
             Ok(Err(e)) => {
-                warn!(target: "correio::lmtp", rcpt = %r.address, path = %r.location.path().display(), error = %e, temporary = e.is_temporary(), "delivery failed");
+                warn!(target: "correio::lmtp", rcpt = %r.address, mailbox = %r.location, error = %e, temporary = e.is_temporary(), "delivery failed");
                 if let Some(m) = &c.ctx.metrics {
                     m.delivery(if e.is_temporary() {
                         "temporary_failure"

@@ -27,7 +27,7 @@ use correio_proto::server::{
 };
 use correio_proto::stuff::DotStuffer;
 use correio_proto::{Line, LineFramer};
-use correio_store::{MailLocation, Maildrop, StoreError, TemplateVars, Update, open_maildrop};
+use correio_store::{MailboxRef, Maildrop, StoreError, TemplateVars, Update};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -473,12 +473,17 @@ impl Driver {
         let delay = self.live.config.login_delay;
         if !delay.is_zero() {
             if let Ok(location) = self.location(&record) {
-                let last = tokio::task::spawn_blocking(move || {
-                    correio_store::expiry::last_login(&location)
-                })
-                .await
-                .ok()
-                .flatten();
+                let stores = self.shared.stores();
+                let last = tokio::task::spawn_blocking(move || stores.last_login(&location))
+                    .await
+                    .ok()
+                    .and_then(|r| {
+                        r.inspect_err(
+                            |e| warn!(error = %e, "cannot read the last login time for LOGIN-DELAY"),
+                        )
+                        .ok()
+                    })
+                    .flatten();
                 // A time in the future (the clock went back) does not lock the user out.
                 if let Some(elapsed) = last.and_then(|t| SystemTime::now().duration_since(t).ok())
                     && elapsed < delay
@@ -629,12 +634,12 @@ impl Driver {
     }
 
     /// Where `record`'s mail lives.
-    fn location(&self, record: &UserRecord) -> Result<MailLocation, correio_store::LocationError> {
+    fn location(&self, record: &UserRecord) -> Result<MailboxRef, correio_store::LocationError> {
         let template = record
             .mail_location()
             .unwrap_or(&self.live.config.mail_location);
         let home = record.home_dir().map(std::path::PathBuf::from);
-        MailLocation::from_template(
+        MailboxRef::from_template(
             template,
             &TemplateVars {
                 user: &record.name,
@@ -655,12 +660,13 @@ impl Driver {
             }
         };
         let record_login = !self.live.config.login_delay.is_zero();
-        let path = location.path().to_owned();
+        let path = location.to_string();
+        let stores = self.shared.stores();
         let result = tokio::task::spawn_blocking(move || {
-            let md = open_maildrop(&location)?;
+            let md = stores.open(&location)?;
             // A login counts for LOGIN-DELAY once it reached TRANSACTION (not on [IN-USE]).
             if record_login
-                && let Err(e) = correio_store::expiry::record_login(&location, SystemTime::now())
+                && let Err(e) = stores.record_login(&location, SystemTime::now())
             {
                 warn!(error = %e, "cannot record the login time for LOGIN-DELAY");
             }
@@ -699,7 +705,7 @@ impl Driver {
                 if matches!(e, StoreError::InUse) {
                     info!(target: "correio::session", user = %user, remote = %self.peer, "maildrop in use");
                 } else {
-                    warn!(target: "correio::session", user = %user, remote = %self.peer, path = %path.display(), error = %e, "maildrop not opened");
+                    warn!(target: "correio::session", user = %user, remote = %self.peer, mailbox = %path, error = %e, "maildrop not opened");
                 }
                 self.record = None;
                 Event::MaildropOpened(Err(open_error(&e)))
@@ -720,7 +726,7 @@ impl Driver {
             .messages()
             .get(index)
             .map(|m| m.size)
-            .filter(|size| *size <= INLINE_READ_MAX);
+            .filter(|size| *size <= INLINE_READ_MAX && md.cheap_reads());
         let (md, reader) = if small.is_some() {
             let r = md.open_message_checked(index);
             (md, r)

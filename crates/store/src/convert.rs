@@ -406,19 +406,7 @@ fn scan_mbox_bytes(data: &[u8]) -> io::Result<Vec<MboxMessage>> {
 
 /// Test-only kill points (see the module docs).
 pub(crate) fn failpoint(name: &str, count: u64) {
-    static SPEC: std::sync::OnceLock<Option<(String, u64)>> = std::sync::OnceLock::new();
-    let spec = SPEC.get_or_init(|| {
-        let v = std::env::var("CORREIO_FAILPOINT").ok()?;
-        let (n, c) = v.rsplit_once(':')?;
-        Some((n.to_string(), c.parse().ok()?))
-    });
-    if let Some((n, c)) = spec
-        && n == name
-        && count >= *c
-    {
-        eprintln!("correio: failpoint {name}:{c} reached, aborting");
-        std::process::abort();
-    }
+    crate::failpoint::hit_at(name, count);
 }
 
 /// The path `p` names once it exists: canonical parent and file name.

@@ -1,6 +1,9 @@
-//! Delivery of one message into a mailbox, shared by `correio deliver` and LMTP.
+//! Delivery of one message into a mailbox, shared by `correio deliver` and LMTP: the
+//! options, the result, the errors, and the push-style [`Normalizer`] every backend
+//! writes through. Which backend stores the message is chosen in [`crate::backend`].
 //!
-//! Contract (a delivered message is visible only once complete and durable): when [`deliver()`] returns `Ok`, the message is
+//! Contract (a delivered message is visible only once complete and durable): when
+//! [`crate::deliver()`] returns `Ok`, the message is
 //! complete and durable (file and directory entry fsynced); until then it is invisible
 //! to readers (Maildir: it lives in `tmp/`; mbox: it is appended under the local mail
 //! locks and truncated away again on any failure). Errors say whether the sender should
@@ -17,7 +20,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::StoreError;
-use crate::location::{LocationError, MailLocation};
+use crate::location::LocationError;
 use crate::lock::DEFAULT_LOCK_TIMEOUT;
 
 /// Options of one delivery.
@@ -85,12 +88,24 @@ impl DeliverOptions {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Delivered {
-    /// The Maildir file in `new/`, or the mbox file.
+    /// The Maildir file in `new/`, or the mbox file; for a store backend,
+    /// `STORE:MAILBOX/UIDL`.
     pub path: PathBuf,
     /// Octets stored (without the mbox `From ` line and quoting).
     pub size: u64,
     /// The POP3 wire size (CRLF line ends) of the stored message.
     pub wire_size: u64,
+}
+
+impl Delivered {
+    /// A delivery record (for store backends).
+    pub fn new(path: PathBuf, size: u64, wire_size: u64) -> Self {
+        Delivered {
+            path,
+            size,
+            wire_size,
+        }
+    }
 }
 
 /// The class of a delivery failure.
@@ -134,13 +149,14 @@ impl DeliverError {
         }
     }
 
-    pub(crate) fn with_source(mut self, e: io::Error) -> Self {
+    /// Attaches the I/O error behind this one.
+    pub fn with_source(mut self, e: io::Error) -> Self {
         self.source = Some(e);
         self
     }
 
     /// Classifies an I/O error hit while writing to `what`.
-    pub(crate) fn from_io(what: &str, e: io::Error) -> Self {
+    pub fn from_io(what: &str, e: io::Error) -> Self {
         let kind = match e.raw_os_error() {
             Some(libc::ENOSPC) | Some(libc::EDQUOT) => DeliverErrorKind::DiskFull,
             Some(libc::EACCES) | Some(libc::EPERM) | Some(libc::ENOTDIR) | Some(libc::EISDIR)
@@ -241,24 +257,6 @@ impl From<LocationError> for DeliverError {
     }
 }
 
-/// Delivers one message from `reader` into `location`, durably (see the module docs).
-pub fn deliver(
-    location: &MailLocation,
-    reader: impl Read,
-    opts: &DeliverOptions,
-) -> Result<Delivered, DeliverError> {
-    match location {
-        MailLocation::Maildir(root) => {
-            let w = crate::maildir::MaildirWriter::open(root)?;
-            w.deliver_with(reader, opts)
-        }
-        MailLocation::Mbox(path) => {
-            let w = crate::mbox::MboxWriter::new(path, opts.clone());
-            w.append(reader)
-        }
-    }
-}
-
 /// The push-style core of every write into a mailbox (Maildir, mbox; `deliver`, LMTP
 /// and `correio fetch`): message bytes go in by [`Normalizer::feed`] in whatever chunks
 /// they arrive, stored bytes come out to a sink. It normalizes line ends (CRLF → LF,
@@ -266,7 +264,7 @@ pub fn deliver(
 /// the octets received and `budget` on the octets stored. Memory is bounded by the
 /// chunk size: nothing is kept between calls but a pending CR.
 #[derive(Debug)]
-pub(crate) struct Normalizer {
+pub struct Normalizer {
     max_size: Option<u64>,
     budget: Option<u64>,
     quota_permanent: bool,
@@ -279,7 +277,7 @@ pub(crate) struct Normalizer {
 }
 
 impl Normalizer {
-    pub(crate) fn new(max_size: Option<u64>, budget: Option<u64>, quota_permanent: bool) -> Self {
+    pub fn new(max_size: Option<u64>, budget: Option<u64>, quota_permanent: bool) -> Self {
         Normalizer {
             max_size,
             budget,
@@ -318,7 +316,7 @@ impl Normalizer {
     }
 
     /// Message bytes as received; the stored form goes to `sink`.
-    pub(crate) fn feed(
+    pub fn feed(
         &mut self,
         data: &[u8],
         mut sink: impl FnMut(&[u8]) -> Result<(), DeliverError>,
@@ -338,7 +336,7 @@ impl Normalizer {
     }
 
     /// The message is complete: flushes the rest and returns (stored octets, wire size).
-    pub(crate) fn finish(
+    pub fn finish(
         mut self,
         mut sink: impl FnMut(&[u8]) -> Result<(), DeliverError>,
     ) -> Result<(u64, u64), DeliverError> {
@@ -354,7 +352,7 @@ impl Normalizer {
 
 /// Reads a whole message from `reader` into `write` (the pull-style entry of the
 /// push-style writers).
-pub(crate) fn read_into(
+pub fn read_into(
     mut reader: impl Read,
     mut write: impl FnMut(&[u8]) -> Result<(), DeliverError>,
 ) -> Result<(), DeliverError> {

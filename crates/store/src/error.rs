@@ -37,6 +37,13 @@ pub enum StoreError {
     /// The mail location is not usable (bad template, not a directory, ...).
     #[error(transparent)]
     Location(#[from] LocationError),
+    /// A store on the network (a database, an object store) did not answer or failed;
+    /// the session can be tried again later.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A store refused something for good (a broken schema, a row that cannot be).
+    #[error("{0}")]
+    Backend(String),
     /// An I/O error, with what we were doing.
     #[error("{context}: {source}")]
     Io {
@@ -65,8 +72,11 @@ impl StoreError {
             | StoreError::LockTimeout(_)
             | StoreError::Vanished(_)
             | StoreError::Changed { .. }
+            | StoreError::Unavailable(_)
             | StoreError::Io { .. } => true,
-            StoreError::NoSuchMessage(_) | StoreError::Location(_) => false,
+            StoreError::NoSuchMessage(_) | StoreError::Location(_) | StoreError::Backend(_) => {
+                false
+            }
         }
     }
 }

@@ -36,6 +36,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::error::StoreError;
 use crate::location::MailLocation;
+pub use crate::maildrop::Update;
 use crate::maildrop::{CommitReport, MessageInfo, checked_deletions};
 
 /// The retrieval-date file inside a Maildir.
@@ -45,46 +46,6 @@ pub const LAST_LOGIN_FILE: &str = "correio-last-login";
 const HEADER: &str = "correio-retrieved 1";
 /// A retrieval file larger than this is treated as corrupt (a million records fit).
 const MAX_RETRIEVED_BYTES: u64 = 128 * 1024 * 1024;
-
-/// What one UPDATE (a QUIT in TRANSACTION) does, for [`crate::Maildrop::update`].
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct Update {
-    /// Messages marked deleted (0-based snapshot indexes).
-    pub deletions: Vec<usize>,
-    /// Messages retrieved (RETR) in this session: their first retrieval date is
-    /// recorded as `now` unless one is recorded already.
-    pub retrieved: Vec<usize>,
-    /// `EXPIRE n` with n > 0: also remove every message of the snapshot first retrieved
-    /// at least this long before `now`. `None`: no expiry.
-    pub expire_after: Option<Duration>,
-    /// The time of this UPDATE.
-    pub now: SystemTime,
-}
-
-impl Update {
-    /// An UPDATE at `now` that removes `deletions` and nothing else.
-    pub fn new(deletions: Vec<usize>, now: SystemTime) -> Self {
-        Update {
-            deletions,
-            retrieved: Vec::new(),
-            expire_after: None,
-            now,
-        }
-    }
-
-    /// Records these messages as retrieved in this session.
-    pub fn with_retrieved(mut self, retrieved: Vec<usize>) -> Self {
-        self.retrieved = retrieved;
-        self
-    }
-
-    /// Removes messages first retrieved at least `after` before `now`.
-    pub fn with_expiry(mut self, after: Duration) -> Self {
-        self.expire_after = Some(after);
-        self
-    }
-}
 
 fn sidecar(location: &MailLocation, maildir_name: &str) -> PathBuf {
     match location {

@@ -18,6 +18,14 @@
 //!   temporary or permanent ([`DeliverError`]).
 //! - [`maildir::MaildirWriter`] and [`mbox::MboxWriter`]: the low-level durable writers,
 //!   also for fetch targets, each with a batched (group-commit) variant.
+//! - [`backend`]: the one place that chooses a backend. [`MailboxRef`] is a file
+//!   location or `STORE:MAILBOX`; [`Stores`] opens, delivers and records logins for
+//!   both, and a [`MailStore`] registered there (the PostgreSQL store of
+//!   `correio-store-pg`) needs no change in the server or protocol crates.
+//!
+//! Layers: `error`, `maildrop` (the trait and its types) and `deliver` (options,
+//! errors, the normalizer) name no backend; `maildir`, `mbox` and `expiry` build on
+//! them; `backend` names them all.
 //!
 //! Contract for every backend (the store's invariants):
 //! nothing is deleted except by [`Maildrop::commit`]; a crash at any instant leaves each
@@ -26,22 +34,26 @@
 //! message; one session per maildrop at a time, across processes.
 #![forbid(unsafe_code)]
 
+pub mod backend;
 pub mod convert;
 pub mod deliver;
 mod error;
 pub mod expiry;
+pub mod failpoint;
 pub mod fsck;
 pub mod fuzzing;
 mod location;
 pub mod lock;
 pub mod maildir;
-mod maildrop;
+pub mod maildrop;
 pub mod mbox;
 mod transform;
 mod wire;
 
-pub use deliver::{DeliverError, DeliverErrorKind, DeliverOptions, Delivered, deliver};
+pub use backend::{MailStore, MailboxRef, Stores, deliver, open_maildrop};
+pub use deliver::{
+    DeliverError, DeliverErrorKind, DeliverOptions, Delivered, Normalizer, read_into,
+};
 pub use error::StoreError;
-pub use expiry::Update;
 pub use location::{LocationError, MailLocation, TemplateVars};
-pub use maildrop::{CommitReport, Maildrop, MessageInfo, MessageReader, open_maildrop};
+pub use maildrop::{CommitReport, Maildrop, MessageInfo, MessageReader, Update};

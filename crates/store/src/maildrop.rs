@@ -2,10 +2,9 @@
 
 use std::fmt;
 use std::io::Read;
+use std::time::{Duration, SystemTime};
 
 use crate::error::StoreError;
-use crate::expiry::Update;
-use crate::location::MailLocation;
 
 /// A message body being read: a plain byte stream in the stored form (normally LF line
 /// ends; the server's dot-stuffer turns it into wire form). Owned and `Send + 'static`,
@@ -43,6 +42,17 @@ pub struct CommitReport {
     /// Of the removed or already gone messages, how many were not marked deleted but
     /// due under `EXPIRE n` ([`Update::expire_after`]).
     pub expired: usize,
+}
+
+impl CommitReport {
+    /// A report (for store backends).
+    pub fn new(removed: usize, already_gone: usize, expired: usize) -> Self {
+        CommitReport {
+            removed,
+            already_gone,
+            expired,
+        }
+    }
 }
 
 /// One POP3 session's maildrop: locked while this value lives.
@@ -104,25 +114,62 @@ pub trait Maildrop: Send + fmt::Debug {
         ))
     }
 
+    /// Whether reading a small message is quick enough to do on an async worker (a
+    /// local file: yes; a network store: no, every read goes through the blocking
+    /// pool).
+    fn cheap_reads(&self) -> bool {
+        true
+    }
+
     /// The total wire size of the snapshot (STAT).
     fn total_size(&self) -> u64 {
         self.messages().iter().map(|m| m.size).sum()
     }
 }
 
-/// Opens the maildrop at `location` for one session: takes the session lock (failing
-/// fast with [`StoreError::InUse`]) and the snapshot. A Maildir that does not exist yet
-/// is created empty; a missing mbox file is an empty mailbox.
-pub fn open_maildrop(location: &MailLocation) -> Result<Box<dyn Maildrop>, StoreError> {
-    match location {
-        MailLocation::Maildir(path) => Ok(Box::new(crate::maildir::MaildirDrop::open(path)?)),
-        MailLocation::Mbox(path) => Ok(Box::new(crate::mbox::MboxDrop::open(path)?)),
+/// What one UPDATE (a QUIT in TRANSACTION) does, for [`crate::Maildrop::update`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Update {
+    /// Messages marked deleted (0-based snapshot indexes).
+    pub deletions: Vec<usize>,
+    /// Messages retrieved (RETR) in this session: their first retrieval date is
+    /// recorded as `now` unless one is recorded already.
+    pub retrieved: Vec<usize>,
+    /// `EXPIRE n` with n > 0: also remove every message of the snapshot first retrieved
+    /// at least this long before `now`. `None`: no expiry.
+    pub expire_after: Option<Duration>,
+    /// The time of this UPDATE.
+    pub now: SystemTime,
+}
+
+impl Update {
+    /// An UPDATE at `now` that removes `deletions` and nothing else.
+    pub fn new(deletions: Vec<usize>, now: SystemTime) -> Self {
+        Update {
+            deletions,
+            retrieved: Vec::new(),
+            expire_after: None,
+            now,
+        }
+    }
+
+    /// Records these messages as retrieved in this session.
+    pub fn with_retrieved(mut self, retrieved: Vec<usize>) -> Self {
+        self.retrieved = retrieved;
+        self
+    }
+
+    /// Removes messages first retrieved at least `after` before `now`.
+    pub fn with_expiry(mut self, after: Duration) -> Self {
+        self.expire_after = Some(after);
+        self
     }
 }
 
 /// Checks deletion indexes against the snapshot length and returns them sorted and
 /// deduplicated.
-pub(crate) fn checked_deletions(deletions: &[usize], len: usize) -> Result<Vec<usize>, StoreError> {
+pub fn checked_deletions(deletions: &[usize], len: usize) -> Result<Vec<usize>, StoreError> {
     let mut v = deletions.to_vec();
     v.sort_unstable();
     v.dedup();

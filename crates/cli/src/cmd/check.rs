@@ -58,8 +58,26 @@ pub fn problems(config: &Config) -> Vec<String> {
         user: "user@example.org",
         home: Some(std::path::Path::new("/home/user")),
     };
-    if let Err(e) = correio_store::MailLocation::from_template(&config.mail_location, &probe) {
+    if let Err(e) = correio_store::MailboxRef::from_template(&config.mail_location, &probe) {
         out.push(format!("mail_location: {e}"));
+    }
+    // Stores beside the file backends must be buildable and answer now.
+    match super::store::open_stores(config) {
+        Err(e) => out.push(format!("{e:#}")),
+        Ok(stores) => {
+            for name in stores.names() {
+                let started = std::time::Instant::now();
+                if let Some(s) = stores.get(name) {
+                    match s.check() {
+                        Ok(()) => out.push(format!(
+                            "note: store {name} answered in {} ms",
+                            started.elapsed().as_millis()
+                        )),
+                        Err(e) => out.push(format!("store.{name}: the store does not answer: {e}")),
+                    }
+                }
+            }
+        }
     }
     // TLS: a pair the configuration names must load; so must a pair present at the
     // default paths. A missing default pair is what `correio serve` creates on its

@@ -26,7 +26,7 @@ use anyhow::Context as _;
 use correio_server::config::{Config, Overrides, config_path};
 use correio_server::lmtp::{Recipient, resolve_recipient_with};
 use correio_server::ownership::ServiceAccount;
-use correio_store::{DeliverOptions, MailLocation, deliver};
+use correio_store::{DeliverOptions, MailLocation, MailboxRef};
 
 /// sysexits.h codes.
 const EX_NOUSER: u8 = 67;
@@ -142,7 +142,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(EX_TEMPFAIL));
             }
         };
-    if let Err(e) = become_mailbox_owner(&config, &location) {
+    if let MailboxRef::File(file) = &location
+        && let Err(e) = become_mailbox_owner(&config, file)
+    {
         eprintln!("correio deliver: {e:#}");
         return Ok(ExitCode::from(EX_TEMPFAIL));
     }
@@ -173,7 +175,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     };
     let reader = io::Cursor::new(head).chain(rest);
-    match deliver(&location, reader, &opts) {
+    let stores = match super::store::open_stores(&config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("correio deliver: {e:#}");
+            return Ok(ExitCode::from(EX_TEMPFAIL));
+        }
+    };
+    match stores.deliver(&location, reader, &opts) {
         Ok(_) => Ok(ExitCode::SUCCESS),
         Err(e) => {
             eprintln!(

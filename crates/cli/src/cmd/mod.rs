@@ -11,4 +11,5 @@ pub mod import;
 pub mod mailbox;
 pub mod probe;
 pub mod serve;
+pub mod store;
 pub mod user;

@@ -267,6 +267,9 @@ async fn serve(
         Listeners::default()
     };
     let server = Server::new(config).context("starting the server")?;
+    // Stores beside the file backends ([store.NAME]): built once, at start (a change
+    // to their tables takes a restart); nothing connects until a session needs it.
+    server.set_stores(super::store::open_stores(&server.config())?);
     let listeners = if first_run {
         listeners
     } else {
@@ -454,6 +457,7 @@ fn lmtp_context(server: &Server) -> std::sync::Arc<correio_server::lmtp::LmtpCon
         .with_username_policy(c.username.clone())
         .with_metrics(server.metrics());
     ctx.hostname = c.hostname.clone();
+    ctx.stores = server.stores();
     std::sync::Arc::new(ctx)
 }
 
