@@ -93,6 +93,27 @@ impl Daemon {
         }
     }
 
+    /// Waits (at most `limit`) for the process to exit by itself (a failpoint's
+    /// abort): its exit status.
+    ///
+    /// # Panics
+    /// When it is still running at the deadline (with its log).
+    pub fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return st;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "process {} did not exit within {limit:?}; log:\n{}",
+                self.pid(),
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Sends `signal` (e.g. `"HUP"`) to the process.
     pub fn signal(&self, signal: &str) {
         let st = Command::new("kill")
@@ -106,6 +127,9 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();

@@ -45,20 +45,33 @@ impl Served {
 
     /// [`Served::start`] with top-level keys (`top`, e.g. `user = "..."`) too.
     pub fn start_with(root: &Path, top: &str, extra: &str) -> Served {
+        let location = format!("maildir:{}/%u", root.join("mail").display());
+        Served::start_located(root, &location, top, extra, &[])
+    }
+
+    /// [`Served::start_with`] with another mail location (a store: `pgsql:%u`) and
+    /// environment variables for the server (a failpoint).
+    pub fn start_located(
+        root: &Path,
+        location: &str,
+        top: &str,
+        extra: &str,
+        env: &[(&str, &str)],
+    ) -> Served {
         let pop3 = correio_testkit::free_port().expect("port");
         let lmtp = correio_testkit::free_port().expect("port");
         let config = root.join("correio.toml");
         let text = format!(
-            "data_dir = \"{data}\"\nmail_location = \"maildir:{mail}/%u\"\n\
+            "data_dir = \"{data}\"\nmail_location = \"{location}\"\n\
              trusted_networks = [\"127.0.0.0/8\"]\n{top}\n\
              [listen]\npop3 = [\"127.0.0.1:{pop3}\"]\nlmtp = \"127.0.0.1:{lmtp}\"\n{extra}\n",
             data = root.join("data").display(),
-            mail = root.join("mail").display(),
         );
         std::fs::write(&config, text).expect("config");
         let mut daemon = Daemon::start({
             let mut c = Command::new(BIN);
             c.args(["serve", "--config"]).arg(&config);
+            c.envs(env.iter().copied());
             c
         });
         daemon.wait_port(pop3, Duration::from_secs(30));
