@@ -719,12 +719,10 @@ fn read_full(file: &mut std::fs::File, buf: &mut [u8]) -> io::Result<usize> {
 
 impl MailStore for PgStore {
     fn open(&self, mailbox: &str) -> Result<Box<dyn Maildrop>, StoreError> {
-        let id = self.mailbox_id(mailbox)?;
         let owner = self.inner.next_owner();
         Ok(Box::new(maildrop::PgMaildrop::open(
             Arc::clone(&self.inner),
             mailbox,
-            id,
             owner,
         )?))
     }
@@ -761,10 +759,11 @@ impl MailStore for PgStore {
         let ms = now
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-        let id = self.mailbox_id(mailbox)?;
+        inner.ensure_schema()?;
         inner.run(async {
-            sqlx::query("UPDATE correio_mailbox SET last_login = $2 WHERE id = $1")
-                .bind(id)
+            // The session that logs in has opened the mailbox, so its row exists.
+            sqlx::query("UPDATE correio_mailbox SET last_login = $2 WHERE name = $1")
+                .bind(mailbox)
                 .bind(ms)
                 .execute(&inner.pool)
                 .await

@@ -46,58 +46,84 @@ impl std::fmt::Debug for PgMaildrop {
 }
 
 impl PgMaildrop {
-    /// Takes the lease (or [`StoreError::InUse`]), then the snapshot.
+    /// Takes the lease (or [`StoreError::InUse`]) and the snapshot in one round trip;
+    /// a mailbox without a row yet gets one first.
     pub(crate) fn open(
         inner: Arc<Inner>,
         mailbox: &str,
-        id: i64,
         owner: String,
     ) -> Result<PgMaildrop, StoreError> {
+        inner.ensure_schema()?;
         let lease = inner.config.lease.as_secs_f64();
-        let taken: Option<(i64,)> = inner.run(async {
-            sqlx::query_as(
-                "INSERT INTO correio_lease (mailbox_id, owner, expires)
-                 VALUES ($1, $2, now() + make_interval(secs => $3))
-                 ON CONFLICT (mailbox_id) DO UPDATE
-                   SET owner = EXCLUDED.owner, expires = EXCLUDED.expires
-                   WHERE correio_lease.expires < now()
-                 RETURNING mailbox_id",
-            )
-            .bind(id)
-            .bind(&owner)
-            .bind(lease)
-            .fetch_optional(&inner.pool)
-            .await
-        })?;
-        if taken.is_none() {
-            return Err(StoreError::InUse);
+        type Snap = (i64, Option<i64>, Option<String>, Option<i64>, Option<i64>, Option<Vec<u8>>);
+        let take = || -> Result<Vec<Snap>, StoreError> {
+            inner.run(async {
+                sqlx::query_as(
+                    "WITH l AS (
+                       INSERT INTO correio_lease (mailbox_id, owner, expires)
+                       SELECT id, $2, now() + make_interval(secs => $3)
+                         FROM correio_mailbox WHERE name = $1
+                       ON CONFLICT (mailbox_id) DO UPDATE
+                         SET owner = EXCLUDED.owner, expires = EXCLUDED.expires
+                         WHERE correio_lease.expires < now()
+                       RETURNING mailbox_id)
+                     SELECT l.mailbox_id, m.uid, m.uidl, m.wire_size, m.size, m.body_hash
+                     FROM l LEFT JOIN correio_message m ON m.mailbox_id = l.mailbox_id
+                     ORDER BY m.uid",
+                )
+                .bind(mailbox)
+                .bind(&owner)
+                .bind(lease)
+                .fetch_all(&inner.pool)
+                .await
+            })
+        };
+        let mut rows = take()?;
+        if rows.is_empty() {
+            // Held by another session, or no row for this mailbox yet.
+            let exists: Option<(i64,)> = inner.run(async {
+                sqlx::query_as("SELECT id FROM correio_mailbox WHERE name = $1")
+                    .bind(mailbox)
+                    .fetch_optional(&inner.pool)
+                    .await
+            })?;
+            if exists.is_some() {
+                return Err(StoreError::InUse);
+            }
+            inner.run(async {
+                sqlx::query(
+                    "INSERT INTO correio_mailbox (name) VALUES ($1) ON CONFLICT (name) DO NOTHING",
+                )
+                .bind(mailbox)
+                .execute(&inner.pool)
+                .await
+            })?;
+            rows = take()?;
+            if rows.is_empty() {
+                return Err(StoreError::InUse);
+            }
         }
+        let id = rows[0].0;
         failpoint::hit("pg-open-after-lease");
         let mut md = PgMaildrop {
             inner: Arc::clone(&inner),
             mailbox: mailbox.to_string(),
             id,
             owner,
-            messages: Vec::new(),
-            rows: Vec::new(),
+            messages: Vec::with_capacity(rows.len()),
+            rows: Vec::with_capacity(rows.len()),
             max_uid: 0,
             lost: Arc::new(AtomicBool::new(false)),
             renew: None,
             released: false,
         };
         // From here on, dropping `md` releases the lease.
-        let rows: Vec<(i64, String, i64, i64, Vec<u8>)> = inner.run(async {
-            sqlx::query_as(
-                "SELECT uid, uidl, wire_size, size, body_hash FROM correio_message
-                 WHERE mailbox_id = $1 ORDER BY uid",
-            )
-            .bind(id)
-            .fetch_all(&inner.pool)
-            .await
-        })?;
-        md.messages.reserve(rows.len());
-        md.rows.reserve(rows.len());
-        for (uid, uidl, wire, size, hash) in rows {
+        for (_, uid, uidl, wire, size, hash) in rows {
+            let (Some(uid), Some(uidl), Some(wire), Some(size), Some(hash)) =
+                (uid, uidl, wire, size, hash)
+            else {
+                continue; // the empty mailbox's one row
+            };
             md.max_uid = md.max_uid.max(uid);
             md.messages.push(MessageInfo::new(wire as u64, uidl));
             md.rows.push(Row {
@@ -174,6 +200,63 @@ impl Drop for PgMaildrop {
     }
 }
 
+impl PgMaildrop {
+    /// A reader of a body kept in the database, its first chunk already fetched;
+    /// `None` when the database has no chunk of it.
+    fn db_reader(&self, row: &Row) -> Result<Option<MessageReader>, StoreError> {
+        if row.size == 0 {
+            return Ok(Some(Box::new(std::io::empty())));
+        }
+        let inner = &self.inner;
+        let first: Option<(Vec<u8>,)> = inner.run(async {
+            sqlx::query_as("SELECT data FROM correio_body_chunk WHERE hash = $1 AND seq = 0")
+                .bind(&row.hash)
+                .fetch_optional(&inner.pool)
+                .await
+        })?;
+        let Some((data,)) = first else {
+            return Ok(None);
+        };
+        if data.is_empty() || data.len() as u64 > row.size {
+            return Err(StoreError::Backend(format!(
+                "body {} chunk 0 has the wrong size",
+                hex::encode(&row.hash)
+            )));
+        }
+        Ok(Some(Box::new(DbBodyReader {
+            inner: Arc::clone(inner),
+            hash: row.hash.clone(),
+            seq: 1,
+            remaining: row.size,
+            buf: Bytes::from(data),
+        })))
+    }
+
+    /// A reader of a body kept in the object store; `None` when it is not there.
+    fn object_reader(&self, row: &Row) -> Result<Option<MessageReader>, StoreError> {
+        let Bodies::Object { store, prefix } = &self.inner.bodies else {
+            return Ok(None);
+        };
+        let key = body::object_key(prefix, &row.hash);
+        let got = match self
+            .inner
+            .run_io(store.get(&key))
+            .map_err(|e| unavailable("object store", e))?
+        {
+            Ok(g) => g,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(unavailable(&format!("object {key}"), e)),
+        };
+        Ok(Some(Box::new(ObjectBodyReader {
+            inner: Arc::clone(&self.inner),
+            key,
+            stream: Some(got.into_stream()),
+            remaining: row.size,
+            buf: Bytes::new(),
+        })))
+    }
+}
+
 impl Maildrop for PgMaildrop {
     fn messages(&self) -> &[MessageInfo] {
         &self.messages
@@ -181,45 +264,43 @@ impl Maildrop for PgMaildrop {
 
     fn open_message(&self, index: usize) -> Result<MessageReader, StoreError> {
         let row = self.rows.get(index).ok_or(StoreError::NoSuchMessage(index))?;
-        let inner = Arc::clone(&self.inner);
-        // Which kind of body: a row in correio_body says.
-        let in_db: Option<(bool,)> = inner.run(async {
+        // One round trip for a message of one chunk (up to 256 KiB) kept in the
+        // database: its first chunk is fetched here, in the place the backend is
+        // configured to keep bodies first; the other place is asked only on a miss
+        // (a store whose `bodies` changed keeps serving the older ones).
+        let in_db_first = matches!(self.inner.bodies, Bodies::Database);
+        if in_db_first && let Some(r) = self.db_reader(row)? {
+            return Ok(r);
+        }
+        if let Bodies::Object { .. } = &self.inner.bodies {
+            match self.object_reader(row)? {
+                Some(r) => return Ok(r),
+                None => {
+                    if let Some(r) = self.db_reader(row)? {
+                        return Ok(r);
+                    }
+                }
+            }
+        }
+        let inner = &self.inner;
+        let kind: Option<(bool,)> = inner.run(async {
             sqlx::query_as("SELECT in_db FROM correio_body WHERE hash = $1")
                 .bind(&row.hash)
                 .fetch_optional(&inner.pool)
                 .await
         })?;
-        match in_db {
+        match kind {
             None => Err(StoreError::Vanished(index)),
-            Some((true,)) => Ok(Box::new(DbBodyReader {
-                inner,
-                hash: row.hash.clone(),
-                seq: 0,
-                remaining: row.size,
-                buf: Bytes::new(),
-            })),
-            Some((false,)) => {
-                let Bodies::Object { store, prefix } = &inner.bodies else {
-                    return Err(StoreError::Backend(format!(
-                        "message {} of {} is in an object store, and none is configured",
-                        index + 1,
-                        self.mailbox
-                    )));
-                };
-                let key = body::object_key(prefix, &row.hash);
-                let got = inner
-                    .run_io(store.get(&key))
-                    .map_err(|e| unavailable("object store", e))?
-                    .map_err(|e| unavailable(&format!("object {key}"), e))?;
-                let stream = got.into_stream();
-                Ok(Box::new(ObjectBodyReader {
-                    inner: Arc::clone(&inner),
-                    key,
-                    stream: Some(stream),
-                    remaining: row.size,
-                    buf: Bytes::new(),
-                }))
-            }
+            Some((true,)) => Err(StoreError::Backend(format!(
+                "the body of message {} of {} has lost its bytes",
+                index + 1,
+                self.mailbox
+            ))),
+            Some((false,)) => Err(StoreError::Backend(format!(
+                "message {} of {} is in an object store, and it is not there or none is configured",
+                index + 1,
+                self.mailbox
+            ))),
         }
     }
 
