@@ -37,6 +37,7 @@ pub mod oauth_server;
 pub mod peers;
 pub mod postfix;
 pub mod postgres;
+pub mod s3;
 mod service;
 pub mod slapd;
 pub mod sys;
