@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use correio_testkit::Pop3;
 use correio_testkit::postgres::Postgres;
+use correio_testkit::s3::S3Server;
 use userdb_support::{
     BIN, Served, as_served, assert_messages, corpus, curl_fetch, lf, mpop_fetch, open_dir, raw,
 };
@@ -25,24 +26,38 @@ const LEASE: &str = "3s";
 
 struct Cluster {
     pg: Postgres,
+    /// Bodies in a real S3 server (s3s-fs) instead of PostgreSQL.
+    s3: Option<S3Server>,
     dir: tempfile::TempDir,
     store_toml: String,
     users: PathBuf,
 }
 
 impl Cluster {
-    fn new() -> Cluster {
+    fn new(bodies_in_s3: bool) -> Cluster {
         let pg = Postgres::launch();
         pg.create_user("correio", "s3cret");
         pg.create_database("mail", Some("correio"));
         let dir = open_dir();
         let users = dir.path().join("users");
-        let store_toml = format!(
+        let mut store_toml = format!(
             "[store.pgsql]\nkind = \"postgresql\"\nurl = \"{}\"\nlease = \"{LEASE}\"\nquery_timeout = \"5s\"\nconnect_timeout = \"2s\"\n",
             pg.url("mail", "correio", "s3cret")
         );
+        let s3 = bodies_in_s3.then(S3Server::launch);
+        if let Some(s3) = &s3 {
+            store_toml.push_str(&format!(
+                "bodies = \"s3://{}/mail\"\ns3_endpoint = \"{}\"\ns3_allow_http = true\n\
+                 s3_access_key_id = \"{}\"\ns3_secret_access_key = \"{}\"\n",
+                s3.bucket(),
+                s3.endpoint(),
+                s3.access_key(),
+                s3.secret_key()
+            ));
+        }
         let c = Cluster {
             pg,
+            s3,
             dir,
             store_toml,
             users,
@@ -158,8 +173,17 @@ fn deliver_cmd(cfg: &Path, user: &str) -> Command {
 }
 
 #[test]
-fn three_frontends_over_one_postgresql() {
-    let mut cl = Cluster::new();
+fn three_frontends_over_one_postgresql_bodies_in_postgresql() {
+    three_frontends(false);
+}
+
+#[test]
+fn three_frontends_over_one_postgresql_bodies_in_s3() {
+    three_frontends(true);
+}
+
+fn three_frontends(bodies_in_s3: bool) {
+    let mut cl = Cluster::new(bodies_in_s3);
     let a = cl.frontend("a");
     let b = cl.frontend("b");
     let c = cl.frontend("c");
@@ -269,6 +293,24 @@ fn three_frontends_over_one_postgresql() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(text.contains("store pgsql answered"), "{text}");
+
+    // The object store goes away: RETR fails temporarily, LMTP says 451; nothing is
+    // lost, and all is back when it is.
+    if let Some(s3) = cl.s3.as_mut() {
+        s3.stop();
+        let mut p = Pop3::login(addr(&c), "alice", "pw-alice").unwrap();
+        let e = p.retr(1).unwrap_err().to_string();
+        assert!(e.contains("-ERR"), "{e}");
+        p.quit().unwrap();
+        let reply = a.lmtp("alice", b"Subject: s3 down\r\n\r\nlater\r\n");
+        assert!(reply.contains("451 4."), "{reply}");
+        s3.start();
+        let reply = a.lmtp("alice", b"Subject: s3 back\r\n\r\nback\r\n");
+        assert!(reply.contains("250 2.0.0"), "{reply}");
+        let all = all_messages(&b, "alice", "pw-alice");
+        assert_eq!(all.len(), after.len() + 1);
+        assert_eq!(all[..after.len()], after[..]);
+    }
 }
 
 /// One delivery by `correio deliver` that dies at `point`; whether the message must be
@@ -287,8 +329,17 @@ fn deliver_killed(cfg: &Path, point: &str, body: &[u8]) -> bool {
 }
 
 #[test]
-fn frontends_killed_at_every_point_lose_nothing_and_hold_no_lease() {
-    let cl = Cluster::new();
+fn frontends_killed_at_every_point_lose_nothing_and_hold_no_lease_bodies_in_postgresql() {
+    killed_at_every_point(false);
+}
+
+#[test]
+fn frontends_killed_at_every_point_lose_nothing_and_hold_no_lease_bodies_in_s3() {
+    killed_at_every_point(true);
+}
+
+fn killed_at_every_point(bodies_in_s3: bool) {
+    let cl = Cluster::new(bodies_in_s3);
     let cfg = cl.config_file("tool");
     let checker = cl.frontend("checker");
     let mut expected: Vec<Vec<u8>> = Vec::new();

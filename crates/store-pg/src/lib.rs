@@ -253,7 +253,15 @@ impl PgStore {
                 }
             }
             BodiesConfig::S3 { bucket, prefix } => {
+                // Retries stay inside one statement's time: a store that is down
+                // gives a temporary failure within query_timeout, not minutes later.
+                let retry = object_store::RetryConfig {
+                    max_retries: 3,
+                    retry_timeout: config.query_timeout,
+                    ..object_store::RetryConfig::default()
+                };
                 let mut b = object_store::aws::AmazonS3Builder::from_env()
+                    .with_retry(retry)
                     .with_bucket_name(bucket)
                     .with_allow_http(config.s3.allow_http)
                     .with_virtual_hosted_style_request(config.s3.virtual_hosted);

@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 use correio_store::{DeliverErrorKind, DeliverOptions, MailStore, StoreError, Update};
 use correio_store_pg::{BodiesConfig, PgStore, PgStoreConfig};
 use correio_testkit::postgres::Postgres;
+use correio_testkit::s3::S3Server;
 
 fn database() -> (Postgres, String) {
     let pg = Postgres::launch();
@@ -19,10 +20,34 @@ fn database() -> (Postgres, String) {
     (pg, url)
 }
 
-fn store(url: &str, name: &str) -> PgStore {
+/// Where the stores of one test keep bodies: in PostgreSQL, or in a real S3 server
+/// (s3s-fs on loopback) the test started.
+enum Where {
+    Database,
+    S3(S3Server),
+}
+
+impl Where {
+    fn s3() -> Where {
+        Where::S3(S3Server::launch())
+    }
+}
+
+/// A store handle (a frontend) with bodies where this test's [`Where`] says.
+fn store(url: &str, name: &str, bodies: &Where) -> PgStore {
     let mut c = PgStoreConfig::new(url);
     c.lease = Duration::from_secs(3);
     c.query_timeout = Duration::from_secs(10);
+    if let Where::S3(s3) = bodies {
+        c.bodies = BodiesConfig::S3 {
+            bucket: s3.bucket().to_string(),
+            prefix: "bodies".into(),
+        };
+        c.s3.endpoint = Some(s3.endpoint());
+        c.s3.allow_http = true;
+        c.s3.access_key_id = Some(s3.access_key().to_string());
+        c.s3.secret_access_key = Some(s3.secret_key().to_string());
+    }
     PgStore::open(name, c).unwrap()
 }
 
@@ -37,11 +62,10 @@ fn deliver(s: &PgStore, mailbox: &str, body: &[u8]) {
         .unwrap();
 }
 
-#[test]
-fn delivery_reads_uidls_lease_and_update_across_two_frontends() {
+fn delivery_reads_uidls_lease_and_update_across_two_frontends(bodies: &Where) {
     let (_pg, url) = database();
-    let a = store(&url, "pgsql");
-    let b = store(&url, "pgsql");
+    let a = store(&url, "pgsql", bodies);
+    let b = store(&url, "pgsql", bodies);
     // CRLF in, LF stored: the wire size counts CRLF again.
     deliver(&a, "alice", b"Subject: one\r\n\r\nfirst\r\n");
     deliver(&a, "alice", b"Subject: two\n\n.dot line\nno final newline");
@@ -128,11 +152,10 @@ fn delivery_reads_uidls_lease_and_update_across_two_frontends() {
     assert_eq!(b.last_login("nobody-yet").unwrap(), None);
 }
 
-#[test]
-fn a_lease_outlives_nothing_a_stalled_session_cannot_delete_after_losing_it() {
+fn a_lease_outlives_nothing_a_stalled_session_cannot_delete_after_losing_it(bodies: &Where) {
     let (_pg, url) = database();
-    let a = store(&url, "pgsql");
-    let b = store(&url, "pgsql");
+    let a = store(&url, "pgsql", bodies);
+    let b = store(&url, "pgsql", bodies);
     deliver(&a, "carol", b"Subject: x\n\nx\n");
     let md = a.open("carol").unwrap();
     // Simulate a frontend that stalled past its lease: expire it in the database.
@@ -148,10 +171,9 @@ fn a_lease_outlives_nothing_a_stalled_session_cannot_delete_after_losing_it() {
     assert_eq!(a.stat("carol").unwrap().messages, 1);
 }
 
-#[test]
-fn quota_size_limit_and_the_collector() {
+fn quota_size_limit_and_the_collector(bodies: &Where) {
     let (pg, url) = database();
-    let s = store(&url, "pgsql");
+    let s = store(&url, "pgsql", bodies);
     let opts = DeliverOptions::default().quota(Some(30), Some(2));
     s.deliver("dave", &mut &b"0123456789\n"[..], &opts).unwrap();
     s.deliver("dave", &mut &b"0123456789\n"[..], &opts).unwrap();
@@ -179,7 +201,12 @@ fn quota_size_limit_and_the_collector() {
     // before the transaction that refused its row).
     let r = s.collect_garbage(Some(Duration::ZERO)).unwrap();
     assert_eq!(r.bodies, 2);
-    assert_eq!(pg.sql("mail", "SELECT count(*) FROM correio_body_chunk"), "0\n");
+    match bodies {
+        Where::Database => {
+            assert_eq!(pg.sql("mail", "SELECT count(*) FROM correio_body_chunk"), "0\n")
+        }
+        Where::S3(s3) => assert_eq!(s3.object_count(), 0, "the objects are deleted too"),
+    }
     // A body still pointed to is never collected.
     s.deliver("dave", &mut &b"keep\n"[..], &DeliverOptions::default())
         .unwrap();
@@ -229,10 +256,9 @@ fn md_drop_gc(s: &PgStore) {
     assert_eq!(r.bodies, 1, "the imported body, no longer used");
 }
 
-#[test]
-fn the_database_going_away_is_a_temporary_failure_and_nothing_is_lost() {
+fn the_database_going_away_is_a_temporary_failure_and_nothing_is_lost(bodies: &Where) {
     let (mut pg, url) = database();
-    let s = store(&url, "pgsql");
+    let s = store(&url, "pgsql", bodies);
     deliver(&s, "frank", b"Subject: kept\n\nkept\n");
     let md = s.open("frank").unwrap();
     pg.stop();
@@ -256,4 +282,71 @@ fn the_database_going_away_is_a_temporary_failure_and_nothing_is_lost() {
         }
     };
     assert_eq!(read_all(&*md, 0), b"Subject: kept\n\nkept\n");
+}
+
+#[test]
+fn delivery_reads_uidls_lease_and_update_across_two_frontends_bodies_in_postgresql() {
+    delivery_reads_uidls_lease_and_update_across_two_frontends(&Where::Database);
+}
+
+#[test]
+fn delivery_reads_uidls_lease_and_update_across_two_frontends_bodies_in_s3() {
+    delivery_reads_uidls_lease_and_update_across_two_frontends(&Where::s3());
+}
+
+#[test]
+fn a_lease_outlives_nothing_a_stalled_session_cannot_delete_after_losing_it_bodies_in_postgresql() {
+    a_lease_outlives_nothing_a_stalled_session_cannot_delete_after_losing_it(&Where::Database);
+}
+
+#[test]
+fn a_lease_outlives_nothing_a_stalled_session_cannot_delete_after_losing_it_bodies_in_s3() {
+    a_lease_outlives_nothing_a_stalled_session_cannot_delete_after_losing_it(&Where::s3());
+}
+
+#[test]
+fn quota_size_limit_and_the_collector_bodies_in_postgresql() {
+    quota_size_limit_and_the_collector(&Where::Database);
+}
+
+#[test]
+fn quota_size_limit_and_the_collector_bodies_in_s3() {
+    quota_size_limit_and_the_collector(&Where::s3());
+}
+
+#[test]
+fn the_database_going_away_is_a_temporary_failure_and_nothing_is_lost_bodies_in_postgresql() {
+    the_database_going_away_is_a_temporary_failure_and_nothing_is_lost(&Where::Database);
+}
+
+#[test]
+fn the_database_going_away_is_a_temporary_failure_and_nothing_is_lost_bodies_in_s3() {
+    the_database_going_away_is_a_temporary_failure_and_nothing_is_lost(&Where::s3());
+}
+
+#[test]
+fn the_object_store_going_away_is_a_temporary_failure_and_nothing_is_lost() {
+    let (_pg, url) = database();
+    let mut bodies = Where::s3();
+    let s = store(&url, "pgsql", &bodies);
+    deliver(&s, "gina", b"Subject: kept\n\nkept\n");
+    let Where::S3(s3) = &mut bodies else { unreachable!() };
+    assert_eq!(s3.object_count(), 1);
+    s3.stop();
+    let md = s.open("gina").unwrap();
+    let e = md.open_message(0).map(|_| ()).unwrap_err();
+    assert!(e.is_temporary(), "{e}");
+    let e = s
+        .deliver("gina", &mut &b"Subject: new\n\nnew\n"[..], &DeliverOptions::default())
+        .unwrap_err();
+    assert!(e.is_temporary(), "{e}");
+    // The refused delivery left no message row.
+    assert_eq!(md.messages().len(), 1);
+    md.commit(&[]).unwrap();
+    s3.start();
+    deliver(&s, "gina", b"Subject: new\n\nnew\n");
+    let md = s.open("gina").unwrap();
+    assert_eq!(md.messages().len(), 2);
+    assert_eq!(read_all(&*md, 0), b"Subject: kept\n\nkept\n");
+    assert_eq!(read_all(&*md, 1), b"Subject: new\n\nnew\n");
 }
