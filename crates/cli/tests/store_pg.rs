@@ -418,3 +418,74 @@ fn killed_at_every_point(bodies_in_s3: bool) {
         "0\n"
     );
 }
+
+/// mpop, keep on, with one uidls file and one Maildir across servers: how many
+/// messages the Maildir holds afterwards.
+fn mpop_keep(s: &Served, dir: &Path) -> usize {
+    correio_testkit::peers::require("mpop", "mpop");
+    let md = dir.join("Maildir");
+    correio_testkit::peers::make_maildir(&md);
+    let rc = dir.join("mpoprc");
+    correio_testkit::peers::write_private(
+        &rc,
+        &format!(
+            "defaults\ntimeout 30\naccount test\nhost localhost\nport {port}\n\
+             user alice\npassword pw-alice\ntls on\ntls_starttls on\n\
+             tls_trust_file {cert}\ndelivery maildir {md}\nkeep on\n\
+             uidls_file {uidls}\nreceived_header off\n",
+            port = s.pop3,
+            cert = s.cert().display(),
+            md = md.display(),
+            uidls = dir.join("uidls").display(),
+        ),
+    );
+    let mut c = Command::new("mpop");
+    c.env("HOME", dir)
+        .env("LC_ALL", "C")
+        .arg("-C")
+        .arg(&rc)
+        .arg("test");
+    let r = correio_testkit::peers::run_bounded(c, Duration::from_secs(60), dir);
+    assert!(r.ok(), "mpop: {}", r.log());
+    correio_testkit::peers::maildir_messages(&md).len()
+}
+
+#[test]
+fn a_maildir_user_migrated_into_the_store_downloads_nothing_again() {
+    let cl = Cluster::new(false);
+    let mail = cl.root("files");
+    let from = format!("maildir:{}/%u", mail.display());
+    let client = cl.root("client");
+    let uidls_before;
+    {
+        let m = Served::start_located(&cl.root("m"), &from, &cl.top(), &cl.store_toml, &[]);
+        for msg in corpus("mig") {
+            let reply = m.lmtp("alice", &msg);
+            assert!(reply.contains("250 2.0.0"), "{reply}");
+        }
+        assert_eq!(mpop_keep(&m, &client), 3);
+        uidls_before = all_messages(&m, "alice", "pw-alice");
+    }
+    let migrate = || {
+        let out = Command::new(BIN)
+            .args(["store", "migrate", "--config"])
+            .arg(cl.config_file("tool"))
+            .args(["--from", &from, "alice"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let first = migrate();
+    assert!(first.contains("3 copied, 0 already there"), "{first}");
+    let again = migrate();
+    assert!(again.contains("0 copied, 3 already there"), "{again}");
+
+    let p = cl.frontend("p");
+    let after = all_messages(&p, "alice", "pw-alice");
+    assert_eq!(after, uidls_before, "same UIDLs, same bytes");
+    assert_eq!(mpop_keep(&p, &client), 3, "mpop downloads nothing again");
+    let reply = p.lmtp("alice", b"Subject: new\r\n\r\nafter the move\r\n");
+    assert!(reply.contains("250 2.0.0"), "{reply}");
+    assert_eq!(mpop_keep(&p, &client), 4, "only the new message");
+}
