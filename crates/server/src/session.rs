@@ -726,7 +726,7 @@ impl Driver {
             .messages()
             .get(index)
             .map(|m| m.size)
-            .filter(|size| *size <= INLINE_READ_MAX && md.cheap_reads());
+            .filter(|size| *size <= INLINE_READ_MAX && md.cheap_read(index));
         let (md, reader) = if small.is_some() {
             let r = md.open_message_checked(index);
             (md, r)

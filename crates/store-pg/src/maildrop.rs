@@ -1,7 +1,8 @@
 //! One POP3 session's mailbox in PostgreSQL: the lease, the snapshot, body reads and
 //! the UPDATE transaction.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -33,7 +34,14 @@ pub(crate) struct PgMaildrop {
     lost: Arc<AtomicBool>,
     renew: Option<tokio::task::JoinHandle<()>>,
     released: bool,
+    /// Bodies read ahead (whole, one chunk each), by snapshot index: clients retrieve
+    /// in order, so one query fetches the next few small messages.
+    ahead: Mutex<HashMap<usize, Bytes>>,
 }
+
+/// Read-ahead bounds: messages per query, and octets held at once.
+const AHEAD_MESSAGES: usize = 32;
+const AHEAD_OCTETS: u64 = 256 * 1024;
 
 impl std::fmt::Debug for PgMaildrop {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -116,6 +124,7 @@ impl PgMaildrop {
             lost: Arc::new(AtomicBool::new(false)),
             renew: None,
             released: false,
+            ahead: Mutex::new(HashMap::new()),
         };
         // From here on, dropping `md` releases the lease.
         for (_, uid, uidl, wire, size, hash) in rows {
@@ -201,6 +210,54 @@ impl Drop for PgMaildrop {
 }
 
 impl PgMaildrop {
+    /// Fetches message `index` and the small messages after it (up to
+    /// [`AHEAD_MESSAGES`] and [`AHEAD_OCTETS`]) in one query; `index`'s reader, or
+    /// `None` when the database has no chunk of it.
+    fn read_ahead(&self, index: usize) -> Result<Option<MessageReader>, StoreError> {
+        let mut want: Vec<(usize, &Row)> = Vec::new();
+        let mut octets = 0u64;
+        for (i, r) in self.rows.iter().enumerate().skip(index) {
+            if want.len() == AHEAD_MESSAGES
+                || r.size as usize > body::CHUNK
+                || (octets + r.size > AHEAD_OCTETS && !want.is_empty())
+            {
+                break;
+            }
+            octets += r.size;
+            want.push((i, r));
+        }
+        let hashes: Vec<Vec<u8>> = want.iter().map(|(_, r)| r.hash.clone()).collect();
+        let inner = &self.inner;
+        let got: Vec<(Vec<u8>, Vec<u8>)> = inner.run(async {
+            sqlx::query_as(
+                "SELECT hash, data FROM correio_body_chunk WHERE hash = ANY($1) AND seq = 0",
+            )
+            .bind(&hashes)
+            .fetch_all(&inner.pool)
+            .await
+        })?;
+        let by_hash: HashMap<Vec<u8>, Bytes> = got
+            .into_iter()
+            .map(|(h, d)| (h, Bytes::from(d)))
+            .collect();
+        let mut mine = None;
+        let mut ahead = self.ahead.lock().unwrap_or_else(|p| p.into_inner());
+        ahead.clear();
+        for (i, r) in want {
+            // Whole bodies only: a row whose chunk is not the whole body is read the
+            // ordinary way.
+            let Some(b) = by_hash.get(&r.hash).filter(|b| b.len() as u64 == r.size) else {
+                continue;
+            };
+            if i == index {
+                mine = Some(b.clone());
+            } else {
+                ahead.insert(i, b.clone());
+            }
+        }
+        Ok(mine.map(|b| Box::new(bytes::Buf::reader(b)) as MessageReader))
+    }
+
     /// A reader of a body kept in the database, its first chunk already fetched;
     /// `None` when the database has no chunk of it.
     fn db_reader(&self, row: &Row) -> Result<Option<MessageReader>, StoreError> {
@@ -269,6 +326,20 @@ impl Maildrop for PgMaildrop {
         // configured to keep bodies first; the other place is asked only on a miss
         // (a store whose `bodies` changed keeps serving the older ones).
         let in_db_first = matches!(self.inner.bodies, Bodies::Database);
+        if let Some(b) = self
+            .ahead
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&index)
+        {
+            return Ok(Box::new(bytes::Buf::reader(b)));
+        }
+        if in_db_first
+            && row.size as usize <= body::CHUNK
+            && let Some(r) = self.read_ahead(index)?
+        {
+            return Ok(r);
+        }
         if in_db_first && let Some(r) = self.db_reader(row)? {
             return Ok(r);
         }
@@ -304,8 +375,11 @@ impl Maildrop for PgMaildrop {
         }
     }
 
-    fn cheap_reads(&self) -> bool {
-        false
+    fn cheap_read(&self, index: usize) -> bool {
+        self.ahead
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&index)
     }
 
     fn update(mut self: Box<Self>, update: &Update) -> Result<CommitReport, StoreError> {
@@ -325,50 +399,41 @@ impl Maildrop for PgMaildrop {
             .map(|d| now.saturating_sub(i64::try_from(d.as_secs()).unwrap_or(i64::MAX)));
         let inner = Arc::clone(&self.inner);
         let (id, owner, max_uid) = (self.id, self.owner.clone(), self.max_uid);
-        let outcome: Option<Vec<i64>> = inner.run(async {
-            let mut tx = inner.pool.begin().await?;
-            let held: Option<(i64,)> = sqlx::query_as(
-                "SELECT mailbox_id FROM correio_lease WHERE mailbox_id = $1 AND owner = $2 FOR UPDATE",
+        failpoint::hit("pg-update-before-commit");
+        // One statement, so one round trip and one implicit transaction: check the
+        // lease is still ours, record retrieval dates, delete, release. The rows
+        // updated (retrieved, not deleted, no date yet) and the rows deleted are
+        // disjoint, as one statement requires.
+        let outcome: (i64, Vec<i64>) = inner.run(async {
+            sqlx::query_as(
+                "WITH held AS (
+                   SELECT mailbox_id FROM correio_lease
+                   WHERE mailbox_id = $1 AND owner = $2 FOR UPDATE),
+                 upd AS (
+                   UPDATE correio_message SET first_retrieved = $3
+                   WHERE mailbox_id IN (SELECT mailbox_id FROM held)
+                     AND uid = ANY($4) AND NOT (uid = ANY($5)) AND first_retrieved IS NULL),
+                 del AS (
+                   DELETE FROM correio_message
+                   WHERE mailbox_id IN (SELECT mailbox_id FROM held)
+                     AND (uid = ANY($5) OR (uid <= $6 AND first_retrieved <= $7))
+                   RETURNING uid),
+                 rel AS (
+                   DELETE FROM correio_lease
+                   WHERE mailbox_id IN (SELECT mailbox_id FROM held) AND owner = $2)
+                 SELECT (SELECT count(*) FROM held), array(SELECT uid FROM del)",
             )
             .bind(id)
             .bind(&owner)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if held.is_none() {
-                tx.rollback().await?;
-                return Ok(None);
-            }
-            if !retrieved.is_empty() {
-                sqlx::query(
-                    "UPDATE correio_message SET first_retrieved = $3
-                     WHERE mailbox_id = $1 AND uid = ANY($2) AND first_retrieved IS NULL",
-                )
-                .bind(id)
-                .bind(&retrieved)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-            }
-            let removed: Vec<(i64,)> = sqlx::query_as(
-                "DELETE FROM correio_message WHERE mailbox_id = $1
-                 AND (uid = ANY($2) OR (uid <= $3 AND first_retrieved <= $4))
-                 RETURNING uid",
-            )
-            .bind(id)
+            .bind(now)
+            .bind(&retrieved)
             .bind(&del_uids)
             .bind(max_uid)
             .bind(cutoff)
-            .fetch_all(&mut *tx)
-            .await?;
-            sqlx::query("DELETE FROM correio_lease WHERE mailbox_id = $1 AND owner = $2")
-                .bind(id)
-                .bind(&owner)
-                .execute(&mut *tx)
-                .await?;
-            failpoint::hit("pg-update-before-commit");
-            tx.commit().await?;
-            Ok(Some(removed.into_iter().map(|r| r.0).collect()))
+            .fetch_one(&inner.pool)
+            .await
         })?;
+        let outcome = (outcome.0 == 1).then_some(outcome.1);
         let Some(removed) = outcome else {
             self.released = true;
             return Err(StoreError::Unavailable(format!(

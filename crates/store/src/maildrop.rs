@@ -114,10 +114,12 @@ pub trait Maildrop: Send + fmt::Debug {
         ))
     }
 
-    /// Whether reading a small message is quick enough to do on an async worker (a
-    /// local file: yes; a network store: no, every read goes through the blocking
-    /// pool).
-    fn cheap_reads(&self) -> bool {
+    /// Whether opening and reading message `index` (a small one) is quick enough to do
+    /// on an async worker: a local file, yes; a network store, only when it holds the
+    /// message in memory already (read ahead); otherwise every read goes through the
+    /// blocking pool.
+    fn cheap_read(&self, index: usize) -> bool {
+        let _ = index;
         true
     }
 
