@@ -3,7 +3,7 @@
 # loopback, as ratios (see bench/README.md):
 #
 #   bench/store_compare.sh [--quick] [--rounds N] [--users N] [--messages N] [--size BYTES]
-#                          [--big N] [--bodies database|s3] [--json FILE]
+#                          [--big N] [--repeat N] [--bodies database|s3] [--json FILE]
 #                          [--results FILE | --no-results]
 #
 # One command from a clean checkout, as root: builds `correio` (release), makes a
@@ -17,11 +17,11 @@
 # Maildirs and three `correio serve` frontends on the PostgreSQL store.
 #
 # Measured, each round in the order Maildir, PostgreSQL with 1, 2 and 3 frontends:
-# - download: `correio bench download --pipeline`, every user once per session, the
-#   users split evenly between the frontends (one bench process per frontend, run at
+# - download: `correio bench download --pipeline`, each user's mailbox --repeat times
+#   (one session each), the users split evenly between the frontends (one bench process per frontend, run at
 #   the same time). Reported: messages/s, and server CPU per message: the process
 #   trees of the frontends plus, for the PostgreSQL store, the postmaster's tree
-#   (every backend), from /proc before and after; and statements per session from
+#   (every backend) and with --bodies s3 the S3 server, from /proc before and after; and statements per session from
 #   pg_stat_statements (the database round trips a session costs, BEGIN/COMMIT
 #   included).
 # - open: `correio bench open` (login, STAT, UIDL, LIST, QUIT) of the --big mailbox,
@@ -43,6 +43,7 @@ USERS=
 MESSAGES=
 SIZE=4096
 BIG=
+REPEAT=
 BODIES=database
 JSON_OUT=
 RESULTS=default
@@ -55,6 +56,7 @@ while [ $# -gt 0 ]; do
     --messages) MESSAGES=$2; shift ;;
     --size) SIZE=$2; shift ;;
     --big) BIG=$2; shift ;;
+    --repeat) REPEAT=$2; shift ;;
     --bodies) BODIES=$2; shift ;;
     --json) JSON_OUT=$2; shift ;;
     --results) RESULTS=$2; shift ;;
@@ -65,9 +67,9 @@ while [ $# -gt 0 ]; do
   shift
 done
 if [ "$QUICK" = 1 ]; then
-  : "${ROUNDS:=1}" "${USERS:=12}" "${MESSAGES:=100}" "${BIG:=5000}"
+  : "${ROUNDS:=1}" "${USERS:=12}" "${MESSAGES:=100}" "${BIG:=5000}" "${REPEAT:=2}"
 else
-  : "${ROUNDS:=3}" "${USERS:=24}" "${MESSAGES:=500}" "${BIG:=50000}"
+  : "${ROUNDS:=3}" "${USERS:=24}" "${MESSAGES:=500}" "${BIG:=50000}" "${REPEAT:=10}"
 fi
 case "$BODIES" in database|s3) ;; *) echo "--bodies database|s3" >&2; exit 2 ;; esac
 [ $((USERS % 6)) = 0 ] || { echo "--users must be a multiple of 6 (split over 1, 2 and 3 frontends)" >&2; exit 2; }
@@ -210,12 +212,18 @@ echo "== writing $USERS x $MESSAGES x $SIZE B and $BIG x 1 KB (Maildir)" >&2
 python3 - "$T" "$USERS" "$MESSAGES" "$SIZE" "$BIG" <<'PY'
 import os, sys
 root, users, n, size, big = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+import base64, random
+rng = random.Random(14)
 def body(tag, i, size):
+    # Text, then a base64 part of random bytes (as an attachment): compresses about as
+    # badly as real mail, so neither store gets an easy ride from compression.
     head = f"From: bench@example.org\nTo: {tag}@example.org\nSubject: {tag} {i}\nMessage-ID: <{tag}.{i}@bench>\n\n"
     line = "The quick brown fox jumps over the lazy dog, again and again, 0123456789.\n"
     b = head
-    while len(b) + len(line) <= size:
+    while len(b) + len(line) <= size // 3:
         b += line
+    while len(b) + 77 <= size:
+        b += base64.b64encode(rng.randbytes(57)).decode() + "\n"
     return (b + "x" * (size - len(b) - 1) + "\n").encode()
 def maildir(name, count, size):
     d = os.path.join(root, "mail", name)
@@ -300,23 +308,26 @@ download() {
   if [ "$label" = maildir ]; then ports=("$M_PORT"); pids=("$M_PID"); else
     for j in $(seq 0 $((k - 1))); do ports+=("${P_PORTS[$j]}"); pids+=("${PG_FRONT_PIDS[$j]}"); done
     pids+=("$PG_PID")
+    [ -z "${S3_PID:-}" ] || pids+=("$S3_PID")
   fi
   [ "$label" = maildir ] || psql_admin -d mail -c "SELECT pg_stat_statements_reset()" >/dev/null
-  local per=$((USERS / k)) before after
+  local per=$((USERS / k)) before after db_before=0 db_after=0
   before=$(tree_cpu "${pids[@]}")
+  [ "$label" = maildir ] || db_before=$(tree_cpu "$PG_PID")
   local bpids=()
   for j in $(seq 0 $((k - 1))); do
     bench download --pipeline --port "${ports[$j]}" --users-file "$T/bench-users-$k-$j" \
-      -c "$per" --count "$per" --duration 300s > "$T/res/dl-$label-$k-$round-$j.json" &
+      -c "$per" --count $((per * REPEAT)) --duration 300s > "$T/res/dl-$label-$k-$round-$j.json" &
     bpids+=($!)
   done
   for j in "${bpids[@]}"; do wait "$j"; done
   after=$(tree_cpu "${pids[@]}")
+  [ "$label" = maildir ] || db_after=$(tree_cpu "$PG_PID")
   local st=0
   [ "$label" = maildir ] || st=$(statements)
-  python3 - "$T/res" "$label" "$k" "$round" "$before" "$after" "$st" <<'PY'
+  python3 - "$T/res" "$label" "$k" "$round" "$before" "$after" "$st" "$db_before" "$db_after" <<'PY'
 import glob, json, sys
-res, label, k, rnd, before, after, st = sys.argv[1:]
+res, label, k, rnd, before, after, st, db_before, db_after = sys.argv[1:]
 runs = [json.load(open(f)) for f in sorted(glob.glob(f"{res}/dl-{label}-{k}-{rnd}-*.json"))]
 msgs = sum(r["messages"] for r in runs)
 sessions = sum(r["sessions"] for r in runs)
@@ -326,9 +337,11 @@ cpu = float(after) - float(before)
 out = {"store": label, "frontends": int(k), "round": int(rnd), "messages": msgs,
        "sessions": sessions, "failed": failed, "wall_s": wall, "msgs_per_s": msgs / wall,
        "cpu_s": cpu, "cpu_us_per_msg": cpu / msgs * 1e6 if msgs else None,
+       "db_cpu_us_per_msg": (float(db_after) - float(db_before)) / msgs * 1e6 if msgs else None,
        "statements_per_session": int(st) / sessions if sessions and label != "maildir" else None}
 json.dump(out, open(f"{res}/sum-dl-{label}-{k}-{rnd}.json", "w"))
-print(f"   {label} x{k}: {msgs} msgs in {wall:.2f}s = {msgs/wall:.0f}/s, {out['cpu_us_per_msg']:.0f} us CPU/msg, failed {failed}", file=sys.stderr)
+print(f"   {label} x{k}: {msgs} msgs in {wall:.2f}s = {msgs/wall:.0f}/s, {out['cpu_us_per_msg']:.0f} us CPU/msg"
+      f" (PostgreSQL {out['db_cpu_us_per_msg']:.0f}), failed {failed}", file=sys.stderr)
 PY
 }
 
@@ -359,14 +372,15 @@ done
 # ---------------------------------------------------------------- the table
 python3 - "$T/res" "$USERS" "$MESSAGES" "$SIZE" "$BIG" "$BODIES" "$ROUNDS" \
   "$("$PGBIN/postgres" --version | awk '{print $3}')" "$MIGRATED" "$MIGRATE_S" "$ARGS_SEEN" \
-  "${JSON_OUT:-}" "${RESULTS:-}" <<'PY'
+  "${JSON_OUT:-}" "${RESULTS:-}" "$REPEAT" <<'PY'
 import glob, json, statistics, sys, datetime, platform, os
-res, users, n, size, big, bodies, rounds, pgv, migrated, migrate_s, args, json_out, results = sys.argv[1:]
+res, users, n, size, big, bodies, rounds, pgv, migrated, migrate_s, args, json_out, results, repeat = sys.argv[1:]
 med = statistics.median
 def dl(store, k):
     rs = [json.load(open(f)) for f in glob.glob(f"{res}/sum-dl-{store}-{k}-*.json")]
     return {"msgs_per_s": med(r["msgs_per_s"] for r in rs),
             "cpu_us_per_msg": med(r["cpu_us_per_msg"] for r in rs),
+            "db_cpu_us_per_msg": med(r["db_cpu_us_per_msg"] for r in rs),
             "statements_per_session": med(r["statements_per_session"] for r in rs) if store != "maildir" else None,
             "failed": sum(r["failed"] for r in rs)}
 def op(store):
@@ -382,20 +396,21 @@ lines = []
 now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 lines.append(f"## Shared PostgreSQL store vs Maildir (bench/store_compare.sh, {now})\n")
 lines.append(f"`bench/store_compare.sh {args}` — {platform.machine()}, {os.cpu_count()} cores, PostgreSQL {pgv} "
-             f"(fsync on, synchronous_commit on), bodies in {bodies}; {users} users x {n} messages x {size} B, "
+             f"(fsync on, synchronous_commit on), bodies in {bodies}; {users} users x {n} messages x {size} B, each mailbox downloaded {repeat} times per run, "
              f"user `big` with {big} x 1 KB; {rounds} round(s), medians. All processes on the same cores. "
              f"Filling the store: `correio store migrate` of {migrated} messages in {migrate_s} s.\n")
-lines.append("| download (pipelined) | messages/s | vs Maildir | server CPU µs/message (frontends + PostgreSQL) | vs Maildir | statements/session | failed |")
-lines.append("|---|---|---|---|---|---|---|")
+lines.append("| download (pipelined) | messages/s | vs Maildir | server CPU µs/message (frontends + PostgreSQL) | of which PostgreSQL | vs Maildir | statements/session | failed |")
+lines.append("|---|---|---|---|---|---|---|---|")
 for name, r in rows:
     st = f"{r['statements_per_session']:.1f}" if r["statements_per_session"] is not None else "—"
-    lines.append(f"| {name} | {r['msgs_per_s']:.0f} | {r['msgs_per_s']/m['msgs_per_s']:.2f} | {r['cpu_us_per_msg']:.0f} | "
+    db = f"{r['db_cpu_us_per_msg']:.0f}" if name.startswith("PostgreSQL") else "—"
+    lines.append(f"| {name} | {r['msgs_per_s']:.0f} | {r['msgs_per_s']/m['msgs_per_s']:.2f} | {r['cpu_us_per_msg']:.0f} | {db} | "
                  f"{r['cpu_us_per_msg']/m['cpu_us_per_msg']:.2f} | {st} | {r['failed']} |")
 lines.append("")
-lines.append(f"| open of {big} messages (login, STAT, UIDL, LIST, QUIT), warm | STAT+UIDL+LIST p50 | session p50 | statements/session |")
+lines.append(f"| open of {big} messages, warm | login + open + STAT+UIDL+LIST + QUIT, p50 (session) | of which STAT+UIDL+LIST p50 | statements/session |")
 lines.append("|---|---|---|---|")
-lines.append(f"| Maildir | {om['op_p50_ms']:.1f} ms | {om['session_p50_ms']:.1f} ms | — |")
-lines.append(f"| PostgreSQL | {op_['op_p50_ms']:.1f} ms ({op_['op_p50_ms']/om['op_p50_ms']:.2f}x) | {op_['session_p50_ms']:.1f} ms ({op_['session_p50_ms']/om['session_p50_ms']:.2f}x) | {op_['statements_per_session']:.1f} |")
+lines.append(f"| Maildir | {om['session_p50_ms']:.1f} ms | {om['op_p50_ms']:.1f} ms | — |")
+lines.append(f"| PostgreSQL | {op_['session_p50_ms']:.1f} ms ({op_['session_p50_ms']/om['session_p50_ms']:.2f}x) | {op_['op_p50_ms']:.1f} ms ({op_['op_p50_ms']/om['op_p50_ms']:.2f}x) | {op_['statements_per_session']:.1f} |")
 text = "\n".join(lines) + "\n"
 print(text)
 if json_out:

@@ -40,8 +40,8 @@ pub(crate) struct PgMaildrop {
 }
 
 /// Read-ahead bounds: messages per query, and octets held at once.
-const AHEAD_MESSAGES: usize = 32;
-const AHEAD_OCTETS: u64 = 256 * 1024;
+const AHEAD_MESSAGES: usize = 128;
+const AHEAD_OCTETS: u64 = 512 * 1024;
 
 impl std::fmt::Debug for PgMaildrop {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
