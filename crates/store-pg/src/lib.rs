@@ -173,20 +173,43 @@ impl Inner {
             return Ok(());
         }
         let version: i32 = self.run(async {
+            // Created already: read the version, take no lock.
+            let exists: (Option<String>,) =
+                sqlx::query_as("SELECT to_regclass('correio_schema')::text")
+                    .fetch_one(&self.pool)
+                    .await?;
+            if exists.0.is_some()
+                && let Some((v,)) = sqlx::query_as::<_, (i32,)>("SELECT version FROM correio_schema")
+                    .fetch_optional(&self.pool)
+                    .await?
+            {
+                return Ok(v);
+            }
             let mut tx = self.pool.begin().await?;
             // One creator at a time across frontends (CREATE IF NOT EXISTS races).
             sqlx::query("SELECT pg_advisory_xact_lock(7290011)")
                 .execute(&mut *tx)
                 .await?;
-            for ddl in schema::DDL {
-                sqlx::query(ddl).execute(&mut *tx).await?;
-            }
-            let v: Option<(i32,)> = sqlx::query_as("SELECT version FROM correio_schema")
-                .fetch_optional(&mut *tx)
-                .await?;
+            let v: Option<(i32,)> = if sqlx::query_as::<_, (Option<String>,)>(
+                "SELECT to_regclass('correio_schema')::text",
+            )
+            .fetch_one(&mut *tx)
+            .await?
+            .0
+            .is_some()
+            {
+                sqlx::query_as("SELECT version FROM correio_schema")
+                    .fetch_optional(&mut *tx)
+                    .await?
+            } else {
+                None
+            };
             let v = match v {
                 Some((v,)) => v,
                 None => {
+                    for ddl in schema::DDL {
+                        sqlx::query(ddl).execute(&mut *tx).await?;
+                    }
                     sqlx::query("INSERT INTO correio_schema (version) VALUES ($1)")
                         .bind(schema::VERSION)
                         .execute(&mut *tx)

@@ -1,5 +1,7 @@
 //! The tables. Created on first use (under an advisory lock, so frontends starting
-//! together do not race); `correio_schema` records the version for later migrations.
+//! together do not race; a database that has them is not touched again: no DDL lock
+//! on live tables when a frontend starts); `correio_schema` records the version for
+//! later migrations.
 //!
 //! - `correio_mailbox`: one row per mailbox; `next_uid` only grows, so a UID (and the
 //!   UIDL made from it) is never given twice; `last_login` (Unix ms) for LOGIN-DELAY.
@@ -50,10 +52,19 @@ pub const DDL: &[&str] = &[
         PRIMARY KEY (mailbox_id, uid),
         UNIQUE (mailbox_id, uidl)
     )",
+    // A chunk row up to 8 KB stays in the table, uncompressed (mail bodies are mostly
+    // compressed or base64 already: PostgreSQL's default would move a 4 KB body out
+    // to the TOAST table and cost two more index lookups per read); larger chunks
+    // go out of line, still uncompressed (no decompression on every read).
+    "ALTER TABLE correio_body_chunk SET (toast_tuple_target = 8160)",
+    "ALTER TABLE correio_body_chunk ALTER COLUMN data SET STORAGE EXTERNAL",
     "CREATE INDEX IF NOT EXISTS correio_message_body ON correio_message (body_hash)",
     "CREATE TABLE IF NOT EXISTS correio_lease (
         mailbox_id bigint PRIMARY KEY REFERENCES correio_mailbox (id),
         owner text NOT NULL,
         expires timestamptz NOT NULL
     )",
+    // Every session inserts and deletes one lease row: a small table with many dead
+    // rows, vacuumed by count rather than by share of the table.
+    "ALTER TABLE correio_lease SET (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000)",
 ];

@@ -85,3 +85,38 @@ pub fn expiry_retrieved(data: &[u8]) {
 pub fn courier_sizelist(data: &[u8]) {
     crate::maildir::fuzz_courier_sizelist(data);
 }
+
+/// Mail locations and store references (`maildir:…`, `mbox:…`, `STORE:MAILBOX`, with
+/// templates): never a panic; a file location is absolute; a store reference's
+/// mailbox has no control character or space and prints back to itself.
+pub fn mailbox_ref(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let (template, user) = text.split_once('\n').unwrap_or((text, "alice@example.org"));
+    let vars = crate::TemplateVars {
+        user,
+        home: Some(std::path::Path::new("/home/u")),
+    };
+    for parsed in [
+        crate::MailboxRef::parse(template),
+        crate::MailboxRef::from_template(template, &vars),
+    ] {
+        match parsed {
+            Ok(crate::MailboxRef::File(l)) => match l {
+                crate::MailLocation::Maildir(p) | crate::MailLocation::Mbox(p) => {
+                    assert!(p.is_absolute(), "{p:?}")
+                }
+            },
+            Ok(r @ crate::MailboxRef::Store { .. }) => {
+                let crate::MailboxRef::Store { mailbox, .. } = &r else {
+                    unreachable!()
+                };
+                assert!(!mailbox.is_empty());
+                assert!(!mailbox.bytes().any(|b| b.is_ascii_control() || b == b' '));
+                assert_eq!(crate::MailboxRef::parse(&r.to_string()).as_ref(), Ok(&r));
+            }
+            Err(_) => {}
+        }
+    }
+}

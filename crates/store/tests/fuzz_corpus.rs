@@ -57,3 +57,8 @@ fn mbox_bodies_on_generated_inputs() {
 fn store_expiry_retrieved_corpus() {
     replay("store_expiry_retrieved", fuzzing::expiry_retrieved);
 }
+
+#[test]
+fn store_mailbox_ref_corpus() {
+    replay("store_mailbox_ref", fuzzing::mailbox_ref);
+}
