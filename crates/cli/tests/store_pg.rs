@@ -69,7 +69,11 @@ impl Cluster {
                 .arg(&cfg)
                 .arg("--password-stdin");
             let out = run_with_input(cmd, format!("{p}\n").as_bytes());
-            assert!(out.status.success(), "user add: {}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "user add: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         c
     }
@@ -106,7 +110,13 @@ impl Cluster {
     }
 
     fn frontend_with(&self, name: &str, env: &[(&str, &str)]) -> Served {
-        Served::start_located(&self.root(name), "pgsql:%u", &self.top(), &self.store_toml, env)
+        Served::start_located(
+            &self.root(name),
+            "pgsql:%u",
+            &self.top(),
+            &self.store_toml,
+            env,
+        )
     }
 }
 
@@ -159,7 +169,11 @@ fn all_messages(s: &Served, user: &str, pass: &str) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
     for ((n, u), (_, size)) in uidls.into_iter().zip(list) {
         let m = p.retr(n).unwrap();
-        assert_eq!(m.len() as u64, size, "LIST size of {u} is the octets RETR sends");
+        assert_eq!(
+            m.len() as u64,
+            size,
+            "LIST size of {u} is the octets RETR sends"
+        );
         out.push((u, m));
     }
     p.quit().unwrap();
@@ -168,7 +182,9 @@ fn all_messages(s: &Served, user: &str, pass: &str) -> Vec<(String, Vec<u8>)> {
 
 fn deliver_cmd(cfg: &Path, user: &str) -> Command {
     let mut c = Command::new(BIN);
-    c.args(["deliver", "--config"]).arg(cfg).args(["--user", user]);
+    c.args(["deliver", "--config"])
+        .arg(cfg)
+        .args(["--user", user]);
     c
 }
 
@@ -205,8 +221,19 @@ fn three_frontends(bodies_in_s3: bool) {
     let fetched = cl.root("fetched");
     let md = fetched.join("Maildir");
     let out = Command::new(BIN)
-        .args(["fetch", "--host", "localhost", "--port", &c.pop3.to_string()])
-        .args(["--user", "alice", "--password-command", "printf %s pw-alice"])
+        .args([
+            "fetch",
+            "--host",
+            "localhost",
+            "--port",
+            &c.pop3.to_string(),
+        ])
+        .args([
+            "--user",
+            "alice",
+            "--password-command",
+            "printf %s pw-alice",
+        ])
         .args(["--tls", "starttls", "--ca"])
         .arg(c.cert())
         .arg("--state-dir")
@@ -216,7 +243,12 @@ fn three_frontends(bodies_in_s3: bool) {
         .env("HOME", &fetched)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut files = correio_testkit::peers::maildir_messages(&md);
     files.sort_by(|x, y| x.0.cmp(&y.0));
     let mut got: Vec<Vec<u8>> = files.into_iter().map(|(_, m)| m).collect();
@@ -227,7 +259,10 @@ fn three_frontends(bodies_in_s3: bool) {
 
     // The same UIDLs through every frontend.
     let uidls = |s: &Served| -> Vec<String> {
-        all_messages(s, "alice", "pw-alice").into_iter().map(|x| x.0).collect()
+        all_messages(s, "alice", "pw-alice")
+            .into_iter()
+            .map(|x| x.0)
+            .collect()
     };
     let ua = uidls(&a);
     assert_eq!(ua, uidls(&b));
@@ -257,8 +292,16 @@ fn three_frontends(bodies_in_s3: bool) {
     assert!(r.starts_with("-ERR [SYS/TEMP]"), "{r}");
     let reply = a.lmtp("alice", b"Subject: while down\r\n\r\nlater\r\n");
     assert!(reply.contains("451 4."), "{reply}");
-    let out = run_with_input(deliver_cmd(&cl.config_file("tool"), "alice"), b"Subject: x\n\nx\n");
-    assert_eq!(out.status.code(), Some(75), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run_with_input(
+        deliver_cmd(&cl.config_file("tool"), "alice"),
+        b"Subject: x\n\nx\n",
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(75),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     cl.pg.start();
     let reply = a.lmtp("alice", b"Subject: after\r\n\r\nback\r\n");
     assert!(reply.contains("250 2.0.0"), "{reply}");
@@ -363,15 +406,25 @@ fn killed_at_every_point(bodies_in_s3: bool) {
     // LMTP: the frontend itself dies before the commit; the MTA gets no 250 (it keeps
     // the message and retries) and nothing is stored.
     for i in 0..4 {
-        let mut f = cl.frontend_with("lmtp-killed", &[("CORREIO_FAILPOINT", "pg-deliver-before-commit")]);
-        let reply = f.lmtp("alice", format!("Subject: lmtp {i}\r\n\r\nbody\r\n").as_bytes());
+        let mut f = cl.frontend_with(
+            "lmtp-killed",
+            &[("CORREIO_FAILPOINT", "pg-deliver-before-commit")],
+        );
+        let reply = f.lmtp(
+            "alice",
+            format!("Subject: lmtp {i}\r\n\r\nbody\r\n").as_bytes(),
+        );
         assert!(!reply.contains("250 2.0.0"), "{reply}");
         f.daemon.wait_exit(Duration::from_secs(30));
         rounds += 1;
     }
     let got = all_messages(&checker, "alice", "pw-alice");
     let got_bodies: Vec<Vec<u8>> = got.iter().map(|(_, m)| lf(m)).collect();
-    assert_eq!(got_bodies.len(), expected.len(), "only committed deliveries are there");
+    assert_eq!(
+        got_bodies.len(),
+        expected.len(),
+        "only committed deliveries are there"
+    );
     for (g, w) in got_bodies.iter().zip(&expected) {
         assert!(
             g == w,
@@ -414,7 +467,10 @@ fn killed_at_every_point(bodies_in_s3: bool) {
     assert!(rounds >= 50, "{rounds} rounds");
     // No lease is left behind by anyone.
     assert_eq!(
-        cl.pg.sql("mail", "SELECT count(*) FROM correio_lease WHERE expires > now()"),
+        cl.pg.sql(
+            "mail",
+            "SELECT count(*) FROM correio_lease WHERE expires > now()"
+        ),
         "0\n"
     );
 }
@@ -473,7 +529,11 @@ fn a_maildir_user_migrated_into_the_store_downloads_nothing_again() {
             .args(["--from", &from, "alice"])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let first = migrate();

@@ -258,7 +258,10 @@ fn users_file_stamp(path: &std::path::Path) -> Option<FileStamp> {
 impl Shared {
     /// The stores in use now.
     pub(crate) fn stores(&self) -> correio_store::Stores {
-        self.stores.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.stores
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The configuration and users in force now.
@@ -548,7 +551,11 @@ impl Server {
     /// always, plus every store `correio serve` built from the configuration (a
     /// database store lives in its own crate and is registered here).
     pub fn set_stores(&self, stores: correio_store::Stores) {
-        *self.shared.stores.write().unwrap_or_else(|p| p.into_inner()) = stores;
+        *self
+            .shared
+            .stores
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = stores;
     }
 
     /// The stores in use (shared with the LMTP listener).

@@ -665,9 +665,7 @@ impl Driver {
         let result = tokio::task::spawn_blocking(move || {
             let md = stores.open(&location)?;
             // A login counts for LOGIN-DELAY once it reached TRANSACTION (not on [IN-USE]).
-            if record_login
-                && let Err(e) = stores.record_login(&location, SystemTime::now())
-            {
+            if record_login && let Err(e) = stores.record_login(&location, SystemTime::now()) {
                 warn!(error = %e, "cannot record the login time for LOGIN-DELAY");
             }
             Ok::<_, StoreError>(md)

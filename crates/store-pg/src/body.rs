@@ -26,7 +26,6 @@ pub(crate) enum Bodies {
     },
 }
 
-
 /// The object key of a body: `PREFIX/ab/cd/<64 hex digits>`.
 pub(crate) fn object_key(prefix: &str, hash: &[u8]) -> ObjectPath {
     let h = hex::encode(hash);
@@ -135,7 +134,10 @@ impl Read for DbBodyReader {
             if data.is_empty() || data.len() as u64 > self.remaining {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
-                    format!("body {} chunk {seq} has the wrong size", hex::encode(&self.hash)),
+                    format!(
+                        "body {} chunk {seq} has the wrong size",
+                        hex::encode(&self.hash)
+                    ),
                 ));
             }
             self.seq += 1;

@@ -71,12 +71,13 @@ pub struct ConfigError {
     pub reason: String,
 }
 
-
 impl std::fmt::Display for ConfigError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}: {}", self.key, self.reason)
     }
 }
+
+impl std::error::Error for ConfigError {}
 
 const KEYS: &[&str] = &[
     "kind",
@@ -155,7 +156,10 @@ impl PgStoreConfig {
         }
         let url = string("url")?.ok_or_else(|| bad("url", "missing".into()))?;
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-            return Err(bad("url", "must start with postgres:// or postgresql://".into()));
+            return Err(bad(
+                "url",
+                "must start with postgres:// or postgresql://".into(),
+            ));
         }
         let mut c = PgStoreConfig::new(url);
         c.bodies = match string("bodies")?.as_deref() {
@@ -181,7 +185,9 @@ impl PgStoreConfig {
             Some(s) => {
                 return Err(bad(
                     "bodies",
-                    format!("{s:?}: expected \"database\", \"s3://BUCKET/PREFIX\" or \"file:///PATH\""),
+                    format!(
+                        "{s:?}: expected \"database\", \"s3://BUCKET/PREFIX\" or \"file:///PATH\""
+                    ),
                 ));
             }
         };
@@ -241,7 +247,12 @@ gc_grace = "2h""#,
         assert_eq!(c.max_connections, 4);
         assert!(c.s3.allow_http);
         assert_eq!(c.gc_grace, Duration::from_secs(7200));
-        assert_eq!(parse("kind = \"postgresql\"\nurl = \"mysql://x\"").unwrap_err().key, "url");
+        assert_eq!(
+            parse("kind = \"postgresql\"\nurl = \"mysql://x\"")
+                .unwrap_err()
+                .key,
+            "url"
+        );
         assert_eq!(parse("url = \"postgres://x\"").unwrap_err().key, "kind");
         assert_eq!(
             parse("kind = \"postgresql\"\nurl = \"postgres://x\"\nlease = \"1s\"")
@@ -264,4 +275,3 @@ gc_grace = "2h""#,
     }
 }
 
-impl std::error::Error for ConfigError {}

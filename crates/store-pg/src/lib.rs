@@ -139,7 +139,10 @@ impl Inner {
         f: impl std::future::Future<Output = Result<T, sqlx::Error>>,
     ) -> Result<T, StoreError> {
         let limit = self.config.query_timeout;
-        match self.rt.block_on(async { tokio::time::timeout(limit, f).await }) {
+        match self
+            .rt
+            .block_on(async { tokio::time::timeout(limit, f).await })
+        {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(unavailable(&format!("store {}", self.name), e)),
             Err(_) => Err(StoreError::Unavailable(format!(
@@ -155,12 +158,7 @@ impl Inner {
         let limit = self.config.query_timeout;
         self.rt
             .block_on(async { tokio::time::timeout(limit, f).await })
-            .map_err(|_| {
-                format!(
-                    "no answer within {}",
-                    humantime::format_duration(limit)
-                )
-            })
+            .map_err(|_| format!("no answer within {}", humantime::format_duration(limit)))
     }
 
     /// Creates the tables once per process (and checks the version).
@@ -179,9 +177,10 @@ impl Inner {
                     .fetch_one(&self.pool)
                     .await?;
             if exists.0.is_some()
-                && let Some((v,)) = sqlx::query_as::<_, (i32,)>("SELECT version FROM correio_schema")
-                    .fetch_optional(&self.pool)
-                    .await?
+                && let Some((v,)) =
+                    sqlx::query_as::<_, (i32,)>("SELECT version FROM correio_schema")
+                        .fetch_optional(&self.pool)
+                        .await?
             {
                 return Ok(v);
             }
@@ -267,9 +266,10 @@ impl PgStore {
                 std::fs::create_dir_all(dir).map_err(|e| {
                     OpenError::Config(format!("store {name}: bodies {}: {e}", dir.display()))
                 })?;
-                let fs = object_store::local::LocalFileSystem::new_with_prefix(dir).map_err(
-                    |e| OpenError::Config(format!("store {name}: bodies {}: {e}", dir.display())),
-                )?;
+                let fs =
+                    object_store::local::LocalFileSystem::new_with_prefix(dir).map_err(|e| {
+                        OpenError::Config(format!("store {name}: bodies {}: {e}", dir.display()))
+                    })?;
                 Bodies::Object {
                     store: Arc::new(fs),
                     prefix: String::new(),
@@ -350,10 +350,12 @@ impl PgStore {
             {
                 return Ok(id);
             }
-            sqlx::query("INSERT INTO correio_mailbox (name) VALUES ($1) ON CONFLICT (name) DO NOTHING")
-                .bind(mailbox)
-                .execute(&inner.pool)
-                .await?;
+            sqlx::query(
+                "INSERT INTO correio_mailbox (name) VALUES ($1) ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(mailbox)
+            .execute(&inner.pool)
+            .await?;
             let (id,): (i64,) = sqlx::query_as("SELECT id FROM correio_mailbox WHERE name = $1")
                 .bind(mailbox)
                 .fetch_one(&inner.pool)
@@ -810,7 +812,10 @@ impl MailStore for PgStore {
             } else {
                 format!("{prefix}/correio-check")
             });
-            match self.inner.run_io(store.put(&probe, object_store::PutPayload::from_static(b"ok"))) {
+            match self
+                .inner
+                .run_io(store.put(&probe, object_store::PutPayload::from_static(b"ok")))
+            {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => return Err(unavailable("object store", e)),
                 Err(e) => return Err(unavailable("object store", e)),

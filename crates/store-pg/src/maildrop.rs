@@ -2,15 +2,15 @@
 //! the UPDATE transaction.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
-use object_store::ObjectStoreExt;
 use correio_store::{
     CommitReport, Maildrop, MessageInfo, MessageReader, StoreError, Update, failpoint,
 };
+use object_store::ObjectStoreExt;
 use tracing::{debug, warn};
 
 use crate::body::{self, Bodies, DbBodyReader, ObjectBodyReader};
@@ -63,7 +63,14 @@ impl PgMaildrop {
     ) -> Result<PgMaildrop, StoreError> {
         inner.ensure_schema()?;
         let lease = inner.config.lease.as_secs_f64();
-        type Snap = (i64, Option<i64>, Option<String>, Option<i64>, Option<i64>, Option<Vec<u8>>);
+        type Snap = (
+            i64,
+            Option<i64>,
+            Option<String>,
+            Option<i64>,
+            Option<i64>,
+            Option<Vec<u8>>,
+        );
         let take = || -> Result<Vec<Snap>, StoreError> {
             inner.run(async {
                 sqlx::query_as(
@@ -236,10 +243,8 @@ impl PgMaildrop {
             .fetch_all(&inner.pool)
             .await
         })?;
-        let by_hash: HashMap<Vec<u8>, Bytes> = got
-            .into_iter()
-            .map(|(h, d)| (h, Bytes::from(d)))
-            .collect();
+        let by_hash: HashMap<Vec<u8>, Bytes> =
+            got.into_iter().map(|(h, d)| (h, Bytes::from(d))).collect();
         let mut mine = None;
         let mut ahead = self.ahead.lock().unwrap_or_else(|p| p.into_inner());
         ahead.clear();
@@ -320,7 +325,10 @@ impl Maildrop for PgMaildrop {
     }
 
     fn open_message(&self, index: usize) -> Result<MessageReader, StoreError> {
-        let row = self.rows.get(index).ok_or(StoreError::NoSuchMessage(index))?;
+        let row = self
+            .rows
+            .get(index)
+            .ok_or(StoreError::NoSuchMessage(index))?;
         // One round trip for a message of one chunk (up to 256 KiB) kept in the
         // database: its first chunk is fetched here, in the place the backend is
         // configured to keep bodies first; the other place is asked only on a miss

@@ -71,7 +71,13 @@ fn delivery_reads_uidls_lease_and_update_across_two_frontends(bodies: &Where) {
     deliver(&a, "alice", b"Subject: two\n\n.dot line\nno final newline");
     // A body larger than one chunk row (256 KiB) streams back whole.
     let big: Vec<u8> = (0..700_000u32)
-        .map(|i| if i % 77 == 76 { b'\n' } else { b'a' + (i % 26) as u8 })
+        .map(|i| {
+            if i % 77 == 76 {
+                b'\n'
+            } else {
+                b'a' + (i % 26) as u8
+            }
+        })
         .collect();
     deliver(&b, "alice", &big);
     // The same body for two users is stored once.
@@ -82,7 +88,10 @@ fn delivery_reads_uidls_lease_and_update_across_two_frontends(bodies: &Where) {
     assert_eq!(msgs.len(), 3);
     assert_eq!(read_all(&*md, 0), b"Subject: one\n\nfirst\n");
     assert_eq!(msgs[0].size, b"Subject: one\r\n\r\nfirst\r\n".len() as u64);
-    assert_eq!(read_all(&*md, 1), b"Subject: two\n\n.dot line\nno final newline\n");
+    assert_eq!(
+        read_all(&*md, 1),
+        b"Subject: two\n\n.dot line\nno final newline\n"
+    );
     assert_eq!(
         msgs[1].size,
         b"Subject: two\r\n\r\n.dot line\r\nno final newline\r\n".len() as u64
@@ -108,7 +117,10 @@ fn delivery_reads_uidls_lease_and_update_across_two_frontends(bodies: &Where) {
         .update(&Update::new(vec![1], SystemTime::now()).with_retrieved(vec![0, 2]))
         .unwrap();
     assert_eq!(report.removed, 1);
-    assert!(a.lease_holder("alice").unwrap().is_none(), "QUIT releases the lease");
+    assert!(
+        a.lease_holder("alice").unwrap().is_none(),
+        "QUIT releases the lease"
+    );
 
     // A new delivery gets a new UIDL, never the deleted one's.
     deliver(&a, "alice", b"Subject: three\n\nthird\n");
@@ -177,9 +189,7 @@ fn quota_size_limit_and_the_collector(bodies: &Where) {
     let opts = DeliverOptions::default().quota(Some(30), Some(2));
     s.deliver("dave", &mut &b"0123456789\n"[..], &opts).unwrap();
     s.deliver("dave", &mut &b"0123456789\n"[..], &opts).unwrap();
-    let e = s
-        .deliver("dave", &mut &b"x\n"[..], &opts)
-        .unwrap_err();
+    let e = s.deliver("dave", &mut &b"x\n"[..], &opts).unwrap_err();
     assert_eq!(e.kind(), DeliverErrorKind::QuotaExceeded);
     assert!(e.is_temporary());
     let e = s
@@ -203,7 +213,10 @@ fn quota_size_limit_and_the_collector(bodies: &Where) {
     assert_eq!(r.bodies, 2);
     match bodies {
         Where::Database => {
-            assert_eq!(pg.sql("mail", "SELECT count(*) FROM correio_body_chunk"), "0\n")
+            assert_eq!(
+                pg.sql("mail", "SELECT count(*) FROM correio_body_chunk"),
+                "0\n"
+            )
         }
         Where::S3(s3) => assert_eq!(s3.object_count(), 0, "the objects are deleted too"),
     }
@@ -226,9 +239,15 @@ fn bodies_in_a_shared_directory_and_uidls_kept_by_import() {
     s.check().unwrap();
     let big = vec![b'z'; 3 * 1024 * 1024];
     deliver(&s, "erin", &big);
-    assert!(s
-        .import_message("erin", "old-uidl-1", Some(1_700_000_000), &mut &b"old\n"[..])
-        .unwrap());
+    assert!(
+        s.import_message(
+            "erin",
+            "old-uidl-1",
+            Some(1_700_000_000),
+            &mut &b"old\n"[..]
+        )
+        .unwrap()
+    );
     assert!(
         !s.import_message("erin", "old-uidl-1", None, &mut &b"old\n"[..])
             .unwrap(),
@@ -242,9 +261,7 @@ fn bodies_in_a_shared_directory_and_uidls_kept_by_import() {
     assert_eq!(read_all(&*md, 1), b"old\n");
     // The imported retrieval date is EXPIRE's clock.
     let r = md
-        .update(
-            &Update::new(vec![], SystemTime::now()).with_expiry(Duration::from_secs(86_400)),
-        )
+        .update(&Update::new(vec![], SystemTime::now()).with_expiry(Duration::from_secs(86_400)))
         .unwrap();
     assert_eq!(r.expired, 1);
     assert_eq!(s.uidls("erin").unwrap().len(), 1);
@@ -330,14 +347,20 @@ fn the_object_store_going_away_is_a_temporary_failure_and_nothing_is_lost() {
     let mut bodies = Where::s3();
     let s = store(&url, "pgsql", &bodies);
     deliver(&s, "gina", b"Subject: kept\n\nkept\n");
-    let Where::S3(s3) = &mut bodies else { unreachable!() };
+    let Where::S3(s3) = &mut bodies else {
+        unreachable!()
+    };
     assert_eq!(s3.object_count(), 1);
     s3.stop();
     let md = s.open("gina").unwrap();
     let e = md.open_message(0).map(|_| ()).unwrap_err();
     assert!(e.is_temporary(), "{e}");
     let e = s
-        .deliver("gina", &mut &b"Subject: new\n\nnew\n"[..], &DeliverOptions::default())
+        .deliver(
+            "gina",
+            &mut &b"Subject: new\n\nnew\n"[..],
+            &DeliverOptions::default(),
+        )
         .unwrap_err();
     assert!(e.is_temporary(), "{e}");
     // The refused delivery left no message row.

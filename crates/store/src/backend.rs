@@ -208,9 +208,7 @@ impl Stores {
     pub fn record_login(&self, mailbox: &MailboxRef, now: SystemTime) -> Result<(), StoreError> {
         match mailbox {
             MailboxRef::File(l) => crate::expiry::record_login(l, now),
-            MailboxRef::Store { store, mailbox } => {
-                self.store(store)?.record_login(mailbox, now)
-            }
+            MailboxRef::Store { store, mailbox } => self.store(store)?.record_login(mailbox, now),
         }
     }
 }
@@ -276,6 +274,9 @@ mod tests {
         let e = stores
             .deliver(&r, &b"x\n"[..], &DeliverOptions::default())
             .unwrap_err();
-        assert!(e.is_temporary(), "a configuration problem keeps the mail queued");
+        assert!(
+            e.is_temporary(),
+            "a configuration problem keeps the mail queued"
+        );
     }
 }

@@ -27,8 +27,8 @@ pub fn open_stores(config: &Config) -> anyhow::Result<Stores> {
         let kind = table.get("kind").and_then(|v| v.as_str()).unwrap_or("");
         match kind {
             "postgresql" | "postgres" | "pgsql" => {
-                let c = PgStoreConfig::from_table(table)
-                    .with_context(|| format!("[store.{name}]"))?;
+                let c =
+                    PgStoreConfig::from_table(table).with_context(|| format!("[store.{name}]"))?;
                 let s = PgStore::open(name, c).with_context(|| format!("[store.{name}]"))?;
                 stores.register(name, Arc::new(s));
             }
