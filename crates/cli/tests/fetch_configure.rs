@@ -83,6 +83,44 @@ fn srv_records_then_live_capa_then_config_entry() {
     assert!(!again.status.success());
 }
 
+/// The autoconfig URL on IPv6 loopback (`http://[::1]:PORT`), answered with a relative
+/// redirect: the hand-written HTTP client this replaced got both wrong.
+#[test]
+fn autoconfig_over_ipv6_loopback_through_a_relative_redirect() {
+    let d = dovecot();
+    let ca = d.cert_pem().unwrap();
+    let dns = DnsServer::start(vec![]);
+    let xml = format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<clientConfig version="1.1">
+  <emailProvider id="example.test">
+    <domain>example.test</domain>
+    <incomingServer type="pop3">
+      <hostname>localhost</hostname>
+      <port>{}</port>
+      <socketType>STARTTLS</socketType>
+      <username>%EMAILADDRESS%</username>
+      <authentication>password-cleartext</authentication>
+    </incomingServer>
+  </emailProvider>
+</clientConfig>"#,
+        d.pop3_addr().port()
+    );
+    let http = HttpServer::start_on(
+        "[::1]:0",
+        Some("/mail/config-v1.1.xml"),
+        "/moved/config.xml",
+        xml,
+    );
+    assert!(http.base.starts_with("http://[::1]:"), "{}", http.base);
+    let work = tempdir();
+    let out = configure(work.path(), &dns, &http.base, ca.to_str().unwrap());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("confirmed"), "{err}");
+    fetch_configured(work.path());
+}
+
 #[test]
 fn autoconfig_xml_when_no_srv() {
     let d = dovecot();

@@ -16,8 +16,6 @@ use std::time::Duration;
 
 use hickory_resolver::TokioAsyncResolver;
 use hickory_resolver::config::{NameServerConfig, Protocol, ResolverConfig, ResolverOpts};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::fetch::config::AccountConfig;
 
@@ -274,137 +272,39 @@ pub fn parse_autoconfig(
 /// Most bytes of an autoconfig document.
 const MAX_BODY: usize = 1 << 20;
 
-/// A minimal HTTP/1.1 GET (http and https), following up to 3 redirects. Only what
-/// autoconfig needs: status 200, Content-Length, chunked or close-delimited bodies,
-/// bounded in size.
+/// GET over http or https (reqwest with rustls and the system's roots), following up
+/// to 3 redirects (relative ones too), status 200 only, the body read as it arrives
+/// and refused past [`MAX_BODY`].
 async fn http_get(url: &str) -> Result<String, String> {
-    let mut url = url.to_owned();
-    for _ in 0..4 {
-        let (tls, rest) = if let Some(r) = url.strip_prefix("https://") {
-            (true, r)
-        } else if let Some(r) = url.strip_prefix("http://") {
-            (false, r)
-        } else {
-            return Err("unsupported URL".into());
-        };
-        let (hostport, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, "/"),
-        };
-        let (host, port) = match hostport.rsplit_once(':') {
-            Some((h, p)) if !h.ends_with(']') || p.parse::<u16>().is_ok() => (
-                h.trim_start_matches('[').trim_end_matches(']'),
-                p.parse::<u16>().map_err(|_| "bad port".to_owned())?,
-            ),
-            _ => (hostport, if tls { 443 } else { 80 }),
-        };
-        let tcp = TcpStream::connect((host, port))
-            .await
-            .map_err(|e| e.to_string())?;
-        let req = format!(
-            "GET {path} HTTP/1.1\r\nHost: {hostport}\r\nUser-Agent: correio\r\nAccept: application/xml, text/xml\r\nConnection: close\r\n\r\n"
-        );
-        let (status, location, body) = if tls {
-            let connector =
-                crate::tls::connector(&crate::tls::Trust::System).map_err(|e| e.to_string())?;
-            let name = crate::tls::server_name(host).map_err(|e| e.to_string())?;
-            let s = connector
-                .connect(name, tcp)
-                .await
-                .map_err(|e| e.to_string())?;
-            exchange(s, &req).await?
-        } else {
-            exchange(tcp, &req).await?
-        };
-        match status {
-            200 => return String::from_utf8(body).map_err(|_| "body is not UTF-8".into()),
-            301 | 302 | 303 | 307 | 308 => {
-                url = location.ok_or("redirect without Location")?;
-            }
-            s => return Err(format!("HTTP status {s}")),
-        }
-    }
-    Err("too many redirects".into())
-}
-
-async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
-    mut s: S,
-    req: &str,
-) -> Result<(u16, Option<String>, Vec<u8>), String> {
-    s.write_all(req.as_bytes())
-        .await
+    let client = reqwest::Client::builder()
+        .user_agent("correio")
+        .redirect(reqwest::redirect::Policy::limited(3))
+        .build()
         .map_err(|e| e.to_string())?;
-    let mut data = Vec::new();
-    let mut buf = [0u8; 8192];
-    loop {
-        let n = match s.read(&mut buf).await {
-            Ok(n) => n,
-            // Servers that close without TLS close_notify: keep what we have.
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => 0,
-            Err(e) => return Err(e.to_string()),
-        };
-        if n == 0 {
-            break;
-        }
-        data.extend_from_slice(&buf[..n]);
-        if data.len() > MAX_BODY + 16 * 1024 {
+    let mut resp = client
+        .get(url)
+        .header(reqwest::header::ACCEPT, "application/xml, text/xml")
+        .send()
+        .await
+        .map_err(|e| e.without_url().to_string())?;
+    if resp.status() != reqwest::StatusCode::OK {
+        return Err(format!("HTTP status {}", resp.status().as_u16()));
+    }
+    if resp.content_length().is_some_and(|n| n > MAX_BODY as u64) {
+        return Err("response too large".into());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| e.without_url().to_string())?
+    {
+        if body.len() + chunk.len() > MAX_BODY {
             return Err("response too large".into());
         }
+        body.extend_from_slice(&chunk);
     }
-    let head_end = data
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or("malformed HTTP response")?;
-    let head = String::from_utf8_lossy(&data[..head_end]).into_owned();
-    let mut body = data[head_end + 4..].to_vec();
-    let mut lines = head.split("\r\n");
-    let status: u16 = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|c| c.parse().ok())
-        .ok_or("malformed HTTP status line")?;
-    let mut location = None;
-    let mut chunked = false;
-    let mut length = None;
-    for l in lines {
-        if let Some((k, v)) = l.split_once(':') {
-            let v = v.trim();
-            match k.trim().to_ascii_lowercase().as_str() {
-                "location" => location = Some(v.to_owned()),
-                "transfer-encoding" => chunked = v.eq_ignore_ascii_case("chunked"),
-                "content-length" => length = v.parse::<usize>().ok(),
-                _ => {}
-            }
-        }
-    }
-    if chunked {
-        body = dechunk(&body)?;
-    } else if let Some(n) = length {
-        body.truncate(n);
-    }
-    Ok((status, location, body))
-}
-
-pub(crate) fn dechunk(mut data: &[u8]) -> Result<Vec<u8>, String> {
-    let mut out = Vec::new();
-    loop {
-        let eol = data
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .ok_or("bad chunked body")?;
-        let size_text = String::from_utf8_lossy(&data[..eol]);
-        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
-            .map_err(|_| "bad chunk size")?;
-        data = &data[eol + 2..];
-        if size == 0 {
-            return Ok(out);
-        }
-        if data.len() < size || out.len() + size > MAX_BODY {
-            return Err("bad chunked body".into());
-        }
-        out.extend_from_slice(&data[..size]);
-        data = data.get(size + 2..).unwrap_or_default();
-    }
+    String::from_utf8(body).map_err(|_| "body is not UTF-8".into())
 }
 
 #[cfg(test)]
@@ -428,15 +328,5 @@ mod tests {
         assert_eq!(c.user.as_deref(), Some("me@example.org"));
         assert!(parse_autoconfig("<x/>", "a@b", "a", "b").unwrap().is_none());
         assert!(parse_autoconfig("<x", "a@b", "a", "b").is_err());
-    }
-
-    #[test]
-    fn chunked_bodies() {
-        assert_eq!(
-            dechunk(b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n").unwrap(),
-            b"abcde"
-        );
-        assert!(dechunk(b"zz\r\n").is_err());
-        assert!(dechunk(b"10\r\nab").is_err());
     }
 }

@@ -7,13 +7,6 @@ pub fn autoconfig(data: &[u8]) {
     let _ = crate::discover::parse_autoconfig(&text, "me@example.org", "me", "example.org");
 }
 
-/// The HTTP chunked-body decoder on arbitrary bytes; what it returns is bounded.
-pub fn http_chunked(data: &[u8]) {
-    if let Ok(body) = crate::discover::dechunk(data) {
-        assert!(body.len() <= data.len());
-    }
-}
-
 /// The IMAP response reader on arbitrary bytes: never panics, every response's text is
 /// bounded, and the responses (or the error that ends them) are the same whatever the
 /// read buffer's size (1, 7, 64 bytes or the default).

@@ -8,11 +8,6 @@ fn autoconfig_seeds() {
 }
 
 #[test]
-fn http_chunked_seeds() {
-    replay("client_http_chunked", correio_client::fuzzing::http_chunked);
-}
-
-#[test]
 fn imap_response_seeds() {
     replay(
         "client_imap_response",

@@ -313,27 +313,21 @@ impl TlsStore {
     }
 }
 
-/// The SHA-256 fingerprint (colon-separated hex) of the first certificate in a PEM
-/// file: what `correio fetch --fingerprint` pins.
-pub fn fingerprint_sha256(cert: &Path) -> Result<String, TlsError> {
-    use sha2::Digest as _;
+/// The first certificate (DER) of a PEM file: what `correio cert` prints the
+/// fingerprint of (formatted by `correio_client::tls::fingerprint_hex`, the one
+/// formatter `correio fetch --fingerprint` parses back).
+pub fn first_certificate(cert: &Path) -> Result<CertificateDer<'static>, TlsError> {
     let pem = fs::read(cert).map_err(|source| TlsError::Read {
         path: cert.to_owned(),
         source,
     })?;
-    let first = CertificateDer::pem_slice_iter(&pem)
+    CertificateDer::pem_slice_iter(&pem)
         .next()
         .and_then(Result::ok)
         .ok_or_else(|| TlsError::Pem {
             path: cert.to_owned(),
             reason: "no CERTIFICATE block found".into(),
-        })?;
-    let digest = sha2::Sha256::digest(first.as_ref());
-    Ok(digest
-        .iter()
-        .map(|b| format!("{b:02X}"))
-        .collect::<Vec<_>>()
-        .join(":"))
+        })
 }
 
 /// A self-signed certificate and key (PEM) for `hosts` (DNS names or IP addresses).

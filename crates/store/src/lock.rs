@@ -34,6 +34,9 @@ pub const STALE_DOTLOCK: Duration = Duration::from_secs(300);
 /// The default time to wait for the mbox locks.
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How many more times a held session lock is tried, 5 ms apart, before `[IN-USE]`.
+const FORK_WINDOW_TRIES: u32 = 4;
+
 /// The exclusive lock of one POP3 session, held while this value lives.
 #[derive(Debug)]
 pub struct SessionLock {
@@ -53,15 +56,28 @@ impl SessionLock {
             .mode(0o600)
             .open(path)
             .map_err(|e| StoreError::io("cannot open session lock", path, e))?;
-        match flock(&file, FlockOperation::NonBlockingLockExclusive) {
-            Ok(()) => Ok(SessionLock {
-                _file: file,
-                path: path.to_path_buf(),
-            }),
-            Err(e) if e == rustix::io::Errno::WOULDBLOCK || e == rustix::io::Errno::AGAIN => {
-                Err(StoreError::InUse)
+        // A lock released a moment ago can still be held by a child this process is
+        // forking (a checkpassword program, a test's helper): the child shares the
+        // open file description until its exec closes it. Look again a few times
+        // over a few milliseconds before saying [IN-USE].
+        let mut tries = 0;
+        loop {
+            match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => {
+                    return Ok(SessionLock {
+                        _file: file,
+                        path: path.to_path_buf(),
+                    });
+                }
+                Err(e) if e == rustix::io::Errno::WOULDBLOCK || e == rustix::io::Errno::AGAIN => {
+                    tries += 1;
+                    if tries > FORK_WINDOW_TRIES {
+                        return Err(StoreError::InUse);
+                    }
+                    thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => return Err(StoreError::io("cannot lock", path, e.into())),
             }
-            Err(e) => Err(StoreError::io("cannot lock", path, e.into())),
         }
     }
 

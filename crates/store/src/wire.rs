@@ -1,58 +1,17 @@
 //! The exact POP3 size rule, streaming: octets with CRLF line ends, before
-//! byte-stuffing, without the final "." line. A bare LF counts as CRLF (two octets);
-//! a message that does not end with a line end gets a CRLF added on the wire, and that
-//! CRLF is counted. An empty message has size 0.
+//! byte-stuffing, without the final "." line (RFC 1939 STAT/LIST; invariant 4).
 //!
-//! This mirrors `correio_proto::WireSizer`; the store keeps its own copy so that it can
-//! size messages without depending on the order in which crates land.
+//! One implementation for the whole project: the store counts with the protocol
+//! crate's [`correio_proto::WireSizer`], the same code the server's dot-stuffer is
+//! tested against, so a size stored at delivery and the octets RETR sends cannot drift
+//! apart.
 
-/// Streaming wire-size counter.
-#[derive(Debug, Default, Clone)]
-pub(crate) struct WireCounter {
-    total: u64,
-    last: Option<u8>,
-}
-
-impl WireCounter {
-    pub(crate) fn new() -> Self {
-        Self::default()
-    }
-
-    pub(crate) fn feed(&mut self, chunk: &[u8]) {
-        if chunk.is_empty() {
-            return;
-        }
-        let mut lf_bare = 0u64;
-        let mut prev = self.last;
-        for &b in chunk {
-            if b == b'\n' && prev != Some(b'\r') {
-                lf_bare += 1;
-            }
-            prev = Some(b);
-        }
-        self.total += chunk.len() as u64 + lf_bare;
-        self.last = prev;
-    }
-
-    pub(crate) fn finish(&self) -> u64 {
-        match self.last {
-            None | Some(b'\n') => self.total,
-            Some(_) => self.total + 2,
-        }
-    }
-}
-
-/// The wire size of a whole stored message.
-#[cfg(test)]
-pub(crate) fn wire_size(stored: &[u8]) -> u64 {
-    let mut c = WireCounter::new();
-    c.feed(stored);
-    c.finish()
-}
+pub(crate) use correio_proto::WireSizer as WireCounter;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use correio_proto::wire_size;
 
     #[test]
     fn size_rule() {

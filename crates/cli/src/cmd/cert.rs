@@ -109,7 +109,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(o) = &owner {
         println!("owner:       {} (the service user)", o.name);
     }
-    let fp = correio_server::tls::fingerprint_sha256(&cert)?;
+    let fp = correio_client::tls::fingerprint_hex(&correio_server::tls::first_certificate(&cert)?);
     println!("certificate: {}", cert.display());
     println!("key:         {}", key.display());
     println!("names:       {}", hosts.join(", "));

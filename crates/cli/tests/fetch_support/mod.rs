@@ -250,11 +250,18 @@ pub struct HttpServer {
 
 impl HttpServer {
     pub fn start(path: &str, body: String) -> HttpServer {
+        HttpServer::start_on("127.0.0.1:0", None, path, body)
+    }
+
+    /// On `bind` (e.g. `[::1]:0`); with `redirect = Some(from)`, a request for `from`
+    /// gets `302` with the relative `Location: PATH`.
+    pub fn start_on(bind: &str, redirect: Option<&str>, path: &str, body: String) -> HttpServer {
         use std::io::{BufRead, BufReader, Write};
         use std::sync::atomic::Ordering;
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let l = std::net::TcpListener::bind(bind).unwrap();
         l.set_nonblocking(true).unwrap();
         let base = format!("http://{}", l.local_addr().unwrap());
+        let redirect = redirect.map(str::to_owned);
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stop2 = stop.clone();
         let path = path.to_owned();
@@ -276,7 +283,11 @@ impl HttpServer {
                 }
                 let req_path = first.split(' ').nth(1).unwrap_or("");
                 let mut s = s;
-                let reply = if req_path.starts_with(&path) {
+                let reply = if redirect.as_deref().is_some_and(|r| req_path.starts_with(r)) {
+                    format!(
+                        "HTTP/1.1 302 Found\r\nLocation: {path}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    )
+                } else if req_path.starts_with(&path) {
                     format!(
                         "HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                         body.len()
