@@ -3,7 +3,8 @@
 # loopback, as ratios (see bench/README.md):
 #
 #   bench/store_compare.sh [--quick] [--rounds N] [--users N] [--messages N] [--size BYTES]
-#                          [--big N] [--repeat N] [--bodies database|s3] [--json FILE]
+#                          [--big N] [--repeat N] [--bodies database|s3] [--small N]
+#                          [--json FILE]
 #                          [--results FILE | --no-results]
 #
 # One command from a clean checkout, as root: builds `correio` (release), makes a
@@ -12,7 +13,8 @@
 # on, synchronous_commit on; pg_stat_statements loaded to count statements), and with
 # --bodies s3 an s3s-fs S3 server. It writes the same mail for both stores: --users
 # users with --messages messages of --size bytes each, and one user `big` with --big
-# messages of 1 KB (Maildir files written directly; the PostgreSQL store filled from
+# messages of 1 KB (with --bodies s3, --small N keeps bodies up to N octets in
+# PostgreSQL: small_bodies_in_database) (Maildir files written directly; the PostgreSQL store filled from
 # them by `correio store migrate`, which keeps UIDLs). Then `correio serve` on the
 # Maildirs and three `correio serve` frontends on the PostgreSQL store.
 #
@@ -44,6 +46,7 @@ MESSAGES=
 SIZE=4096
 BIG=
 REPEAT=
+SMALL=0
 BODIES=database
 JSON_OUT=
 RESULTS=default
@@ -58,6 +61,7 @@ while [ $# -gt 0 ]; do
     --big) BIG=$2; shift ;;
     --repeat) REPEAT=$2; shift ;;
     --bodies) BODIES=$2; shift ;;
+    --small) SMALL=$2; shift ;;
     --json) JSON_OUT=$2; shift ;;
     --results) RESULTS=$2; shift ;;
     --no-results) RESULTS= ;;
@@ -204,7 +208,8 @@ if [ "$BODIES" = s3 ]; then
 s3_endpoint = \"http://127.0.0.1:$S3_PORT\"
 s3_allow_http = true
 s3_access_key_id = \"BENCHKEY\"
-s3_secret_access_key = \"BENCHSECRET\""
+s3_secret_access_key = \"BENCHSECRET\"
+small_bodies_in_database = $SMALL"
 fi
 
 # ---------------------------------------------------------------- mail and users
@@ -372,9 +377,11 @@ done
 # ---------------------------------------------------------------- the table
 python3 - "$T/res" "$USERS" "$MESSAGES" "$SIZE" "$BIG" "$BODIES" "$ROUNDS" \
   "$("$PGBIN/postgres" --version | awk '{print $3}')" "$MIGRATED" "$MIGRATE_S" "$ARGS_SEEN" \
-  "${JSON_OUT:-}" "${RESULTS:-}" "$REPEAT" <<'PY'
+  "${JSON_OUT:-}" "${RESULTS:-}" "$REPEAT" "$SMALL" <<'PY'
 import glob, json, statistics, sys, datetime, platform, os
-res, users, n, size, big, bodies, rounds, pgv, migrated, migrate_s, args, json_out, results, repeat = sys.argv[1:]
+res, users, n, size, big, bodies, rounds, pgv, migrated, migrate_s, args, json_out, results, repeat, small = sys.argv[1:]
+if bodies == "s3" and int(small) > 0:
+    bodies = f"s3 (up to {small} B in PostgreSQL)"
 med = statistics.median
 def dl(store, k):
     rs = [json.load(open(f)) for f in glob.glob(f"{res}/sum-dl-{store}-{k}-*.json")]

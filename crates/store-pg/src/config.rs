@@ -60,6 +60,10 @@ pub struct PgStoreConfig {
     /// `gc_grace` (default 1h): a body no message points to is collected once it has
     /// been untouched this long (a delivery in progress touches it).
     pub gc_grace: Duration,
+    /// `small_bodies_in_database` (octets, default 0): with object-store bodies, bodies
+    /// up to this size stay in PostgreSQL (one query reads many of them; an object is
+    /// one HTTP request each).
+    pub small_bodies_in_database: u64,
 }
 
 /// A key of `[store.NAME]` that cannot be used.
@@ -94,6 +98,7 @@ const KEYS: &[&str] = &[
     "connect_timeout",
     "query_timeout",
     "gc_grace",
+    "small_bodies_in_database",
 ];
 
 impl PgStoreConfig {
@@ -108,6 +113,7 @@ impl PgStoreConfig {
             connect_timeout: Duration::from_secs(5),
             query_timeout: Duration::from_secs(30),
             gc_grace: Duration::from_secs(3600),
+            small_bodies_in_database: 0,
         }
     }
 
@@ -206,6 +212,16 @@ impl PgStoreConfig {
         c.connect_timeout = duration("connect_timeout", c.connect_timeout)?;
         c.query_timeout = duration("query_timeout", c.query_timeout)?;
         c.gc_grace = duration("gc_grace", c.gc_grace)?;
+        c.small_bodies_in_database = match table.get("small_bodies_in_database") {
+            None => 0,
+            Some(toml::Value::Integer(n)) if (0..=256 * 1024).contains(n) => *n as u64,
+            Some(_) => {
+                return Err(bad(
+                    "small_bodies_in_database",
+                    "must be a number of octets from 0 to 262144".into(),
+                ));
+            }
+        };
         c.max_connections = match table.get("max_connections") {
             None => c.max_connections,
             Some(toml::Value::Integer(n)) if (1..=10_000).contains(n) => *n as u32,

@@ -393,8 +393,39 @@ impl PgStore {
     ) -> Result<(), DeliverError> {
         let inner = &self.inner;
         let size_i = i64::try_from(size).unwrap_or(i64::MAX);
+        let in_db = matches!(inner.bodies, Bodies::Database)
+            || size <= inner.config.small_bodies_in_database;
         match &inner.bodies {
-            Bodies::Database => {
+            Bodies::Object { store, prefix } if !in_db => {
+                let key = body::object_key(prefix, hash);
+                inner
+                    .run(async {
+                        sqlx::query(
+                            "INSERT INTO correio_body (hash, size, in_db) VALUES ($1, $2, false)
+                             ON CONFLICT (hash) DO UPDATE SET touched = now()",
+                        )
+                        .bind(hash)
+                        .bind(size_i)
+                        .execute(&inner.pool)
+                        .await
+                    })
+                    .map_err(|e| temp_deliver("recording the body", e))?;
+                let limit = inner.config.query_timeout;
+                let res = inner.rt.block_on(async {
+                    // An upload may take long for a big message; bound it by size.
+                    let allowed = limit + Duration::from_secs(size / (1024 * 1024));
+                    tokio::time::timeout(allowed, body::put_object(store, &key, file, size)).await
+                });
+                match res {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err(temp_deliver("storing the body in the object store", e)),
+                    Err(_) => Err(temp_deliver(
+                        "storing the body in the object store",
+                        "timed out",
+                    )),
+                }
+            }
+            _ => {
                 file.seek(SeekFrom::Start(0))
                     .map_err(|e| DeliverError::from_io("rewinding the spool file", e))?;
                 let limit = inner.config.query_timeout;
@@ -440,35 +471,6 @@ impl PgStore {
                     Ok(Ok(())) => Ok(()),
                     Ok(Err(e)) => Err(temp_deliver("storing the body", e)),
                     Err(_) => Err(temp_deliver("storing the body", "timed out")),
-                }
-            }
-            Bodies::Object { store, prefix } => {
-                let key = body::object_key(prefix, hash);
-                inner
-                    .run(async {
-                        sqlx::query(
-                            "INSERT INTO correio_body (hash, size, in_db) VALUES ($1, $2, false)
-                             ON CONFLICT (hash) DO UPDATE SET touched = now()",
-                        )
-                        .bind(hash)
-                        .bind(size_i)
-                        .execute(&inner.pool)
-                        .await
-                    })
-                    .map_err(|e| temp_deliver("recording the body", e))?;
-                let limit = inner.config.query_timeout;
-                let res = inner.rt.block_on(async {
-                    // An upload may take long for a big message; bound it by size.
-                    let allowed = limit + Duration::from_secs(size / (1024 * 1024));
-                    tokio::time::timeout(allowed, body::put_object(store, &key, file, size)).await
-                });
-                match res {
-                    Ok(Ok(())) => Ok(()),
-                    Ok(Err(e)) => Err(temp_deliver("storing the body in the object store", e)),
-                    Err(_) => Err(temp_deliver(
-                        "storing the body in the object store",
-                        "timed out",
-                    )),
                 }
             }
         }

@@ -42,6 +42,8 @@ pub(crate) struct PgMaildrop {
 /// Read-ahead bounds: messages per query, and octets held at once.
 const AHEAD_MESSAGES: usize = 128;
 const AHEAD_OCTETS: u64 = 512 * 1024;
+/// Object-store requests in flight for one session's read-ahead.
+const AHEAD_OBJECTS: usize = 16;
 
 impl std::fmt::Debug for PgMaildrop {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -263,6 +265,57 @@ impl PgMaildrop {
         Ok(mine.map(|b| Box::new(bytes::Buf::reader(b)) as MessageReader))
     }
 
+    /// The object-store form of [`PgMaildrop::read_ahead`]: message `index` and the
+    /// small messages after it (up to [`AHEAD_OBJECTS`] and [`AHEAD_OCTETS`]) fetched
+    /// at once, [`AHEAD_OBJECTS`] requests in flight, so a session waits for one round
+    /// trip per batch instead of one per message. `None` when `index` is not there.
+    fn read_ahead_objects(&self, index: usize) -> Result<Option<MessageReader>, StoreError> {
+        let Bodies::Object { store, prefix } = &self.inner.bodies else {
+            return Ok(None);
+        };
+        let mut want: Vec<(usize, u64, object_store::path::Path)> = Vec::new();
+        let mut octets = 0u64;
+        for (i, r) in self.rows.iter().enumerate().skip(index) {
+            if want.len() == AHEAD_OBJECTS
+                || r.size as usize > body::CHUNK
+                || (octets + r.size > AHEAD_OCTETS && !want.is_empty())
+            {
+                break;
+            }
+            octets += r.size;
+            want.push((i, r.size, body::object_key(prefix, &r.hash)));
+        }
+        let gets = want.iter().map(|(_, _, key)| async move {
+            match store.get(key).await {
+                Ok(g) => g.bytes().await.map(Some),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(e),
+            }
+        });
+        let got = self
+            .inner
+            .run_io(futures_util::future::join_all(gets))
+            .map_err(|e| unavailable("object store", e))?;
+        let mut mine = None;
+        let mut ahead = self.ahead.lock().unwrap_or_else(|p| p.into_inner());
+        ahead.clear();
+        for ((i, size, key), r) in want.into_iter().zip(got) {
+            let b = match r {
+                Ok(Some(b)) if b.len() as u64 == size => b,
+                // Missing or the wrong size: read the ordinary way (which says why).
+                Ok(_) => continue,
+                Err(e) if i == index => return Err(unavailable(&format!("object {key}"), e)),
+                Err(_) => continue,
+            };
+            if i == index {
+                mine = Some(b);
+            } else {
+                ahead.insert(i, b);
+            }
+        }
+        Ok(mine.map(|b| Box::new(bytes::Buf::reader(b)) as MessageReader))
+    }
+
     /// A reader of a body kept in the database, its first chunk already fetched;
     /// `None` when the database has no chunk of it.
     fn db_reader(&self, row: &Row) -> Result<Option<MessageReader>, StoreError> {
@@ -333,7 +386,8 @@ impl Maildrop for PgMaildrop {
         // database: its first chunk is fetched here, in the place the backend is
         // configured to keep bodies first; the other place is asked only on a miss
         // (a store whose `bodies` changed keeps serving the older ones).
-        let in_db_first = matches!(self.inner.bodies, Bodies::Database);
+        let in_db_first = matches!(self.inner.bodies, Bodies::Database)
+            || row.size <= self.inner.config.small_bodies_in_database;
         if let Some(b) = self
             .ahead
             .lock()
@@ -352,6 +406,12 @@ impl Maildrop for PgMaildrop {
             return Ok(r);
         }
         if let Bodies::Object { .. } = &self.inner.bodies {
+            if !in_db_first
+                && row.size as usize <= body::CHUNK
+                && let Some(r) = self.read_ahead_objects(index)?
+            {
+                return Ok(r);
+            }
             match self.object_reader(row)? {
                 Some(r) => return Ok(r),
                 None => {

@@ -373,3 +373,49 @@ fn the_object_store_going_away_is_a_temporary_failure_and_nothing_is_lost() {
     assert_eq!(read_all(&*md, 0), b"Subject: kept\n\nkept\n");
     assert_eq!(read_all(&*md, 1), b"Subject: new\n\nnew\n");
 }
+
+#[test]
+fn small_bodies_stay_in_postgresql_large_ones_go_to_s3() {
+    let (pg, url) = database();
+    let bodies = Where::s3();
+    let Where::S3(s3) = &bodies else {
+        unreachable!()
+    };
+    let mut c = PgStoreConfig::new(&url);
+    c.bodies = BodiesConfig::S3 {
+        bucket: s3.bucket().to_string(),
+        prefix: "bodies".into(),
+    };
+    c.s3.endpoint = Some(s3.endpoint());
+    c.s3.allow_http = true;
+    c.s3.access_key_id = Some(s3.access_key().to_string());
+    c.s3.secret_access_key = Some(s3.secret_key().to_string());
+    c.small_bodies_in_database = 16 * 1024;
+    let s = PgStore::open("pgsql", c).unwrap();
+    let small: Vec<Vec<u8>> = (0..5)
+        .map(|i| format!("Subject: s{i}\n\nsmall\n").into_bytes())
+        .collect();
+    let large = vec![b'L'; 100_000];
+    for m in &small[..3] {
+        deliver(&s, "hana", m);
+    }
+    deliver(&s, "hana", &large);
+    for m in &small[3..] {
+        deliver(&s, "hana", m);
+    }
+    assert_eq!(s3.object_count(), 1, "only the large body is an object");
+    assert_eq!(
+        pg.sql("mail", "SELECT count(*) FROM correio_body WHERE in_db"),
+        "5\n"
+    );
+    let md = s.open("hana").unwrap();
+    for (i, want) in small[..3].iter().enumerate() {
+        assert_eq!(&read_all(&*md, i), want);
+    }
+    let mut l = large.clone();
+    l.push(b'\n');
+    assert_eq!(read_all(&*md, 3), l);
+    for (i, want) in small[3..].iter().enumerate() {
+        assert_eq!(&read_all(&*md, 4 + i), want);
+    }
+}
