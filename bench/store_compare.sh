@@ -13,9 +13,9 @@
 # on, synchronous_commit on; pg_stat_statements loaded to count statements), and with
 # --bodies s3 an s3s-fs S3 server. It writes the same mail for both stores: --users
 # users with --messages messages of --size bytes each, and one user `big` with --big
-# messages of 1 KB (with --bodies s3, --small N keeps bodies up to N octets in
-# PostgreSQL: small_bodies_in_database) (Maildir files written directly; the PostgreSQL store filled from
-# them by `correio store migrate`, which keeps UIDLs). Then `correio serve` on the
+# messages of 1 KB (Maildir files written directly; the PostgreSQL store filled from
+# them by `correio store migrate`, which keeps UIDLs; with --bodies s3, --small N
+# keeps bodies up to N octets in PostgreSQL: small_bodies_in_database). Then `correio serve` on the
 # Maildirs and three `correio serve` frontends on the PostgreSQL store.
 #
 # Measured, each round in the order Maildir, PostgreSQL with 1, 2 and 3 frontends:
