@@ -221,7 +221,7 @@ fn crash_after_append_ok_loses_nothing_and_duplicates_at_most_one_batch() {
         work.path(),
         &[&["--tls", "none"], &argv[..]].concat(),
     )
-    .env("CORREIO_TEST_FAILPOINT", "imap-after-append")
+    .env("CORREIO_FAILPOINT", "imap-after-append")
     .output()
     .unwrap();
     assert!(!out.status.success(), "the failpoint must abort the run");

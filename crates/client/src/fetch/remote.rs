@@ -378,17 +378,13 @@ pub fn read_line_bounded<R: BufRead>(r: &mut R, max: usize, out: &mut Vec<u8>) -
     Ok(())
 }
 
-/// Environment variable naming a failpoint, for the crash tests only:
-/// `imap-after-append` (abort after the APPENDs were acknowledged, before the fetcher
-/// records or deletes anything), `smtp-after-data` (the same after SMTP's 250).
-pub const FAILPOINT_ENV: &str = "CORREIO_TEST_FAILPOINT";
-
-/// Aborts the process (a crash) when the failpoint `name` is set.
+/// Aborts the process (a crash) when the failpoint `name` is set in
+/// `CORREIO_FAILPOINT` (the project's one failpoint switch,
+/// [`correio_store::failpoint`]), for the crash tests only: `imap-after-append` (after
+/// the APPENDs were acknowledged, before the fetcher records or deletes anything),
+/// `smtp-after-data` (the same after SMTP's 250).
 pub fn failpoint(name: &str) {
-    if std::env::var(FAILPOINT_ENV).is_ok_and(|v| v == name) {
-        eprintln!("failpoint {name}: aborting");
-        std::process::abort();
-    }
+    correio_store::failpoint::hit(name);
 }
 
 /// The RFC 5322 `Date:` of a message (CRLF or LF line ends), unfolded, if any.
