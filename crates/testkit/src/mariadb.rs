@@ -61,8 +61,7 @@ use std::time::Duration;
 
 use crate::daemon::Daemon;
 use crate::peers::{Run, require, run_bounded_input};
-use crate::service::{check_traversable, log_shows, service_owner, stop_by_pid, wait_until};
-use crate::sys::alive;
+use crate::service::{Supervised, check_traversable, service_owner};
 
 /// The administrator (no password; over the Unix socket or from 127.0.0.1).
 pub const ROOT: &str = "root";
@@ -97,9 +96,7 @@ pub struct MariaDb {
     port: u16,
     /// The uid and gid the server runs as when the test runs as root.
     owner: Option<(u32, u32)>,
-    server: Option<Daemon>,
-    /// The log of the servers stopped so far (the current one's is in `server`).
-    old_log: String,
+    proc: Supervised,
 }
 
 impl MariaDb {
@@ -128,8 +125,7 @@ impl MariaDb {
             client,
             port: 0,
             owner,
-            server: None,
-            old_log: String::new(),
+            proc: Supervised::default(),
         };
         for (d, mode) in [
             (db.data_dir(), 0o700),
@@ -172,7 +168,7 @@ impl MariaDb {
     /// When it is running, or does not start (the port may have been taken by another
     /// program while it was stopped).
     pub fn start(&mut self) {
-        assert!(self.server.is_none(), "MariaDB is already running");
+        assert!(!self.proc.is_started(), "MariaDB is already running");
         assert!(
             self.try_start(),
             "MariaDB cannot listen on its port {} again (taken meanwhile):\n{}",
@@ -200,41 +196,26 @@ impl MariaDb {
             .args(INNODB);
         let server = Daemon::start(cmd);
         let port = self.port;
-        let ready = wait_until(&server, START_LIMIT, |log| {
+        self.proc.adopt(server, START_LIMIT, "MariaDB", |log| {
             log.contains(READY) && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        if ready {
-            self.server = Some(server);
-            return true;
-        }
-        let taken = log_shows(&server, "Address already in use");
-        let log = server.log();
-        drop(server);
-        self.old_log.push_str(&log);
-        if taken {
-            return false;
-        }
-        panic!("MariaDB exited at start:\n{}", self.log());
+        })
     }
 
     /// Stops the server (SIGTERM: a normal shutdown, clients are disconnected) by its
     /// PID and waits until it has exited (killing it after 30 s). Nothing listens on
     /// [`MariaDb::port`] afterwards. Does nothing when it is not running.
     pub fn stop(&mut self) {
-        if let Some(server) = self.server.take() {
-            self.old_log
-                .push_str(&stop_by_pid(server, "TERM", STOP_LIMIT));
-        }
+        self.proc.stop("TERM", STOP_LIMIT);
     }
 
     /// Is the server running (started and not stopped)?
     pub fn is_running(&self) -> bool {
-        self.server.as_ref().is_some_and(|s| alive(s.pid()))
+        self.proc.is_running()
     }
 
     /// The server's PID, while it runs.
     pub fn pid(&self) -> Option<u32> {
-        self.server.as_ref().map(Daemon::pid)
+        self.proc.pid()
     }
 
     /// The TCP port on 127.0.0.1 (the same after a restart).
@@ -270,11 +251,7 @@ impl MariaDb {
 
     /// Everything the server logged, over all its starts.
     pub fn log(&self) -> String {
-        let mut log = self.old_log.clone();
-        if let Some(s) = &self.server {
-            log.push_str(&s.log());
-        }
-        log
+        self.proc.log()
     }
 
     /// Runs SQL as [`ROOT`] in database `db` (`mariadb --batch --skip-column-names`
@@ -418,7 +395,7 @@ mod tests {
         let free = db.port;
         db.port = taken.local_addr().expect("addr").port();
         assert!(!db.try_start(), "started on a taken port:\n{}", db.log());
-        assert!(db.server.is_none());
+        assert!(!db.proc.is_started());
         db.port = free;
         db.start();
         assert_eq!(db.sql("mysql", "SELECT 1;"), "1\n");

@@ -61,8 +61,7 @@ use std::time::Duration;
 
 use crate::daemon::Daemon;
 use crate::peers::{Run, run_bounded_input};
-use crate::service::{check_traversable, log_shows, service_owner, stop_by_pid, wait_until};
-use crate::sys::alive;
+use crate::service::{Supervised, check_traversable, service_owner};
 
 /// The superuser (trusted over the Unix socket only).
 pub const ADMIN: &str = "postgres";
@@ -86,9 +85,7 @@ pub struct Postgres {
     port: u16,
     /// The uid and gid the server runs as when the test runs as root.
     owner: Option<(u32, u32)>,
-    server: Option<Daemon>,
-    /// The log of the servers stopped so far (the current one's is in `server`).
-    old_log: String,
+    proc: Supervised,
 }
 
 impl Postgres {
@@ -114,8 +111,7 @@ impl Postgres {
             bin,
             port: 0,
             owner,
-            server: None,
-            old_log: String::new(),
+            proc: Supervised::default(),
         };
         for d in [pg.data_dir(), pg.socket_dir()] {
             fs::create_dir(&d).expect("mkdir");
@@ -164,7 +160,7 @@ impl Postgres {
     /// When it is running, or does not start (the port may have been taken by
     /// another program while it was stopped).
     pub fn start(&mut self) {
-        assert!(self.server.is_none(), "PostgreSQL is already running");
+        assert!(!self.proc.is_started(), "PostgreSQL is already running");
         assert!(
             self.try_start(),
             "PostgreSQL cannot listen on its port {} again (taken meanwhile):\n{}",
@@ -199,41 +195,26 @@ impl Postgres {
         }
         let server = Daemon::start(cmd);
         let port = self.port;
-        let ready = wait_until(&server, START_LIMIT, |log| {
+        self.proc.adopt(server, START_LIMIT, "PostgreSQL", |log| {
             log.contains(READY) && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        if ready {
-            self.server = Some(server);
-            return true;
-        }
-        let taken = log_shows(&server, "Address already in use");
-        let log = server.log();
-        drop(server);
-        self.old_log.push_str(&log);
-        if taken {
-            return false;
-        }
-        panic!("PostgreSQL exited at start:\n{}", self.log());
+        })
     }
 
     /// Stops the server (SIGINT: a fast shutdown, clients are disconnected) by its PID
     /// and waits until it has exited (killing it after 30 s). Nothing listens on
     /// [`Postgres::port`] afterwards. Does nothing when it is not running.
     pub fn stop(&mut self) {
-        if let Some(server) = self.server.take() {
-            self.old_log
-                .push_str(&stop_by_pid(server, "INT", STOP_LIMIT));
-        }
+        self.proc.stop("INT", STOP_LIMIT);
     }
 
     /// Is the server running (started and not stopped)?
     pub fn is_running(&self) -> bool {
-        self.server.as_ref().is_some_and(|s| alive(s.pid()))
+        self.proc.is_running()
     }
 
     /// The server's PID, while it runs.
     pub fn pid(&self) -> Option<u32> {
-        self.server.as_ref().map(Daemon::pid)
+        self.proc.pid()
     }
 
     /// The TCP port on 127.0.0.1 (the same after a restart).
@@ -269,11 +250,7 @@ impl Postgres {
 
     /// Everything the server logged, over all its starts.
     pub fn log(&self) -> String {
-        let mut log = self.old_log.clone();
-        if let Some(s) = &self.server {
-            log.push_str(&s.log());
-        }
-        log
+        self.proc.log()
     }
 
     /// Runs SQL as [`ADMIN`] in database `db` (`psql -X -q -A -t -v ON_ERROR_STOP=1`
@@ -460,7 +437,7 @@ mod tests {
         let free = pg.port;
         pg.port = taken.local_addr().expect("addr").port();
         assert!(!pg.try_start(), "started on a taken port:\n{}", pg.log());
-        assert!(pg.server.is_none());
+        assert!(!pg.proc.is_started());
         pg.port = free;
         pg.start();
         assert_eq!(pg.sql("postgres", "SELECT 1;"), "1\n");

@@ -65,8 +65,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::daemon::Daemon;
-use crate::service::{log_shows, stop_by_pid, wait_until};
-use crate::sys::alive;
+use crate::service::Supervised;
 
 /// The bucket [`S3Server::launch`] creates.
 pub const BUCKET: &str = "correio-mail";
@@ -92,9 +91,7 @@ pub struct S3Server {
     bucket: String,
     access_key: String,
     secret_key: String,
-    server: Option<Daemon>,
-    /// The log of the servers stopped so far (the current one's is in `server`).
-    old_log: String,
+    proc: Supervised,
 }
 
 impl S3Server {
@@ -116,8 +113,7 @@ impl S3Server {
             bucket: BUCKET.to_string(),
             access_key: random_hex(10).to_uppercase(),
             secret_key: random_hex(20),
-            server: None,
-            old_log: String::new(),
+            proc: Supervised::default(),
         };
         for d in [s3.dir.path().to_path_buf(), s3.data_dir(), s3.bucket_dir()] {
             fs::create_dir_all(&d).expect("mkdir");
@@ -142,7 +138,7 @@ impl S3Server {
     /// When it is running, or does not start (the port may have been taken by another
     /// program while it was stopped).
     pub fn start(&mut self) {
-        assert!(self.server.is_none(), "s3s-fs is already running");
+        assert!(!self.proc.is_started(), "s3s-fs is already running");
         assert!(
             self.try_start(),
             "s3s-fs cannot listen on its port {} again (taken meanwhile):\n{}",
@@ -172,41 +168,26 @@ impl S3Server {
         let server = Daemon::start(cmd);
         let port = self.port;
         let running = format!("server is running at http://127.0.0.1:{port}");
-        let ready = wait_until(&server, START_LIMIT, |log| {
+        self.proc.adopt(server, START_LIMIT, "s3s-fs", |log| {
             log.contains(&running) && answers_http(port)
-        });
-        if ready {
-            self.server = Some(server);
-            return true;
-        }
-        let taken = log_shows(&server, "Address already in use");
-        let log = server.log();
-        drop(server);
-        self.old_log.push_str(&log);
-        if taken {
-            return false;
-        }
-        panic!("s3s-fs exited at start:\n{}", self.log());
+        })
     }
 
     /// Stops the server (SIGTERM) by its PID and waits until it has exited (killing it
     /// after 10 s). Nothing listens on [`S3Server::port`] afterwards. Does nothing when
     /// it is not running.
     pub fn stop(&mut self) {
-        if let Some(server) = self.server.take() {
-            self.old_log
-                .push_str(&stop_by_pid(server, "TERM", STOP_LIMIT));
-        }
+        self.proc.stop("TERM", STOP_LIMIT);
     }
 
     /// Is the server running (started and not stopped)?
     pub fn is_running(&self) -> bool {
-        self.server.as_ref().is_some_and(|s| alive(s.pid()))
+        self.proc.is_running()
     }
 
     /// The server's PID, while it runs.
     pub fn pid(&self) -> Option<u32> {
-        self.server.as_ref().map(Daemon::pid)
+        self.proc.pid()
     }
 
     /// The TCP port on 127.0.0.1 (the same after a restart).
@@ -264,11 +245,7 @@ impl S3Server {
 
     /// Everything the server logged, over all its starts.
     pub fn log(&self) -> String {
-        let mut log = self.old_log.clone();
-        if let Some(s) = &self.server {
-            log.push_str(&s.log());
-        }
-        log
+        self.proc.log()
     }
 }
 
@@ -363,6 +340,7 @@ fn binary() -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sys::alive;
 
     /// Launches, stops and starts again on the same port and data.
     #[test]
@@ -397,7 +375,7 @@ mod tests {
         let free = s3.port;
         s3.port = taken.local_addr().expect("addr").port();
         assert!(!s3.try_start(), "started on a taken port:\n{}", s3.log());
-        assert!(s3.server.is_none());
+        assert!(!s3.proc.is_started());
         s3.port = free;
         s3.start();
         assert!(answers_http(s3.port()));

@@ -92,3 +92,71 @@ pub(crate) fn stop_by_pid(server: Daemon, signal: &str, limit: Duration) -> Stri
     drop(server); // reaps it
     log
 }
+
+/// One server process a harness starts, stops and restarts (PostgreSQL, MariaDB, slapd,
+/// s3s-fs): the running [`Daemon`] and the logs of the runs before it.
+#[derive(Debug, Default)]
+pub(crate) struct Supervised {
+    server: Option<Daemon>,
+    /// The log of the runs stopped so far (the current one's is in `server`).
+    old_log: String,
+}
+
+impl Supervised {
+    /// Waits (at most `limit`) until `ready(log)` holds for the just started `server`,
+    /// and keeps it: `true`. `false` when it exited because its port was taken (the
+    /// caller tries another port). Panics with the log, naming `what`, otherwise.
+    pub(crate) fn adopt(
+        &mut self,
+        server: Daemon,
+        limit: Duration,
+        what: &str,
+        ready: impl Fn(&str) -> bool,
+    ) -> bool {
+        assert!(self.server.is_none(), "{what} is already running");
+        if wait_until(&server, limit, ready) {
+            self.server = Some(server);
+            return true;
+        }
+        let taken = log_shows(&server, "Address already in use");
+        let log = server.log();
+        drop(server);
+        self.old_log.push_str(&log);
+        if taken {
+            return false;
+        }
+        panic!("{what} exited at start:\n{}", self.log());
+    }
+
+    /// Stops the process with `signal` by its PID (SIGKILL after `limit`) and waits
+    /// until it has exited. Does nothing when it is not running.
+    pub(crate) fn stop(&mut self, signal: &str, limit: Duration) {
+        if let Some(server) = self.server.take() {
+            self.old_log.push_str(&stop_by_pid(server, signal, limit));
+        }
+    }
+
+    /// Started and not stopped, and alive.
+    pub(crate) fn is_running(&self) -> bool {
+        self.server.as_ref().is_some_and(|s| alive(s.pid()))
+    }
+
+    /// Started and not stopped (alive or not).
+    pub(crate) fn is_started(&self) -> bool {
+        self.server.is_some()
+    }
+
+    /// The PID while it runs.
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.server.as_ref().map(Daemon::pid)
+    }
+
+    /// Everything it logged, over all its runs.
+    pub(crate) fn log(&self) -> String {
+        let mut log = self.old_log.clone();
+        if let Some(s) = &self.server {
+            log.push_str(&s.log());
+        }
+        log
+    }
+}

@@ -80,8 +80,7 @@ use std::time::Duration;
 
 use crate::daemon::Daemon;
 use crate::peers::{Run, require, run_bounded_input};
-use crate::service::{log_shows, stop_by_pid, wait_until};
-use crate::sys::alive;
+use crate::service::Supervised;
 
 /// The suffix of the one database.
 pub const SUFFIX: &str = "dc=example,dc=org";
@@ -116,9 +115,7 @@ pub struct Slapd {
     slapd: PathBuf,
     ldap_port: u16,
     ldaps_port: u16,
-    server: Option<Daemon>,
-    /// The log of the servers stopped so far (the current one's is in `server`).
-    old_log: String,
+    proc: Supervised,
 }
 
 impl Slapd {
@@ -147,8 +144,7 @@ impl Slapd {
             slapd,
             ldap_port: 0,
             ldaps_port: 0,
-            server: None,
-            old_log: String::new(),
+            proc: Supervised::default(),
         };
         fs::create_dir(ldap.data_dir()).expect("mkdir data");
         ldap.write_certificates();
@@ -272,7 +268,7 @@ impl Slapd {
     /// When it is running, or does not start (a port may have been taken by another
     /// program while it was stopped).
     pub fn start(&mut self) {
-        assert!(self.server.is_none(), "slapd is already running");
+        assert!(!self.proc.is_started(), "slapd is already running");
         assert!(
             self.try_start(),
             "slapd cannot listen on its ports {} and {} again (taken meanwhile):\n{}",
@@ -295,43 +291,28 @@ impl Slapd {
         let server = Daemon::start(cmd);
         let ports = [self.ldap_port, self.ldaps_port];
         // slapd listen()s once its backends are up, so a connection is served.
-        let ready = wait_until(&server, START_LIMIT, |_| {
+        self.proc.adopt(server, START_LIMIT, "slapd", |_| {
             ports
                 .iter()
                 .all(|&p| std::net::TcpStream::connect(("127.0.0.1", p)).is_ok())
-        });
-        if ready {
-            self.server = Some(server);
-            return true;
-        }
-        let taken = log_shows(&server, "Address already in use");
-        let log = server.log();
-        drop(server);
-        self.old_log.push_str(&log);
-        if taken {
-            return false;
-        }
-        panic!("slapd exited at start:\n{}", self.log());
+        })
     }
 
     /// Stops slapd (SIGINT) by its PID and waits until it has exited (killing it after
     /// 30 s). Nothing listens on its ports afterwards. Does nothing when it is not
     /// running.
     pub fn stop(&mut self) {
-        if let Some(server) = self.server.take() {
-            self.old_log
-                .push_str(&stop_by_pid(server, "INT", STOP_LIMIT));
-        }
+        self.proc.stop("INT", STOP_LIMIT);
     }
 
     /// Is slapd running (started and not stopped)?
     pub fn is_running(&self) -> bool {
-        self.server.as_ref().is_some_and(|s| alive(s.pid()))
+        self.proc.is_running()
     }
 
     /// slapd's PID, while it runs.
     pub fn pid(&self) -> Option<u32> {
-        self.server.as_ref().map(Daemon::pid)
+        self.proc.pid()
     }
 
     /// The port of `ldap://` (plain, with StartTLS) on 127.0.0.1.
@@ -387,11 +368,7 @@ impl Slapd {
 
     /// Everything slapd logged, over all its starts.
     pub fn log(&self) -> String {
-        let mut log = self.old_log.clone();
-        if let Some(s) = &self.server {
-            log.push_str(&s.log());
-        }
-        log
+        self.proc.log()
     }
 
     /// Adds entries (or applies changes given with `changetype:`) as the administrator:
@@ -496,7 +473,7 @@ mod tests {
             "started on a taken port:\n{}",
             ldap.log()
         );
-        assert!(ldap.server.is_none());
+        assert!(!ldap.proc.is_started());
         ldap.ldaps_port = free;
         ldap.start();
         assert!(ldap.search("(cn=correio)", &["cn"]).contains("cn: correio"));
