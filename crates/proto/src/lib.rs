@@ -1,4 +1,4 @@
-//! `correio-proto`: the POP3 protocol core, with no I/O.
+//! `correio-proto`: the POP3 protocol core (and LMTP's), with no I/O.
 //!
 //! Everything here is deterministic: bytes and results go in, bytes, responses and
 //! actions come out. There is no tokio, no socket, no file and no clock in this crate,
@@ -13,6 +13,8 @@
 //! - [`sasl`]: SASL line framing for AUTH (RFC 5034), both sides.
 //! - [`server`]: the server session state machine.
 //! - [`client`]: the client session state machine.
+//! - [`lmtp`]: the LMTP session state machine (RFC 2033), its grammar and the strict
+//!   SMTP data unstuffer.
 #![forbid(unsafe_code)]
 
 pub mod capa;
@@ -21,6 +23,7 @@ pub mod command;
 pub mod framer;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod lmtp;
 pub mod response;
 pub mod sasl;
 pub mod server;

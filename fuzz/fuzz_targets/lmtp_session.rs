@@ -1,0 +1,3 @@
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| correio_proto::lmtp::fuzzing::lmtp_session(data));
