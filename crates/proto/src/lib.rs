@@ -30,6 +30,21 @@ pub mod server;
 pub mod stuff;
 
 pub use capa::Capabilities;
+
+/// A driver broke the driving contract of a session machine ([`server::ServerSession`],
+/// [`lmtp::LmtpSession`]): an event that answers no pending action, a line fed while an
+/// action is pending, data outside DATA. The session has queued a final error reply and
+/// closed (never a hang); the driver sends it, closes and logs this as a bug.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContractViolation(pub &'static str);
+
+impl std::fmt::Display for ContractViolation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "session driver contract violated: {}", self.0)
+    }
+}
+
+impl std::error::Error for ContractViolation {}
 pub use command::{Command, CommandError, MsgNum};
 pub use framer::{Line, LineFramer};
 pub use response::{RespCode, Status, StatusLine};

@@ -38,9 +38,9 @@
 //! lenient terminator). A `Return-Path:` header with the envelope sender is put in
 //! front of the spooled data, as RFC 5321 §4.4 asks of final delivery.
 
-use std::fmt;
 use std::time::Duration;
 
+pub use crate::ContractViolation;
 use crate::framer::Line;
 
 /// Bounds and names for one LMTP listener, shared by its sessions.
@@ -148,20 +148,6 @@ pub enum Event<T> {
     /// Answers [`Action::Deliver`]: `Ok` only once the message is durable there.
     Delivered(Result<(), DeliveryFailure>),
 }
-
-/// The driver broke the driving contract: an event that answers no pending action, a
-/// line or data while an action is pending, data outside DATA. The session has queued
-/// `421` and closed; log this as a bug.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ContractViolation(pub &'static str);
-
-impl fmt::Display for ContractViolation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "LMTP driver contract violated: {}", self.0)
-    }
-}
-
-impl std::error::Error for ContractViolation {}
 
 /// A parsed command.
 #[derive(Debug, PartialEq, Eq)]

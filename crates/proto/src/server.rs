@@ -15,6 +15,16 @@
 //!    Pipelined lines stay in the framer meanwhile, so nothing is reordered.
 //! 6. [`Action::Close`] (or [`ServerSession::is_closed`]) means: flush the output and
 //!    close the connection.
+//! 7. Timers belong to the session: wait for the client at most
+//!    [`ServerSession::idle_timeout`] (it depends on the state), then call
+//!    [`ServerSession::handle_timeout`]; a server shutting down (or an admin ending the
+//!    session) calls [`ServerSession::handle_shutdown`].
+//!
+//! A line fed while an action is pending, or an event that answers none, breaks the
+//! contract: the call returns [`ContractViolation`] and the session has queued `-ERR
+//! [SYS/TEMP]` and closed, so a driver bug ends the session at once instead of leaving
+//! it waiting for its idle timeout. Every store failure becomes its reply in one place,
+//! [`store_failure`].
 //!
 //! The driver's special duties: after [`Action::StartTls`] it must flush the output,
 //! then **clear the framer** before the handshake (bytes pipelined after `STLS` in
@@ -29,7 +39,9 @@
 //! grammar already refuses it), out of range, and deleted.
 
 use std::fmt;
+use std::time::Duration;
 
+pub use crate::ContractViolation;
 use crate::capa::{self, Capabilities, ExpirePolicy, LoginDelay, Utf8Capa};
 use crate::command::{Command, MsgNum};
 use crate::framer::Line;
@@ -67,6 +79,11 @@ pub struct ServerConfig {
     pub max_sasl_line: usize,
     /// Longest command line, line end included (RFC 2449 §4: at least 255).
     pub max_command_line: usize,
+    /// How long the client may be silent before login.
+    pub pre_login_idle: Duration,
+    /// How long the client may be silent after login (RFC 1939 §3: at least 10
+    /// minutes).
+    pub post_login_idle: Duration,
 }
 
 impl Default for ServerConfig {
@@ -83,6 +100,8 @@ impl Default for ServerConfig {
             max_sasl_steps: 8,
             max_sasl_line: sasl::MAX_SASL_LINE + 2,
             max_command_line: crate::MAX_COMMAND_LINE,
+            pre_login_idle: Duration::from_secs(60),
+            post_login_idle: Duration::from_secs(600),
         }
     }
 }
@@ -218,7 +237,41 @@ pub enum OpenError {
     Permanent,
 }
 
-/// Results of actions, and outside events, that the driver reports.
+/// What the store was asked to do when it failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreOp {
+    /// Lock and open the maildrop at login.
+    Open,
+    /// Open one message for RETR/TOP.
+    Read,
+    /// Remove the messages marked deleted (UPDATE).
+    Commit,
+}
+
+/// The one mapping of a store failure to its status line (RFC 2449 `[IN-USE]`,
+/// RFC 3206 `[SYS/TEMP]` and `[SYS/PERM]`): the client learns whether to retry.
+pub fn store_failure(op: StoreOp, e: OpenError) -> StatusLine {
+    let code = match (op, e) {
+        (StoreOp::Open, OpenError::InUse) => RespCode::InUse,
+        // Deletions not done are never lost: the next session may QUIT again.
+        (StoreOp::Commit, _) => RespCode::SysTemp,
+        (_, OpenError::Permanent) => RespCode::SysPerm,
+        // A message gone under us (another tool removed it) is temporary from the
+        // client's point of view.
+        (_, OpenError::InUse | OpenError::Temporary) => RespCode::SysTemp,
+    };
+    let text = match (op, e) {
+        (StoreOp::Open, OpenError::InUse) => "Maildrop is locked by another session",
+        (StoreOp::Open, OpenError::Temporary) => "Maildrop is not available; try again later",
+        (StoreOp::Open, _) => "Maildrop cannot be opened",
+        (StoreOp::Read, OpenError::Permanent) => "Message cannot be read",
+        (StoreOp::Read, _) => "Message cannot be read now",
+        (StoreOp::Commit, _) => "Some deleted messages were not removed",
+    };
+    StatusLine::err_code(code, text)
+}
+
+/// Results of actions that the driver reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// The result of [`Action::Authenticate`], [`Action::ApopAuthenticate`] or a SASL
@@ -242,10 +295,6 @@ pub enum Event {
     TlsStarted,
     /// The result of [`Action::Commit`]: `Ok` if every marked message is gone.
     Committed(Result<(), OpenError>),
-    /// The client was idle too long: close without UPDATE.
-    IdleTimeout,
-    /// The server is shutting down: close without UPDATE.
-    Shutdown,
 }
 
 /// The protocol state (RFC 1939 §3).
@@ -497,12 +546,64 @@ impl ServerSession {
         line.write_to(&mut self.out);
     }
 
-    /// Feeds one framed line. See the module docs.
-    pub fn handle_line(&mut self, line: Line<'_>) -> Option<Action> {
-        if self.state == State::Closed || self.pending != Pending::None {
-            // A driver bug; nothing sensible to answer. Never act on the line.
+    /// The driver broke the contract: answer `-ERR [SYS/TEMP]` once and close, never
+    /// act on it, never hang.
+    fn violation(&mut self, what: &'static str) -> ContractViolation {
+        if self.state != State::Closed {
+            self.reply(StatusLine::err_code(
+                RespCode::SysTemp,
+                "Internal error; nothing was deleted",
+            ));
+            self.state = State::Closed;
+        }
+        self.pending = Pending::None;
+        ContractViolation(what)
+    }
+
+    /// How long the client may be silent now; when that passes, call
+    /// [`Self::handle_timeout`]. The session owns its timers; the driver only waits.
+    pub fn idle_timeout(&self) -> Duration {
+        match self.state {
+            State::Authorization => self.config.pre_login_idle,
+            _ => self.config.post_login_idle,
+        }
+    }
+
+    /// The client was silent for [`Self::idle_timeout`]: `-ERR`, closed without UPDATE.
+    pub fn handle_timeout(&mut self) -> Option<Action> {
+        if self.state == State::Closed {
             return None;
         }
+        self.reply(StatusLine::err("Autologout; idle for too long"));
+        Some(self.close())
+    }
+
+    /// The server is shutting down (or the admin ended the session): `-ERR
+    /// [SYS/TEMP]`, closed without UPDATE.
+    pub fn handle_shutdown(&mut self) -> Option<Action> {
+        if self.state == State::Closed {
+            return None;
+        }
+        self.reply(StatusLine::err_code(
+            RespCode::SysTemp,
+            "Server shutting down; nothing was deleted",
+        ));
+        Some(self.close())
+    }
+
+    /// Feeds one framed line. See the module docs. A line while an action is pending,
+    /// or after the close, breaks the driving contract.
+    pub fn handle_line(&mut self, line: Line<'_>) -> Result<Option<Action>, ContractViolation> {
+        if self.state == State::Closed {
+            return Err(ContractViolation("a line after the session closed"));
+        }
+        if self.pending != Pending::None {
+            return Err(self.violation("a line while an action is pending"));
+        }
+        Ok(self.line(line))
+    }
+
+    fn line(&mut self, line: Line<'_>) -> Option<Action> {
         if let Login::Sasl { steps } = self.login {
             return self.sasl_line(line, steps);
         }
@@ -727,8 +828,10 @@ impl ServerSession {
                             return None;
                         }
                         Err(e) => {
-                            self.reply(StatusLine::err(e.wire_text()));
-                            return self.bad_command();
+                            self.login = Login::Start;
+                            self.refuse_sasl_response(e);
+                            return (self.auth_failures >= self.config.max_auth_failures)
+                                .then(|| self.abort_or_close());
                         }
                     },
                 };
@@ -783,8 +886,7 @@ impl ServerSession {
             }
             Err(e) => {
                 self.login = Login::Start;
-                self.reply(StatusLine::err_code(RespCode::Auth, e.wire_text()));
-                self.auth_failed_count();
+                self.refuse_sasl_response(e);
                 Some(self.abort_or_close())
             }
             Ok(SaslResponse::Data(d)) => {
@@ -816,6 +918,14 @@ impl ServerSession {
 
     fn auth_failed_count(&mut self) {
         self.auth_failures += 1;
+    }
+
+    /// A SASL response that cannot be decoded (bad base64, too long), whether it came
+    /// as AUTH's initial response or as a later line: the same `[AUTH]` reply and a
+    /// failed attempt either way.
+    fn refuse_sasl_response(&mut self, e: sasl::SaslError) {
+        self.reply(StatusLine::err_code(RespCode::Auth, e.wire_text()));
+        self.auth_failed_count();
     }
 
     fn transaction(&mut self, cmd: Command) -> Option<Action> {
@@ -905,30 +1015,17 @@ impl ServerSession {
         }
     }
 
-    /// Reports the result of the pending action, or an outside event. See the module
-    /// docs. An event that does not match the pending action is ignored.
-    pub fn handle_event(&mut self, event: Event) -> Option<Action> {
-        match event {
-            Event::IdleTimeout => {
-                if self.state == State::Closed {
-                    return None;
-                }
-                self.reply(StatusLine::err("Autologout; idle for too long"));
-                return Some(self.close());
-            }
-            Event::Shutdown => {
-                if self.state == State::Closed {
-                    return None;
-                }
-                self.reply(StatusLine::err_code(
-                    RespCode::SysTemp,
-                    "Server shutting down; nothing was deleted",
-                ));
-                return Some(self.close());
-            }
-            _ => {}
+    /// Reports the result of the pending action. See the module docs. An event that
+    /// answers no pending action breaks the driving contract.
+    pub fn handle_event(&mut self, event: Event) -> Result<Option<Action>, ContractViolation> {
+        if self.state == State::Closed {
+            return Err(ContractViolation("an event after the session closed"));
         }
-        match (self.pending, event) {
+        self.event(event)
+    }
+
+    fn event(&mut self, event: Event) -> Result<Option<Action>, ContractViolation> {
+        Ok(match (self.pending, event) {
             (Pending::Auth | Pending::Sasl, Event::Auth(outcome)) => {
                 self.pending = Pending::None;
                 if matches!(self.login, Login::Sasl { .. }) {
@@ -955,20 +1052,7 @@ impl ServerSession {
                     }
                     Err(e) => {
                         self.user = None;
-                        let line = match e {
-                            OpenError::InUse => StatusLine::err_code(
-                                RespCode::InUse,
-                                "Maildrop is locked by another session",
-                            ),
-                            OpenError::Temporary => StatusLine::err_code(
-                                RespCode::SysTemp,
-                                "Maildrop is not available; try again later",
-                            ),
-                            OpenError::Permanent => {
-                                StatusLine::err_code(RespCode::SysPerm, "Maildrop cannot be opened")
-                            }
-                        };
-                        self.reply(line);
+                        self.reply(store_failure(StoreOp::Open, e));
                         None
                     }
                 }
@@ -988,15 +1072,7 @@ impl ServerSession {
                 }
                 Err(e) => {
                     self.pending = Pending::None;
-                    let line = match e {
-                        OpenError::Permanent => {
-                            StatusLine::err_code(RespCode::SysPerm, "Message cannot be read")
-                        }
-                        // A message gone under us (another tool removed it) is
-                        // temporary from the client's point of view.
-                        _ => StatusLine::err_code(RespCode::SysTemp, "Message cannot be read now"),
-                    };
-                    self.reply(line);
+                    self.reply(store_failure(StoreOp::Read, e));
                     None
                 }
             },
@@ -1025,15 +1101,12 @@ impl ServerSession {
                         self.stats.committed = true;
                         self.reply(StatusLine::ok("Correio POP3 server signing off"));
                     }
-                    Err(_) => self.reply(StatusLine::err_code(
-                        RespCode::SysTemp,
-                        "Some deleted messages were not removed",
-                    )),
+                    Err(e) => self.reply(store_failure(StoreOp::Commit, e)),
                 }
                 Some(self.close())
             }
-            _ => None,
-        }
+            _ => return Err(self.violation("an event that answers no pending action")),
+        })
     }
 
     fn auth_result(&mut self, outcome: AuthOutcome) -> Option<Action> {
@@ -1091,6 +1164,9 @@ fn sends_cleartext(mechanism: &str) -> bool {
 #[doc(hidden)]
 pub fn fuzz_session(data: &[u8]) {
     use crate::framer::LineFramer;
+    fn ev(s: &mut ServerSession, e: Event) -> Option<Action> {
+        s.handle_event(e).expect("the driver keeps the contract")
+    }
     let Some((&flags, input)) = data.split_first() else {
         return;
     };
@@ -1130,57 +1206,62 @@ pub fn fuzz_session(data: &[u8]) {
             let Some(line) = framer.next_line() else {
                 break;
             };
-            let mut action = s.handle_line(line);
+            let mut action = s.handle_line(line).expect("the driver keeps the contract");
             let mut steps = 0;
             while let Some(a) = action {
                 steps += 1;
                 assert!(steps < 8, "action loop");
                 choice = choice.wrapping_mul(31).wrapping_add(7);
                 action = match a {
-                    Action::Authenticate(_) | Action::ApopAuthenticate { .. } => {
-                        s.handle_event(Event::Auth(match choice % 4 {
+                    Action::Authenticate(_) | Action::ApopAuthenticate { .. } => ev(
+                        &mut s,
+                        Event::Auth(match choice % 4 {
                             0 => AuthOutcome::Failure,
                             1 => AuthOutcome::LoginDelay,
                             2 => AuthOutcome::TempFail,
                             _ => AuthOutcome::Success { user: "u".into() },
-                        }))
-                    }
+                        }),
+                    ),
                     Action::SaslStart { .. } | Action::SaslStep(_) => match choice % 3 {
-                        0 => s.handle_event(Event::SaslChallenge(vec![choice; 3])),
-                        1 => s.handle_event(Event::Auth(AuthOutcome::Failure)),
-                        _ => s.handle_event(Event::Auth(AuthOutcome::Success { user: "u".into() })),
+                        0 => ev(&mut s, Event::SaslChallenge(vec![choice; 3])),
+                        1 => ev(&mut s, Event::Auth(AuthOutcome::Failure)),
+                        _ => ev(
+                            &mut s,
+                            Event::Auth(AuthOutcome::Success { user: "u".into() }),
+                        ),
                     },
                     Action::SaslAbort | Action::Close => None,
-                    Action::OpenMaildrop { .. } => {
-                        s.handle_event(Event::MaildropOpened(if choice % 5 == 0 {
+                    Action::OpenMaildrop { .. } => ev(
+                        &mut s,
+                        Event::MaildropOpened(if choice % 5 == 0 {
                             Err(OpenError::InUse)
                         } else {
                             Ok(listing.clone())
-                        }))
-                    }
+                        }),
+                    ),
                     Action::StreamMessage { index, .. } => {
                         assert!(index < listing.len(), "stream index out of range");
                         assert_eq!(s.state(), State::Transaction);
                         if choice % 7 == 0 {
-                            s.handle_event(Event::MessageOpened(Err(OpenError::Temporary)))
+                            ev(&mut s, Event::MessageOpened(Err(OpenError::Temporary)))
                         } else {
-                            let none = s.handle_event(Event::MessageOpened(Ok(())));
+                            let none = ev(&mut s, Event::MessageOpened(Ok(())));
                             assert!(none.is_none());
                             check_output(s.take_output());
-                            s.handle_event(Event::MessageSent { bytes: 12 })
+                            ev(&mut s, Event::MessageSent { bytes: 12 })
                         }
                     }
                     Action::StartTls => {
                         assert!(!s.is_tls());
                         check_output(s.take_output());
                         framer.clear();
-                        s.handle_event(Event::TlsStarted)
+                        ev(&mut s, Event::TlsStarted)
                     }
                     Action::Commit { deletions } => {
                         assert_eq!(s.state(), State::Update, "commit outside UPDATE");
                         assert!(deletions.iter().all(|&i| i < listing.len()));
                         assert!(deletions.windows(2).all(|w| w[0] < w[1]));
-                        s.handle_event(Event::Committed(Ok(())))
+                        ev(&mut s, Event::Committed(Ok(())))
                     }
                 };
             }

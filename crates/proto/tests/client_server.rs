@@ -71,7 +71,7 @@ impl Server {
             let Some(line) = self.framer.next_line() else {
                 return;
             };
-            let action = self.session.handle_line(line);
+            let action = self.session.handle_line(line).unwrap();
             self.out.extend(self.session.take_output());
             self.act(action);
         }
@@ -80,24 +80,27 @@ impl Server {
     fn act(&mut self, mut action: Option<Action>) {
         while let Some(a) = action {
             action = match a {
-                Action::Authenticate(c) => self.session.handle_event(SEvent::Auth(
-                    if c.user == "u" && c.password == b"p w" {
+                Action::Authenticate(c) => self
+                    .session
+                    .handle_event(SEvent::Auth(if c.user == "u" && c.password == b"p w" {
                         AuthOutcome::Success { user: c.user }
                     } else {
                         AuthOutcome::Failure
-                    },
-                )),
+                    }))
+                    .unwrap(),
                 Action::SaslStart {
                     mechanism,
                     initial_response,
                 } => {
                     assert_eq!(mechanism, "PLAIN");
                     let ok = initial_response.as_deref() == Some(b"\0u\0p w");
-                    self.session.handle_event(SEvent::Auth(if ok {
-                        AuthOutcome::Success { user: "u".into() }
-                    } else {
-                        AuthOutcome::Failure
-                    }))
+                    self.session
+                        .handle_event(SEvent::Auth(if ok {
+                            AuthOutcome::Success { user: "u".into() }
+                        } else {
+                            AuthOutcome::Failure
+                        }))
+                        .unwrap()
                 }
                 Action::OpenMaildrop { .. } => {
                     let infos = self
@@ -109,10 +112,15 @@ impl Server {
                             uid: format!("uid-{i}"),
                         })
                         .collect();
-                    self.session.handle_event(SEvent::MaildropOpened(Ok(infos)))
+                    self.session
+                        .handle_event(SEvent::MaildropOpened(Ok(infos)))
+                        .unwrap()
                 }
                 Action::StreamMessage { index, kind } => {
-                    let next = self.session.handle_event(SEvent::MessageOpened(Ok(())));
+                    let next = self
+                        .session
+                        .handle_event(SEvent::MessageOpened(Ok(())))
+                        .unwrap();
                     assert!(next.is_none());
                     self.out.extend(self.session.take_output());
                     let mut st = match kind {
@@ -127,11 +135,15 @@ impl Server {
                     }
                     st.finish(&mut self.out);
                     let bytes = (self.out.len() - before) as u64;
-                    self.session.handle_event(SEvent::MessageSent { bytes })
+                    self.session
+                        .handle_event(SEvent::MessageSent { bytes })
+                        .unwrap()
                 }
                 Action::Commit { deletions } => {
                     self.committed = Some(deletions);
-                    self.session.handle_event(SEvent::Committed(Ok(())))
+                    self.session
+                        .handle_event(SEvent::Committed(Ok(())))
+                        .unwrap()
                 }
                 Action::Close => {
                     self.closed = true;

@@ -74,7 +74,7 @@ fn run_session(stored: &[Vec<u8>], chunk: usize, stuff_chunk: usize) -> Outcome 
             let piece: Vec<u8> = c2s.drain(..take).collect();
             framer.push(&piece);
             while let Some(line) = framer.next_line() {
-                let mut action = server.handle_line(line);
+                let mut action = server.handle_line(line).unwrap();
                 while let Some(a) = action {
                     action = match a {
                         Action::Authenticate(c) => {
@@ -82,10 +82,12 @@ fn run_session(stored: &[Vec<u8>], chunk: usize, stuff_chunk: usize) -> Outcome 
                                 (c.user.as_str(), c.password.as_slice()),
                                 ("alice", &b"pw"[..])
                             );
-                            server.handle_event(Event::Auth(AuthOutcome::Success { user: c.user }))
+                            server
+                                .handle_event(Event::Auth(AuthOutcome::Success { user: c.user }))
+                                .unwrap()
                         }
-                        Action::OpenMaildrop { .. } => {
-                            server.handle_event(Event::MaildropOpened(Ok(stored
+                        Action::OpenMaildrop { .. } => server
+                            .handle_event(Event::MaildropOpened(Ok(stored
                                 .iter()
                                 .enumerate()
                                 .map(|(i, m)| MessageInfo {
@@ -93,9 +95,14 @@ fn run_session(stored: &[Vec<u8>], chunk: usize, stuff_chunk: usize) -> Outcome 
                                     uid: format!("uid-{i}"),
                                 })
                                 .collect())))
-                        }
+                            .unwrap(),
                         Action::StreamMessage { index, kind } => {
-                            assert!(server.handle_event(Event::MessageOpened(Ok(()))).is_none());
+                            assert!(
+                                server
+                                    .handle_event(Event::MessageOpened(Ok(())))
+                                    .unwrap()
+                                    .is_none()
+                            );
                             s2c.extend(server.take_output());
                             let mut st = match kind {
                                 StreamKind::Retr => DotStuffer::new(),
@@ -109,11 +116,11 @@ fn run_session(stored: &[Vec<u8>], chunk: usize, stuff_chunk: usize) -> Outcome 
                             }
                             st.finish(&mut s2c);
                             let bytes = (s2c.len() - before) as u64;
-                            server.handle_event(Event::MessageSent { bytes })
+                            server.handle_event(Event::MessageSent { bytes }).unwrap()
                         }
                         Action::Commit { deletions } => {
                             out.committed = Some(deletions);
-                            server.handle_event(Event::Committed(Ok(())))
+                            server.handle_event(Event::Committed(Ok(()))).unwrap()
                         }
                         Action::Close => None,
                         other => panic!("unexpected action {other:?}"),

@@ -55,7 +55,7 @@ impl Fake {
         match a {
             Action::Authenticate(c) => {
                 let o = self.check(&c.user, &c.password);
-                s.handle_event(Event::Auth(o))
+                s.handle_event(Event::Auth(o)).unwrap()
             }
             Action::ApopAuthenticate {
                 user,
@@ -70,7 +70,7 @@ impl Fake {
                 } else {
                     AuthOutcome::Failure
                 };
-                s.handle_event(Event::Auth(o))
+                s.handle_event(Event::Auth(o)).unwrap()
             }
             Action::SaslStart {
                 mechanism,
@@ -78,20 +78,22 @@ impl Fake {
             } => {
                 assert_eq!(mechanism, "PLAIN");
                 match initial_response {
-                    Some(ir) => s.handle_event(Event::Auth(self.plain(&ir))),
+                    Some(ir) => s.handle_event(Event::Auth(self.plain(&ir))).unwrap(),
                     None => {
                         self.sasl = Some(mechanism);
-                        s.handle_event(Event::SaslChallenge(Vec::new()))
+                        s.handle_event(Event::SaslChallenge(Vec::new())).unwrap()
                     }
                 }
             }
             Action::SaslStep(d) => {
                 if d == b"again" {
-                    return s.handle_event(Event::SaslChallenge(b"more".to_vec()));
+                    return s
+                        .handle_event(Event::SaslChallenge(b"more".to_vec()))
+                        .unwrap();
                 }
                 self.sasl = None;
                 let o = self.plain(&d);
-                s.handle_event(Event::Auth(o))
+                s.handle_event(Event::Auth(o)).unwrap()
             }
             Action::SaslAbort => {
                 self.sasl = None;
@@ -110,10 +112,14 @@ impl Fake {
                         })
                         .collect())
                 };
-                s.handle_event(Event::MaildropOpened(r))
+                s.handle_event(Event::MaildropOpened(r)).unwrap()
             }
             Action::StreamMessage { index, kind } => {
-                assert!(s.handle_event(Event::MessageOpened(Ok(()))).is_none());
+                assert!(
+                    s.handle_event(Event::MessageOpened(Ok(())))
+                        .unwrap()
+                        .is_none()
+                );
                 out.extend(s.take_output());
                 let body = match kind {
                     StreamKind::Retr => MSGS[index].0.to_string(),
@@ -123,12 +129,13 @@ impl Fake {
                 s.handle_event(Event::MessageSent {
                     bytes: body.len() as u64,
                 })
+                .unwrap()
             }
             Action::StartTls => {
                 out.extend(s.take_output());
                 out.extend_from_slice(b"<TLS>");
                 framer.clear();
-                s.handle_event(Event::TlsStarted)
+                s.handle_event(Event::TlsStarted).unwrap()
             }
             Action::Commit { deletions } => {
                 self.commits.push(deletions);
@@ -137,7 +144,7 @@ impl Fake {
                 } else {
                     Ok(())
                 };
-                s.handle_event(Event::Committed(r))
+                s.handle_event(Event::Committed(r)).unwrap()
             }
             Action::Close => {
                 self.closed = true;
@@ -200,7 +207,7 @@ fn run_with(
             let Some(line) = framer.next_line() else {
                 break;
             };
-            let mut act = s.handle_line(line);
+            let mut act = s.handle_line(line).unwrap();
             while let Some(a) = act {
                 act = fake.perform(a, &mut s, &mut out, &mut framer);
             }
@@ -445,7 +452,7 @@ fn apop() {
     let mut f = LineFramer::new(255);
     f.push(format!("APOP alice {APOP_DIGEST}\r\n").as_bytes());
     let line = f.next_line().unwrap();
-    assert_eq!(s.handle_line(line), None);
+    assert_eq!(s.handle_line(line).unwrap(), None);
     assert_eq!(s.take_output(), b"-ERR APOP is not offered\r\n");
 }
 
@@ -480,7 +487,7 @@ fn sasl_cancel_bad_base64_and_unknown_mechanism() {
          + \r\n-ERR [AUTH] Invalid base64 data in SASL response\r\n\
          -ERR Authentication cancelled\r\n\
          -ERR Unsupported authentication mechanism\r\n\
-         -ERR Invalid base64 data in SASL response\r\n\
+         -ERR [AUTH] Invalid base64 data in SASL response\r\n\
          +OK Capability list follows\r\n"
     );
     let (got, f) = run_with(
@@ -538,23 +545,23 @@ fn stls_throws_away_pipelined_cleartext() {
     let mut f = LineFramer::new(255);
     f.push(b"STLS\r\n");
     assert_eq!(
-        s.handle_line(f.next_line().unwrap()),
+        s.handle_line(f.next_line().unwrap()).unwrap(),
         Some(Action::StartTls)
     );
     assert!(s.is_waiting());
-    assert_eq!(s.handle_event(Event::TlsStarted), None);
+    assert_eq!(s.handle_event(Event::TlsStarted).unwrap(), None);
     s.take_output();
     f.clear();
     f.push(b"STLS\r\nCAPA\r\nUSER alice\r\n");
-    assert_eq!(s.handle_line(f.next_line().unwrap()), None);
+    assert_eq!(s.handle_line(f.next_line().unwrap()).unwrap(), None);
     assert_eq!(s.take_output(), b"-ERR STLS not available\r\n");
-    s.handle_line(f.next_line().unwrap());
+    s.handle_line(f.next_line().unwrap()).unwrap();
     let capa = String::from_utf8(s.take_output()).unwrap();
     assert!(
         !capa.contains("STLS") && capa.contains("\r\nUSER\r\n"),
         "{capa}"
     );
-    s.handle_line(f.next_line().unwrap());
+    s.handle_line(f.next_line().unwrap()).unwrap();
     assert_eq!(s.take_output(), b"+OK Send PASS\r\n");
 }
 
@@ -603,10 +610,14 @@ fn quit_in_authorization_never_commits_nor_does_timeout_or_shutdown() {
     );
     assert!(f.commits.is_empty() && f.closed);
 
+    type Outside = fn(&mut ServerSession) -> Option<Action>;
     for (event, text) in [
-        (Event::IdleTimeout, "-ERR Autologout; idle for too long\r\n"),
         (
-            Event::Shutdown,
+            ServerSession::handle_timeout as Outside,
+            "-ERR Autologout; idle for too long\r\n",
+        ),
+        (
+            ServerSession::handle_shutdown as Outside,
             "-ERR [SYS/TEMP] Server shutting down; nothing was deleted\r\n",
         ),
     ] {
@@ -616,13 +627,13 @@ fn quit_in_authorization_never_commits_nor_does_timeout_or_shutdown() {
         let mut out = Vec::new();
         framer.push(b"USER alice\r\nPASS secret pw\r\nDELE 1\r\n");
         while let Some(line) = framer.next_line() {
-            let mut act = s.handle_line(line);
+            let mut act = s.handle_line(line).unwrap();
             while let Some(a) = act {
                 act = fake.perform(a, &mut s, &mut out, &mut LineFramer::new(255));
             }
         }
         s.take_output();
-        assert_eq!(s.handle_event(event), Some(Action::Close));
+        assert_eq!(event(&mut s), Some(Action::Close));
         assert_eq!(s.take_output(), text.as_bytes());
         assert!(s.is_closed());
         assert!(fake.commits.is_empty());
@@ -687,7 +698,7 @@ fn stats_count_retr_top_dele_and_bytes() {
     framer
         .push(b"USER alice\r\nPASS secret pw\r\nRETR 1\r\nRETR 2\r\nTOP 3 0\r\nDELE 1\r\nQUIT\r\n");
     while let Some(line) = framer.next_line() {
-        let mut act = s.handle_line(line);
+        let mut act = s.handle_line(line).unwrap();
         while let Some(a) = act {
             act = fake.perform(a, &mut s, &mut out, &mut LineFramer::new(255));
         }
@@ -702,21 +713,29 @@ fn stats_count_retr_top_dele_and_bytes() {
 }
 
 #[test]
-fn lines_fed_while_waiting_are_ignored() {
+fn a_line_fed_while_waiting_is_never_acted_on_and_closes_the_session() {
     let mut s = ServerSession::new(ServerConfig::default(), loopback(), None);
     let mut f = LineFramer::new(255);
     f.push(b"USER alice\r\nPASS secret pw\r\nQUIT\r\n");
-    s.handle_line(f.next_line().unwrap());
+    s.handle_line(f.next_line().unwrap()).unwrap();
     assert!(matches!(
-        s.handle_line(f.next_line().unwrap()),
+        s.handle_line(f.next_line().unwrap()).unwrap(),
         Some(Action::Authenticate(_))
     ));
-    assert_eq!(s.handle_line(f.next_line().unwrap()), None);
-    assert!(s.is_waiting() && !s.is_closed());
+    assert!(s.handle_line(f.next_line().unwrap()).is_err());
+    assert!(s.is_closed() && !s.is_waiting());
+    assert!(
+        String::from_utf8(s.take_output())
+            .unwrap()
+            .ends_with("-ERR [SYS/TEMP] Internal error; nothing was deleted\r\n")
+    );
     // Debug output never shows the password.
     let mut s2 = ServerSession::new(ServerConfig::default(), loopback(), None);
-    s2.handle_line(correio_proto::Line::Complete(b"USER alice"));
-    let a = s2.handle_line(correio_proto::Line::Complete(b"PASS hunter2"));
+    s2.handle_line(correio_proto::Line::Complete(b"USER alice"))
+        .unwrap();
+    let a = s2
+        .handle_line(correio_proto::Line::Complete(b"PASS hunter2"))
+        .unwrap();
     assert!(!format!("{a:?}").contains("hunter2"));
 }
 
@@ -728,13 +747,15 @@ fn message_opened_error_gives_sys_temp() {
     let mut out = Vec::new();
     framer.push(b"USER alice\r\nPASS secret pw\r\n");
     while let Some(line) = framer.next_line() {
-        let mut act = s.handle_line(line);
+        let mut act = s.handle_line(line).unwrap();
         while let Some(a) = act {
             act = fake.perform(a, &mut s, &mut out, &mut LineFramer::new(255));
         }
     }
     s.take_output();
-    let a = s.handle_line(correio_proto::Line::Complete(b"RETR 2"));
+    let a = s
+        .handle_line(correio_proto::Line::Complete(b"RETR 2"))
+        .unwrap();
     assert_eq!(
         a,
         Some(Action::StreamMessage {
@@ -743,7 +764,8 @@ fn message_opened_error_gives_sys_temp() {
         })
     );
     assert_eq!(
-        s.handle_event(Event::MessageOpened(Err(OpenError::Temporary))),
+        s.handle_event(Event::MessageOpened(Err(OpenError::Temporary)))
+            .unwrap(),
         None
     );
     assert_eq!(
@@ -784,4 +806,88 @@ fn argument_errors_after_login_never_close_the_session() {
     );
     let f = script_cfg(cfg, loopback(), Fake::default, input, &expected);
     assert!(f.closed);
+}
+
+#[test]
+fn the_idle_limit_is_the_sessions_own_and_depends_on_the_state() {
+    let config = ServerConfig {
+        pre_login_idle: std::time::Duration::from_secs(30),
+        post_login_idle: std::time::Duration::from_secs(900),
+        ..ServerConfig::default()
+    };
+    let mut s = ServerSession::new(config, loopback(), None);
+    assert_eq!(s.idle_timeout().as_secs(), 30);
+    let mut fake = Fake::default();
+    let mut framer = LineFramer::new(255);
+    let mut out = Vec::new();
+    framer.push(b"USER alice\r\nPASS secret pw\r\n");
+    while let Some(line) = framer.next_line() {
+        let mut act = s.handle_line(line).unwrap();
+        while let Some(a) = act {
+            act = fake.perform(a, &mut s, &mut out, &mut LineFramer::new(255));
+        }
+    }
+    assert_eq!(s.state(), correio_proto::server::State::Transaction);
+    assert_eq!(s.idle_timeout().as_secs(), 900);
+}
+
+/// A driver that reports an event no action asked for (the bug that used to leave the
+/// session waiting for its idle timeout) gets an error, and the client gets `-ERR`
+/// and a closed connection at once.
+#[test]
+fn an_event_that_answers_no_action_closes_the_session_at_once() {
+    let mut s = ServerSession::new(ServerConfig::default(), loopback(), None);
+    s.take_output();
+    let e = s.handle_event(Event::MessageSent { bytes: 1 }).unwrap_err();
+    assert!(e.to_string().contains("no pending action"), "{e}");
+    assert!(s.is_closed());
+    assert_eq!(
+        s.take_output(),
+        b"-ERR [SYS/TEMP] Internal error; nothing was deleted\r\n"
+    );
+    // And a line while an action is pending.
+    let mut s = ServerSession::new(ServerConfig::default(), loopback(), None);
+    s.handle_line(correio_proto::Line::Complete(b"USER alice"))
+        .unwrap();
+    let a = s
+        .handle_line(correio_proto::Line::Complete(b"PASS pw"))
+        .unwrap();
+    assert!(matches!(a, Some(Action::Authenticate(_))));
+    assert!(
+        s.handle_line(correio_proto::Line::Complete(b"NOOP"))
+            .is_err()
+    );
+    assert!(s.is_closed());
+}
+
+/// Bad base64 is an `[AUTH]` failure whether it comes as AUTH's initial response or
+/// as a later response line.
+#[test]
+fn bad_base64_gets_the_same_auth_reply_on_both_paths() {
+    let expected = b"-ERR [AUTH] Invalid base64 data in SASL response\r\n";
+    let mut s = ServerSession::new(ServerConfig::default(), loopback(), None);
+    s.take_output();
+    assert_eq!(
+        s.handle_line(correio_proto::Line::Complete(b"AUTH PLAIN !!!"))
+            .unwrap(),
+        None
+    );
+    assert_eq!(s.take_output(), expected);
+
+    let mut s = ServerSession::new(ServerConfig::default(), loopback(), None);
+    let a = s
+        .handle_line(correio_proto::Line::Complete(b"AUTH PLAIN"))
+        .unwrap();
+    assert!(matches!(a, Some(Action::SaslStart { .. })));
+    assert_eq!(
+        s.handle_event(Event::SaslChallenge(Vec::new())).unwrap(),
+        None
+    );
+    s.take_output();
+    assert_eq!(
+        s.handle_line(correio_proto::Line::Complete(b"!!!"))
+            .unwrap(),
+        Some(Action::SaslAbort)
+    );
+    assert_eq!(s.take_output(), expected);
 }

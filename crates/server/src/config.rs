@@ -1273,6 +1273,8 @@ impl Config {
             max_bad_commands: self.limits.max_bad_commands,
             max_auth_failures: self.limits.max_auth_failures,
             max_command_line: self.limits.max_command_line,
+            pre_login_idle: self.limits.pre_login_idle,
+            post_login_idle: self.limits.post_login_idle,
             ..correio_proto::server::ServerConfig::default()
         }
     }

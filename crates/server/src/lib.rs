@@ -1016,7 +1016,13 @@ async fn refuse(mut tcp: tokio::net::TcpStream, implicit_tls: bool) {
     if !implicit_tls {
         let _ = tokio::time::timeout(
             Duration::from_secs(5),
-            tcp.write_all(b"-ERR [SYS/TEMP] Too many connections from your address\r\n"),
+            tcp.write_all(
+                &correio_proto::StatusLine::err_code(
+                    correio_proto::RespCode::SysTemp,
+                    "Too many connections from your address",
+                )
+                .to_wire(),
+            ),
         )
         .await;
     }

@@ -20,10 +20,11 @@ use correio_auth::{
     Mechanism, SaslError, ServerMechanism, ServerParams, Step, UserRecord, apop_verify,
     validate_username, verify_login,
 };
+use correio_proto::ContractViolation;
 use correio_proto::capa::ExpirePolicy;
 use correio_proto::server::{
     Action, AuthOutcome, ConnectionInfo, Credentials, Event, MessageInfo, OpenError, ServerSession,
-    State, StreamKind,
+    StreamKind,
 };
 use correio_proto::stuff::DotStuffer;
 use correio_proto::{Line, LineFramer};
@@ -116,6 +117,8 @@ enum Ended {
     Tls(String),
     /// The store failed in the middle of a message; the client sees a cut response.
     Store(String),
+    /// The driver broke the session's contract (a bug; logged where it happened).
+    Internal,
 }
 
 impl Ended {
@@ -125,6 +128,7 @@ impl Ended {
             Ended::WriteStall => "write stalled".into(),
             Ended::Tls(e) => format!("TLS: {e}"),
             Ended::Store(e) => format!("store failed while sending: {e}"),
+            Ended::Internal => "internal error".into(),
         }
     }
 }
@@ -280,6 +284,7 @@ impl Driver {
                 };
                 let started = std::time::Instant::now();
                 let action = self.session.handle_line(line);
+                let action = self.checked(action);
                 self.perform(action).await?;
                 self.queue_output().await?;
                 if let Some(k) = keyword {
@@ -290,27 +295,23 @@ impl Driver {
             }
             // Nothing more to answer without reading: everything goes out now.
             self.flush_output().await?;
-            let idle = match self.session.state() {
-                State::Authorization => self.live.config.limits.pre_login_idle,
-                _ => self.live.config.limits.post_login_idle,
-            };
+            let idle = self.session.idle_timeout();
             let until = *deadline.get_or_insert_with(|| Instant::now() + idle);
-            let event = tokio::select! {
+            let action = tokio::select! {
                 r = tokio::time::timeout_at(until, self.conn.read(&mut buf)) => match r {
                     Ok(Ok(0)) | Ok(Err(_)) => return Err(Ended::PeerGone),
                     Ok(Ok(n)) => {
                         self.framer.push(&buf[..n]);
                         continue;
                     }
-                    Err(_) => Event::IdleTimeout,
+                    Err(_) => self.session.handle_timeout(),
                 },
-                _ = wait_shutdown(&mut self.shutdown) => Event::Shutdown,
+                _ = wait_shutdown(&mut self.shutdown) => self.session.handle_shutdown(),
                 _ = self.view.kick.notified() => {
                     info!(target: "correio::session", remote = %self.peer, "ended by the admin");
-                    Event::Shutdown
+                    self.session.handle_shutdown()
                 }
             };
-            let action = self.session.handle_event(event);
             self.perform(action).await?;
             self.flush_output().await?;
         }
@@ -363,9 +364,19 @@ impl Driver {
                 };
                 self.shared.metrics.login(&self.login_mechanism, result);
             }
-            action = self.session.handle_event(event);
+            let next = self.session.handle_event(event);
+            action = self.checked(next);
         }
         Ok(())
+    }
+
+    /// Logs a broken driving contract: a bug here, not the client's doing. The session
+    /// has queued its `-ERR` and closed, so the connection ends at once.
+    fn checked(&self, r: Result<Option<Action>, ContractViolation>) -> Option<Action> {
+        r.unwrap_or_else(|e| {
+            tracing::error!(remote = %self.peer, error = %e, "session closed");
+            None
+        })
     }
 
     async fn write_all(&mut self, bytes: &[u8]) -> Result<(), Ended> {
@@ -753,7 +764,11 @@ impl Driver {
             }
         };
         let action = self.session.handle_event(Event::MessageOpened(Ok(())));
-        debug_assert!(action.is_none());
+        if !matches!(action, Ok(None)) {
+            // Nothing to stream: the session is closed (a contract violation).
+            self.checked(action);
+            return Err(Ended::Internal);
+        }
         // The status line goes out with the body, after what is already held back.
         let mut out = std::mem::take(&mut self.pending);
         let mut unsent_before = out.len();

@@ -485,8 +485,17 @@ fn auth_bad_base64_huge_response_cancel() {
     assert_eq!(w.cmd("*"), "-ERR Authentication cancelled\r\n");
     assert_eq!(
         w.cmd("AUTH PLAIN %%%"),
-        "-ERR Invalid base64 data in SASL response\r\n"
+        "-ERR [AUTH] Invalid base64 data in SASL response\r\n"
     );
+    // Bad base64 is a failed login on both paths (AUTH's initial response and a
+    // response line): a third one closes the session (max_auth_failures = 3).
+    assert_eq!(
+        w.cmd("AUTH PLAIN ###"),
+        "-ERR [AUTH] Invalid base64 data in SASL response\r\n"
+    );
+    assert_eq!(w.line(), "-ERR Too many failed logins, closing\r\n");
+    let mut w = srv.connect();
+    w.line();
     assert_eq!(w.cmd("AUTH PLAIN"), "+ \r\n");
     // 1 MB of base64: refused without buffering it.
     let huge = vec![b'Q'; 1 << 20];
