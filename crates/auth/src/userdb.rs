@@ -16,10 +16,12 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::{self, Write as _};
-use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _};
+use std::io;
+use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
+
+use correio_fsutil::AtomicWrite;
 
 use crate::scheme::StoredSecret;
 use crate::username::{UsernameError, validate_username};
@@ -656,52 +658,21 @@ fn edit_file<T>(
 }
 
 /// temp file in the same directory → fsync → rename → fsync the directory, so a crash
-/// leaves the old file or the new one. Keeps the old file's mode and owner (so a root
-/// edit does not take the file away from the server's user); new files get 0600.
+/// leaves the old file or the new one (`correio_fsutil`). Keeps the old file's mode and
+/// owner (so a root edit does not take the file away from the server's user); new files
+/// get 0600.
 fn write_atomically(
     path: &Path,
     data: &[u8],
     old: Option<&fs::Metadata>,
 ) -> Result<(), UserDbError> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
-        _ => PathBuf::from("."),
-    };
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "users".into());
-    let tmp = dir.join(format!(".{file_name}.tmp.{}", std::process::id()));
-    let result = (|| {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        if let Some(m) = old {
-            f.set_permissions(fs::Permissions::from_mode(m.mode() & 0o7777))?;
-            if m.uid() != rustix::process::geteuid().as_raw()
-                || m.gid() != rustix::process::getegid().as_raw()
-            {
-                // Best effort: only root may give a file away.
-                let _ = rustix::fs::fchown(
-                    &f,
-                    Some(rustix::fs::Uid::from_raw(m.uid())),
-                    Some(rustix::fs::Gid::from_raw(m.gid())),
-                );
-            }
-        }
-        f.write_all(data)?;
-        f.sync_all()?;
-        drop(f);
-        fs::rename(&tmp, path)?;
-        fs::File::open(&dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
+    let mut options = AtomicWrite::new().mode(0o600);
+    if let Some(m) = old {
+        options = options.owner_and_mode_of(m);
     }
-    result.map_err(io_err(path))
+    options
+        .write(path, data)
+        .map_err(|e| io_err(path)(e.into()))
 }
 
 fn find_line(lines: &[String], name: &str) -> Option<(usize, UserRecord)> {

@@ -8,6 +8,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
+use correio_fsutil::AtomicWrite;
 use rustls::ServerConfig as RustlsConfig;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -349,31 +350,16 @@ pub fn write_self_signed(cert: &Path, key: &Path, hosts: &[String]) -> Result<()
             })?;
         }
     }
-    write_private(key, key_pem.as_bytes())?;
-    fs::write(cert, cert_pem).map_err(|source| TlsError::Write {
-        path: cert.to_owned(),
-        source,
-    })
-}
-
-fn write_private(path: &Path, data: &[u8]) -> Result<(), TlsError> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let tmp = path.with_extension("tmp");
-    let werr = |source| TlsError::Write {
-        path: path.to_owned(),
-        source,
+    // Each file atomically (temporary file, fsync, rename, fsync of the directory), so
+    // a server reloading them never reads half a file; the key is 0600 from the start.
+    let write = |path: &Path, data: &[u8], options: AtomicWrite| {
+        options.write(path, data).map_err(|e| TlsError::Write {
+            path: path.to_owned(),
+            source: e.into(),
+        })
     };
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(werr)?;
-    f.write_all(data).map_err(werr)?;
-    f.sync_all().map_err(werr)?;
-    fs::rename(&tmp, path).map_err(werr)
+    write(key, key_pem.as_bytes(), AtomicWrite::new().mode(0o600))?;
+    write(cert, cert_pem.as_bytes(), AtomicWrite::new())
 }
 
 #[cfg(test)]

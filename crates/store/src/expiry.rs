@@ -28,11 +28,12 @@
 //! The clock is always passed in.
 
 use std::collections::{BTreeMap, HashSet};
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs::{self, File};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use correio_fsutil::{AtomicWrite, TempName};
 
 use crate::error::StoreError;
 use crate::location::MailLocation;
@@ -134,32 +135,17 @@ fn load_retrieved(path: &Path) -> Result<BTreeMap<String, u64>, StoreError> {
 }
 
 /// Writes `bytes` to `path` atomically: temporary file, fsync, rename, fsync dir.
-/// Writers hold the maildrop's session lock, so one fixed temporary name suffices, and
-/// a leftover from a killed process is simply overwritten by the next write.
+/// Writers hold the maildrop's session lock, so one fixed temporary name suffices
+/// (`<file>.tmp`, which fsck recognizes), and a leftover from a killed process is
+/// simply replaced by the next write.
 fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut tmp = path.as_os_str().to_os_string();
+    let mut tmp = path.file_name().unwrap_or_default().to_os_string();
     tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        let dir = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    AtomicWrite::new()
+        .mode(0o600)
+        .temp_name(TempName::Fixed(tmp))
+        .write(path, bytes)?;
+    Ok(())
 }
 
 /// The first-retrieval dates (Unix seconds) recorded for the maildrop at `location`,

@@ -1048,9 +1048,11 @@ async fn configure(args: &FetchArgs, address: &str) -> anyhow::Result<ExitCode> 
         std::fs::create_dir_all(dir)?;
     }
     let text = toml::to_string_pretty(&file).context("writing the config")?;
-    let tmp = path.with_extension("toml.tmp");
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, &path)?;
+    // Atomically and durably; an existing file keeps its mode and (best effort) owner.
+    correio_fsutil::AtomicWrite::new()
+        .keep_owner_and_mode()
+        .write(&path, text.as_bytes())
+        .map_err(std::io::Error::from)?;
     writeln!(
         out,
         "Wrote account {name:?} to {}. State files go to {}.",

@@ -111,27 +111,11 @@ fn write_new(path: &Path, text: &str, force: bool) -> anyhow::Result<()> {
             path.display()
         );
     }
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
-        _ => PathBuf::from("."),
-    };
-    let name = path
-        .file_name()
-        .ok_or_else(|| anyhow::anyhow!("{}: not a file name", path.display()))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp.{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let result = (|| -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e).with_context(|| format!("writing {}", path.display()));
+    if path.file_name().is_none() {
+        anyhow::bail!("{}: not a file name", path.display());
     }
+    // Temporary file in the same directory, fsync, rename, fsync of the directory.
+    correio_fsutil::write_atomic(path, text.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }

@@ -13,9 +13,10 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
+use correio_fsutil::{AtomicWrite, Step, TempName};
 use serde::{Deserialize, Serialize};
 
 use super::target::{Pending, publish};
@@ -131,31 +132,24 @@ fn write_state(path: &Path, seen: &BTreeMap<String, u64>, pending: &[Pending]) -
         pending,
     };
     let bytes = serde_json::to_vec(&disk).map_err(io::Error::other)?;
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let named = |e: io::Error, what: &str, p: &Path| {
+    let named = |e: &io::Error, what: &str, p: &Path| {
         io::Error::new(e.kind(), format!("{what} {}: {e}", p.display()))
     };
-    {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)
-            .map_err(|e| named(e, "cannot write the state file", &tmp))?;
-        f.write_all(&bytes)
-            .and_then(|()| f.sync_all())
-            .map_err(|e| named(e, "cannot write the state file", &tmp))?;
-    }
-    fs::rename(&tmp, path).map_err(|e| named(e, "cannot replace the state file", path))?;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
-        _ => PathBuf::from("."),
-    };
-    File::open(&dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| named(e, "cannot sync", &dir))
+    // `<file>.tmp`: writers hold the account's lock, so a fixed name suffices and a
+    // leftover of a killed run is replaced by the next write.
+    let mut tmp = path.file_name().unwrap_or_default().to_os_string();
+    tmp.push(".tmp");
+    AtomicWrite::new()
+        .temp_name(TempName::Fixed(tmp))
+        .write(path, &bytes)
+        .map_err(|e| {
+            let what = match e.step() {
+                Step::Rename => "cannot replace the state file",
+                Step::SyncDir => "cannot sync",
+                _ => "cannot write the state file",
+            };
+            named(e.io(), what, e.path())
+        })
 }
 
 #[derive(Serialize)]

@@ -182,9 +182,7 @@ pub fn publish(pending: &[Pending]) -> io::Result<()> {
 }
 
 /// fsync of a directory, so a rename or a new file in it survives a crash.
-pub fn fsync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
+pub use correio_fsutil::sync_dir as fsync_dir;
 
 /// Opens the target.
 pub fn open(spec: &TargetSpec) -> io::Result<Box<dyn Target>> {

@@ -17,12 +17,13 @@
 pub mod flows;
 pub mod provider;
 
-use std::fs::{self, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::fs;
+use std::io;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use correio_fsutil::AtomicWrite;
 use serde::{Deserialize, Serialize};
 
 pub use provider::Provider;
@@ -355,24 +356,11 @@ impl TokenSet {
             .mode(0o700)
             .create(dir)
             .map_err(io_err)?;
-        let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
         let text = serde_json::to_vec_pretty(self).map_err(|e| io_err(io::Error::other(e)))?;
-        let write = || -> io::Result<()> {
-            let _ = fs::remove_file(&tmp);
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            f.write_all(&text)?;
-            f.sync_all()?;
-            fs::rename(&tmp, path)?;
-            fs::File::open(dir)?.sync_all()
-        };
-        write().map_err(|e| {
-            let _ = fs::remove_file(&tmp);
-            io_err(e)
-        })
+        AtomicWrite::new()
+            .mode(0o600)
+            .write(path, &text)
+            .map_err(|e| io_err(e.into()))
     }
 }
 

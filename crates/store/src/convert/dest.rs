@@ -69,9 +69,7 @@ pub(crate) struct Progress {
     pub(crate) written: u64,
 }
 
-fn fsync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
+use correio_fsutil::sync_dir as fsync_dir;
 
 /// Renames without ever replacing an existing file.
 fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {

@@ -555,7 +555,7 @@ fn move_aside(root: &Path, kind: &str, from: &Path, name: &[u8]) -> io::Result<P
         let to = dir.join(OsString::from_vec(n));
         match super::rename_noreplace(from, &to) {
             Ok(()) => {
-                fs::File::open(&dir)?.sync_all()?;
+                correio_fsutil::sync_dir(&dir)?;
                 return Ok(to);
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
@@ -569,9 +569,7 @@ fn move_aside(root: &Path, kind: &str, from: &Path, name: &[u8]) -> io::Result<P
 }
 
 fn sync_dir(p: &Path) -> Result<(), FsckError> {
-    File::open(p)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| FsckError::io("cannot sync", p, e))
+    correio_fsutil::sync_dir(p).map_err(|e| FsckError::io("cannot sync", p, e))
 }
 
 pub(super) fn repair(root: &Path) -> Result<RepairReport, FsckError> {

@@ -527,9 +527,7 @@ pub(super) fn repair(path: &Path) -> Result<RepairReport, FsckError> {
                 FsckError::io("cannot rename to", &target, e)
             }
         })?;
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| FsckError::io("cannot sync", dir, e))
+        correio_fsutil::sync_dir(dir).map_err(|e| FsckError::io("cannot sync", dir, e))
     });
     if let Err(e) = result {
         let _ = fs::remove_file(&tmp);

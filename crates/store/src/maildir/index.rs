@@ -15,10 +15,11 @@
 //! deterministically (or from `dovecot-uidlist`), so a rebuild gives the same UIDLs.
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs;
+use std::io;
 use std::path::Path;
+
+use correio_fsutil::{AtomicWrite, TempName};
 
 /// The index file name inside the Maildir.
 pub const INDEX_FILE: &str = "correio-index";
@@ -151,26 +152,14 @@ pub(crate) fn render(index: &Index) -> Vec<u8> {
 }
 
 /// Writes the index of `root` atomically: temporary file, fsync, rename, fsync dir.
+/// The temporary is `correio-index.tmp.<pid>` (fsck recognizes it and removes it once
+/// the process is gone); writers hold the session lock, so the name is free.
 pub(crate) fn store(root: &Path, index: &Index) -> io::Result<()> {
-    let tmp = root.join(format!("{INDEX_FILE}.tmp.{}", std::process::id()));
-    let result = (|| {
-        let f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        let mut w = BufWriter::new(f);
-        w.write_all(&render(index))?;
-        let f = w.into_inner().map_err(|e| e.into_error())?;
-        f.sync_all()?;
-        fs::rename(&tmp, root.join(INDEX_FILE))?;
-        File::open(root)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    AtomicWrite::new()
+        .mode(0o600)
+        .temp_name(TempName::PidSuffixed(format!("{INDEX_FILE}.tmp.").into()))
+        .write(&root.join(INDEX_FILE), &render(index))?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -93,9 +93,7 @@ pub fn ensure_maildir(root: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn fsync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
+use correio_fsutil::sync_dir as fsync_dir;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Sub {

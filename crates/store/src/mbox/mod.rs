@@ -45,12 +45,14 @@
 pub mod from_line;
 pub(crate) mod scan;
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use correio_fsutil::{AtomicWrite, TempName};
 
 use crate::deliver::{
     DeliverError, DeliverErrorKind, DeliverOptions, Delivered, Normalizer, read_into,
@@ -398,38 +400,26 @@ fn rewrite_ranges(path: &Path, lock: &MboxLock, ranges: &[(u64, u64)]) -> Result
     let meta = file
         .metadata()
         .map_err(|e| StoreError::io("cannot stat", path, e))?;
-    let dir = parent_dir(path);
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.correio-tmp.{}", std::process::id()));
-    let result = (|| -> io::Result<()> {
-        let out = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        // Same owner and mode as the mbox (best effort for the owner: needs root).
-        let _ = std::os::unix::fs::fchown(&out, Some(meta.uid()), Some(meta.gid()));
-        out.set_permissions(fs::Permissions::from_mode(
-            meta.permissions().mode() & 0o7777,
-        ))?;
-        let mut w = BufWriter::with_capacity(256 * 1024, out);
-        for &(from, to) in ranges {
-            copy_range(file, from, to, &mut w)?;
-        }
-        let out = w.into_inner().map_err(|e| e.into_error())?;
-        out.sync_all()?;
-        fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
-    })();
-    if let Err(e) = result {
-        let _ = fs::remove_file(&tmp);
-        return Err(StoreError::io("cannot rewrite", path, e));
-    }
-    Ok(())
+    // `.<name>.correio-tmp.<pid>`: `clean_leftovers` and fsck recognize it; the mail
+    // locks keep other rewriters out. Same owner (best effort: needs root) and mode as
+    // the mbox.
+    AtomicWrite::new()
+        .owner_and_mode_of(&meta)
+        .temp_name(TempName::PidSuffixed(
+            format!(".{name}.correio-tmp.").into(),
+        ))
+        .write_with(path, |out| {
+            let mut w = BufWriter::with_capacity(256 * 1024, out);
+            for &(from, to) in ranges {
+                copy_range(file, from, to, &mut w)?;
+            }
+            w.flush()
+        })
+        .map_err(|e| StoreError::io("cannot rewrite", path, e.into()))
 }
 
 /// Removes what killed processes may leave next to an mbox: rewrite temporaries
@@ -467,11 +457,7 @@ pub(crate) fn clean_leftovers(path: &Path) {
     }
 }
 
-pub(crate) fn parent_dir(path: &Path) -> &Path {
-    path.parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
-}
+pub(crate) use correio_fsutil::parent_dir;
 
 /// The append journal of an mbox: `<mbox>.correio-journal`, holding the mbox length
 /// before an append in progress. It exists only while we append under the mail locks;
@@ -522,8 +508,7 @@ pub(crate) fn recover_interrupted_append(path: &Path, lock: &MboxLock) -> Result
         None => tracing::warn!(path = %jpath.display(), "ignoring a malformed append journal"),
     }
     fs::remove_file(&jpath).map_err(|e| StoreError::io("cannot remove", &jpath, e))?;
-    File::open(parent_dir(path))
-        .and_then(|d| d.sync_all())
+    correio_fsutil::sync_dir(parent_dir(path))
         .map_err(|e| StoreError::io("cannot sync dir of", path, e))
 }
 
@@ -934,7 +919,7 @@ impl MboxBatch {
         // make the next locker remove a message we acknowledged.
         if let Some(jpath) = &self.journal {
             fs::remove_file(jpath)
-                .and_then(|()| File::open(parent_dir(&self.path))?.sync_all())
+                .and_then(|()| correio_fsutil::sync_dir(parent_dir(&self.path)))
                 .map_err(|e| {
                     DeliverError::from_io(&format!("cannot remove {}", jpath.display()), e)
                 })?;
