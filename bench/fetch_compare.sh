@@ -4,6 +4,8 @@
 #
 #   bench/fetch_compare.sh [MESSAGES] [ROUNDS]      (defaults: 500 messages, 3 rounds)
 #   DELAY_MS=50 bench/fetch_compare.sh ...          (the clients see 50 ms more RTT)
+#   TLS=1 bench/fetch_compare.sh ...                 (implicit TLS, POP3S: both clients
+#                                                    trust the same self-signed certificate)
 #
 # DELAY_MS: the clients connect through bench/delay_proxy.py, which holds every chunk
 # DELAY_MS/2 in each direction, unless DELAY_BY_NETEM=1 says the caller runs this
@@ -64,6 +66,18 @@ print(f"{n} messages, {total} bytes", file=sys.stderr)
 PY
 chown -R 65534:65534 "$T/mail" "$T/home"
 echo "bench:{PLAIN}pw:65534:65534::$T/home/bench::" > "$T/users"
+SSL_CONF="ssl = no"
+LISTENER="inet_listener pop3 {"
+if [ "${TLS:-0}" = 1 ]; then
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+    -subj /CN=localhost -addext subjectAltName=IP:127.0.0.1,DNS:localhost \
+    -keyout "$T/key.pem" -out "$T/cert.pem" 2>/dev/null
+  SSL_CONF="ssl = required
+ssl_cert = <$T/cert.pem
+ssl_key = <$T/key.pem"
+  LISTENER="inet_listener pop3s {
+    ssl = yes"
+fi
 cat > "$T/dovecot.conf" <<CONF
 base_dir = $T/run
 state_dir = $T/state
@@ -76,7 +90,7 @@ first_valid_uid = 1
 mail_privileged_group =
 default_login_user = dovenull
 default_internal_user = dovecot
-ssl = no
+$SSL_CONF
 passdb {
   driver = passwd-file
   args = scheme=PLAIN $T/users
@@ -86,7 +100,7 @@ userdb {
   args = $T/users
 }
 service pop3-login {
-  inet_listener pop3 {
+  $LISTENER
     address = 127.0.0.1
     port = $PORT
   }
@@ -94,8 +108,17 @@ service pop3-login {
 CONF
 /usr/sbin/dovecot -F -c "$T/dovecot.conf" &
 DOVECOT_PID=$!
+# Ready when the port answers: the greeting in cleartext, a connection with TLS (the
+# server waits for the ClientHello there).
+ready() {
+  if [ "${TLS:-0}" = 1 ]; then
+    python3 -c "import socket; socket.create_connection(('127.0.0.1',$1), timeout=1).close()" 2>/dev/null
+  else
+    python3 -c "import socket; s=socket.create_connection(('127.0.0.1',$1), timeout=1); assert s.recv(10)" 2>/dev/null
+  fi
+}
 for _ in $(seq 100); do
-  python3 -c "import socket; socket.create_connection(('127.0.0.1',$PORT)).recv(10)" 2>/dev/null && break
+  ready "$PORT" && break
   sleep 0.1
 done
 
@@ -106,7 +129,7 @@ if [ -n "${DELAY_MS:-}" ] && [ "${DELAY_BY_NETEM:-0}" != 1 ]; then
   python3 "$ROOT/bench/delay_proxy.py" "$FETCH_PORT" "$PORT" "$DELAY_MS" >/dev/null &
   PROXY_PID=$!
   for _ in $(seq 100); do
-    python3 -c "import socket; socket.create_connection(('127.0.0.1',$FETCH_PORT)).recv(10)" 2>/dev/null && break
+    ready "$FETCH_PORT" && break
     sleep 0.1
   done
   echo "clients connect through a proxy adding ${DELAY_MS} ms round-trip time" >&2
@@ -115,12 +138,20 @@ fi
 fresh() { rm -rf "$T/out" "$T/st"; mkdir -p "$T/out/cur" "$T/out/new" "$T/out/tmp" "$T/st"; }
 count() { find "$T/out/new" "$T/out/cur" -type f | wc -l; }
 
+if [ "${TLS:-0}" = 1 ]; then
+  CORREIO_TLS=(--tls implicit --ca "$T/cert.pem")
+  MPOP_TLS=(--tls=on --tls-starttls=off --tls-trust-file="$T/cert.pem")
+  echo "implicit TLS (POP3S)" >&2
+else
+  CORREIO_TLS=(--tls none)
+  MPOP_TLS=(--tls=off)
+fi
 run_correio() {
-  ${CORREIO_WRAP:-} "$CORREIO" fetch --host 127.0.0.1 --port "$FETCH_PORT" --user bench --tls none \
+  ${CORREIO_WRAP:-} "$CORREIO" fetch --host 127.0.0.1 --port "$FETCH_PORT" --user bench "${CORREIO_TLS[@]}" \
     --password-command 'echo pw' --keep --to "maildir:$T/out" --state-dir "$T/st" --quiet
 }
 run_mpop() {
-  mpop --host=127.0.0.1 --port="$FETCH_PORT" --tls=off --auth=user --user=bench \
+  mpop --host=127.0.0.1 --port="$FETCH_PORT" "${MPOP_TLS[@]}" --auth=user --user=bench \
     --passwordeval='echo pw' --keep=on --only-new=on --received-header=off \
     --pipelining=auto --uidls-file="$T/st/mpop-uidls" --delivery="maildir,$T/out" -q
 }
@@ -130,7 +161,7 @@ set no syslog
 set idfile "$T/st/fetchids"
 poll 127.0.0.1 service $FETCH_PORT protocol pop3 uidl auth password:
   user "bench" there password "pw" is "root" here
-  keep fetchall no rewrite
+  keep fetchall no rewrite $([ "${TLS:-0}" = 1 ] && echo ssl)
   mda "sh -c 'cat > $T/out/tmp/m.\$\$ && mv $T/out/tmp/m.\$\$ $T/out/new/\$(date +%s%N).\$\$'"
 RC
   chmod 600 "$T/st/rc"

@@ -108,10 +108,15 @@ impl Window {
 }
 
 impl Default for Window {
+    /// 128 commands and 4 MiB of expected responses: enough to keep a link with
+    /// 50-100 ms of round trip busy with typical mail. The commands themselves (under
+    /// 20 octets each) always fit the socket buffers, so the server can never block on
+    /// reading them while the client blocks on writing (RFC 2449 §6.6); responses
+    /// wait in the kernel's buffers, not in this process's memory.
     fn default() -> Self {
         Window {
-            max_commands: 32,
-            max_bytes: 1 << 20,
+            max_commands: 128,
+            max_bytes: 4 << 20,
         }
     }
 }
@@ -541,6 +546,51 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         }
     }
 
+    /// CAPA, LIST and UIDL sent together in one round trip (only for a server that
+    /// announced PIPELINING): what a fetch needs after login. The capabilities are
+    /// stored as [`Client::capa`] stores them (`-ERR` gives none); LIST's result and
+    /// UIDL's are returned as [`Client::list`] and [`Client::uidl`] return them. All
+    /// three responses are read even when one is refused, so the session stays in step.
+    #[allow(clippy::type_complexity)]
+    pub async fn capa_list_uidl(
+        &mut self,
+    ) -> Result<
+        (
+            Result<Vec<(MsgNum, u64)>, Error>,
+            Result<Vec<(MsgNum, String)>, Error>,
+        ),
+        Error,
+    > {
+        self.send(Command::Capa)?;
+        self.session.send(Command::List(None))?;
+        self.session.send(Command::Uidl(None))?;
+        let caps = match self.next_event().await? {
+            Event::Capa(c) => c,
+            Event::Status { line, .. } if !line.is_ok() => Capabilities::new(),
+            other => return Err(unexpected("CAPA", other)),
+        };
+        self.caps = Some(caps);
+        self.answering = "LIST";
+        let list = match self.next_event().await? {
+            Event::List(v) => Ok(v),
+            Event::Status { line, .. } => Err(Error::Refused {
+                command: "LIST",
+                line,
+            }),
+            other => return Err(unexpected("LIST", other)),
+        };
+        self.answering = "UIDL";
+        let uidl = match self.next_event().await? {
+            Event::Uidl(v) => Ok(v),
+            Event::Status { line, .. } => Err(Error::Refused {
+                command: "UIDL",
+                line,
+            }),
+            other => return Err(unexpected("UIDL", other)),
+        };
+        Ok((list, uidl))
+    }
+
     /// RETR into `out`; returns the number of message bytes written.
     pub async fn retr<W: AsyncWrite + Unpin>(
         &mut self,
@@ -633,24 +683,59 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         window: Window,
         sink: &mut (dyn BodySink + Send),
     ) -> Result<(), Error> {
-        let mut next = 0;
-        let mut in_flight: VecDeque<u64> = VecDeque::new();
-        let mut bytes = 0u64;
+        self.retr_many_ahead(requests, 0, &[], window, sink)
+            .await
+            .map(|_| ())
+    }
+
+    /// [`Client::retr_many`] for one batch of a longer run, keeping the pipeline full
+    /// across batches: the first `already_sent` of `requests` were sent by the previous
+    /// call, and once every request of this batch is sent, the window's room goes to
+    /// the first of `ahead` (the next batch), whose responses this call does not read.
+    /// Returns how many of `ahead` it sent: pass that as the next call's
+    /// `already_sent`, with `ahead` as its `requests`. Between the two calls the caller
+    /// may do local work (store the batch) while the server already sends; it must send
+    /// no other command before the next call.
+    pub async fn retr_many_ahead(
+        &mut self,
+        requests: &[Request],
+        already_sent: usize,
+        ahead: &[Request],
+        window: Window,
+        sink: &mut (dyn BodySink + Send),
+    ) -> Result<usize, Error> {
+        let already_sent = already_sent.min(requests.len());
+        let mut in_flight: VecDeque<u64> =
+            requests[..already_sent].iter().map(|r| r.size).collect();
+        let mut bytes = in_flight.iter().fold(0u64, |a, s| a.saturating_add(*s));
+        let mut next = already_sent;
+        let mut sent_ahead = 0;
         let mut done = 0;
         while done < requests.len() {
-            while next < requests.len()
-                && in_flight.len() < window.max_commands.max(1)
-                && (in_flight.is_empty()
-                    || bytes.saturating_add(requests[next].size) <= window.max_bytes)
-            {
-                let r = requests[next];
+            loop {
+                let r = if next < requests.len() {
+                    requests[next]
+                } else if let Some(r) = ahead.get(sent_ahead) {
+                    *r
+                } else {
+                    break;
+                };
+                if in_flight.len() >= window.max_commands.max(1)
+                    || (!in_flight.is_empty() && bytes.saturating_add(r.size) > window.max_bytes)
+                {
+                    break;
+                }
                 self.send(match r.top_lines {
                     None => Command::Retr(r.msg),
                     Some(lines) => Command::Top { msg: r.msg, lines },
                 })?;
                 in_flight.push_back(r.size);
                 bytes = bytes.saturating_add(r.size);
-                next += 1;
+                if next < requests.len() {
+                    next += 1;
+                } else {
+                    sent_ahead += 1;
+                }
             }
             let expect = requests[done].msg;
             match self.next_event().await? {
@@ -673,7 +758,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             }
             sink.ready().await?;
         }
-        Ok(())
+        if sent_ahead > 0 {
+            // The next batch's commands go out now, before the caller stores this one.
+            self.flush().await?;
+        }
+        Ok(sent_ahead)
     }
 
     /// DELE for each message, pipelined within `window.max_commands`. Returns the

@@ -790,14 +790,30 @@ async fn run_session(
     client.set_response_deadline(acct.response_deadline);
     summary.login_delay = caps.login_delay.map(|d| d.seconds);
     login(acct, &mut client, &caps, mechanisms).await?;
-    // Capabilities may change after login (RFC 2449 §5).
-    if let Ok(c) = client.capa().await
-        && *c != Capabilities::new()
-    {
-        caps = c.clone();
-        if let Some(d) = caps.login_delay {
-            summary.login_delay = Some(d.seconds);
+    // Capabilities may change after login (RFC 2449 §5): ask again. A server that
+    // pipelines gets CAPA, LIST and UIDL in one round trip.
+    let (list, uids) = if allow_pipelining && acct.pipelining && caps.pipelining {
+        // A server that only claims to pipeline fails here first: the caller then
+        // reconnects and goes one command at a time.
+        summary.pipelined = true;
+        let (list, uids) = client.capa_list_uidl().await?;
+        if let Some(c) = client.capabilities()
+            && *c != Capabilities::new()
+        {
+            caps = c.clone();
         }
+        (list?, uids)
+    } else {
+        if let Ok(c) = client.capa().await
+            && *c != Capabilities::new()
+        {
+            caps = c.clone();
+        }
+        let list = client.list().await?;
+        (list, client.uidl().await)
+    };
+    if let Some(d) = caps.login_delay {
+        summary.login_delay = Some(d.seconds);
     }
     let pipelined = allow_pipelining && acct.pipelining && caps.pipelining;
     summary.pipelined = pipelined;
@@ -807,14 +823,13 @@ async fn run_session(
         Window::SERIAL
     };
 
-    let list = client.list().await?;
     if let Some((m, size)) = list.iter().find(|(_, size)| *size > MAX_MESSAGE_OCTETS) {
         return Err(FetchError::Bounds(format!(
             "LIST says message {m} has {size} octets, more than the {MAX_MESSAGE_OCTETS} this client accepts (a broken or hostile server)"
         )));
     }
     summary.on_server = list.len();
-    let uids = match client.uidl().await {
+    let uids = match uids {
         Ok(u) => Some(u),
         Err(Error::Refused { .. }) => None,
         Err(e) => return Err(e.into()),
@@ -914,9 +929,10 @@ async fn run_session(
     }
 
     let delete_fetched = acct.mode == Mode::Delete;
+    // Batches: bounded by count and bytes (at least one message each).
+    let mut batches: Vec<std::ops::Range<usize>> = Vec::new();
     let mut i = 0;
     while i < to_fetch.len() {
-        // One batch: bounded by count and bytes (at least one message).
         let mut end = i;
         let mut bytes = 0u64;
         while end < to_fetch.len()
@@ -926,16 +942,32 @@ async fn run_session(
             bytes = bytes.saturating_add(to_fetch[end].size);
             end += 1;
         }
-        let batch = &to_fetch[i..end];
+        batches.push(i..end);
         i = end;
-        let requests: Vec<Request> = batch
+    }
+    let requests_of = |r: &std::ops::Range<usize>| -> Vec<Request> {
+        to_fetch[r.clone()]
             .iter()
             .map(|p| Request {
                 msg: p.msg,
                 top_lines: acct.headers_only.then_some(0),
                 size: p.size,
             })
-            .collect();
+            .collect()
+    };
+    // Where no DELE comes between batches, the next batch's RETRs are already on the
+    // wire while this one is stored: the pipeline does not drain at every batch.
+    let overlap = pipelined && !delete_fetched;
+    let mut next_requests: Option<Vec<Request>> = batches.first().map(&requests_of);
+    let mut already_sent = 0;
+    for (k, range) in batches.iter().enumerate() {
+        let batch = &to_fetch[range.clone()];
+        let requests = next_requests.take().unwrap_or_default();
+        next_requests = batches.get(k + 1).map(&requests_of);
+        let ahead: &[Request] = match (&next_requests, overlap) {
+            (Some(n), true) => n,
+            _ => &[],
+        };
         let mut sink = FetchSink {
             target: &mut *target,
             batch,
@@ -950,10 +982,13 @@ async fn run_session(
             progress,
             account: &acct.name,
         };
-        let result = client.retr_many(&requests, window, &mut sink).await;
+        let result = client
+            .retr_many_ahead(&requests, already_sent, ahead, window, &mut sink)
+            .await;
         if result.is_err() {
             sink.target.abort();
         }
+        already_sent = *result.as_ref().unwrap_or(&0);
         let FetchSink {
             mut done,
             already,
