@@ -146,6 +146,77 @@ async fn pipelined_retr_and_dele_window() {
     server.await.unwrap();
 }
 
+/// The pipeline does not drain between two batches: the server answers nothing until
+/// it has the RETRs of the first batch *and* those of the second that fit the window,
+/// so only a client that sends the next batch before it returns from the first gets
+/// through; CAPA, LIST and UIDL likewise come in one flight.
+#[tokio::test]
+async fn the_next_batch_is_on_the_wire_before_this_one_returns() {
+    let (a, b) = tokio::io::duplex(1 << 16);
+    let server = tokio::spawn(scripted(
+        b,
+        b"+OK\r\n",
+        vec![
+            (b"USER u\r\n", b"+OK\r\n".to_vec()),
+            (b"PASS p\r\n", b"+OK\r\n".to_vec()),
+            (
+                b"CAPA\r\nLIST\r\nUIDL\r\n",
+                b"+OK\r\nPIPELINING\r\n.\r\n+OK\r\n1 5\r\n2 5\r\n3 5\r\n.\r\n-ERR no UIDL\r\n"
+                    .to_vec(),
+            ),
+            (
+                b"RETR 1\r\nRETR 2\r\nRETR 3\r\n",
+                b"+OK\r\none\r\n.\r\n+OK\r\ntwo\r\n.\r\n+OK\r\nthree\r\n.\r\n".to_vec(),
+            ),
+            (b"QUIT\r\n", b"+OK\r\n".to_vec()),
+        ],
+    ));
+    let mut c = Client::connect(a).await.unwrap();
+    c.login("u", b"p").await.unwrap();
+    let (list, uidl) = c.capa_list_uidl().await.unwrap();
+    assert!(c.capabilities().unwrap().pipelining);
+    let list = list.unwrap();
+    assert_eq!(list.len(), 3);
+    assert!(matches!(
+        uidl,
+        Err(Error::Refused {
+            command: "UIDL",
+            ..
+        })
+    ));
+    let reqs: Vec<Request> = list
+        .iter()
+        .map(|&(msg, size)| Request {
+            msg,
+            top_lines: None,
+            size,
+        })
+        .collect();
+    let window = Window {
+        max_commands: 8,
+        max_bytes: 1000,
+    };
+    let mut first = Collect::default();
+    let sent = c
+        .retr_many_ahead(&reqs[..1], 0, &reqs[1..], window, &mut first)
+        .await
+        .unwrap();
+    assert_eq!(sent, 2, "both requests of the next batch fit the window");
+    assert_eq!(first.bodies, vec![(m(1), b"one\r\n".to_vec())]);
+    let mut second = Collect::default();
+    let sent = c
+        .retr_many_ahead(&reqs[1..], sent, &[], window, &mut second)
+        .await
+        .unwrap();
+    assert_eq!(sent, 0);
+    assert_eq!(
+        second.bodies,
+        vec![(m(2), b"two\r\n".to_vec()), (m(3), b"three\r\n".to_vec())]
+    );
+    c.quit().await.unwrap();
+    server.await.unwrap();
+}
+
 #[tokio::test]
 async fn silent_server_times_out() {
     let (a, _b) = tokio::io::duplex(64);
