@@ -94,7 +94,7 @@ fn foreign_maildir_without_sizes_uses_and_validates_the_index() {
     assert_eq!(read(&*md, 0), b"Subject: zero\r\n\r\ny");
     drop(md);
     let index = fs::read_to_string(root.join(INDEX_FILE)).unwrap();
-    assert!(index.starts_with("correio-maildir-index 1\n") && index.ends_with("end 2\n"));
+    assert!(index.starts_with("correio-maildir-index 2\n") && index.ends_with("end 2\n"));
 
     // Another tool changes a file in place: the cached size is not trusted.
     fs::write(
@@ -341,4 +341,113 @@ fn pushed_messages_prepare_and_a_dropped_prepared_batch_keeps_its_files() {
         fs::rename(tmp, dest).unwrap();
     }
     assert_eq!(files(&d.path().join("M/new")).len(), 3);
+}
+
+/// Sets the mtime of `root`'s cur/ and new/ to a minute ago: the directories are quiet,
+/// so their mtimes may vouch for the index's listing.
+fn age_dirs(root: &Path) -> [std::time::SystemTime; 2] {
+    let t = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+    for sub in ["cur", "new"] {
+        set_mtime(&root.join(sub), t);
+    }
+    [t, t]
+}
+
+fn set_mtime(dir: &Path, t: std::time::SystemTime) {
+    fs::File::open(dir)
+        .unwrap()
+        .set_times(fs::FileTimes::new().set_modified(t))
+        .unwrap();
+}
+
+/// A warm open of a quiet Maildir takes its listing from the index without reading
+/// the directories (what makes 50,000 messages cheap); any change to cur/ or new/
+/// moves their mtime and the next open lists them again.
+#[test]
+fn a_quiet_maildir_is_listed_from_its_index_and_any_change_is_seen() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().join("M");
+    let loc = MailLocation::Maildir(root.clone());
+    for body in [&b"a\n"[..], b"b\n", b"c\n"] {
+        deliver(&loc, body, &DeliverOptions::default()).unwrap();
+    }
+    // Just changed: listed from the directories, and the index does not vouch yet.
+    let first: Vec<_> = open_maildrop(&loc).unwrap().messages().to_vec();
+    assert_eq!(first.len(), 3);
+    let index = fs::read_to_string(root.join(INDEX_FILE)).unwrap();
+    assert!(index.contains("\ndirs - -\n"), "{index}");
+    // Quiet: the next open records the mtimes; the one after uses them.
+    let [t, _] = age_dirs(&root);
+    assert_eq!(open_maildrop(&loc).unwrap().messages(), &first[..]);
+    let index = fs::read_to_string(root.join(INDEX_FILE)).unwrap();
+    assert!(!index.contains("\ndirs - -\n"), "{index}");
+    // Proof that the directories are not read: a file slipped into cur/ with the
+    // directory's mtime put back is not seen (no real program can do this: any
+    // change moves the mtime).
+    fs::write(root.join("cur/1800000000.M1P1.sneaky,S=2,W=3:2,"), b"s\n").unwrap();
+    set_mtime(&root.join("cur"), t);
+    let md = open_maildrop(&loc).unwrap();
+    assert_eq!(md.messages(), &first[..]);
+    assert_eq!(read(&*md, 2), b"c\n");
+    drop(md);
+    // The mtime moves (as it does for any real change): the new file is listed.
+    set_mtime(&root.join("cur"), std::time::SystemTime::now());
+    let md = open_maildrop(&loc).unwrap();
+    assert_eq!(md.messages().len(), 4);
+    drop(md);
+    // Delivery, removal by another program, a flag rename: each is seen at once.
+    age_dirs(&root);
+    open_maildrop(&loc).unwrap();
+    let got = deliver(&loc, &b"d\n"[..], &DeliverOptions::default()).unwrap();
+    assert_eq!(open_maildrop(&loc).unwrap().messages().len(), 5);
+    age_dirs(&root);
+    open_maildrop(&loc).unwrap();
+    fs::remove_file(&got.path).unwrap();
+    assert_eq!(open_maildrop(&loc).unwrap().messages().len(), 4);
+    // A session's deletions: the next open lists again and they are gone.
+    age_dirs(&root);
+    open_maildrop(&loc).unwrap();
+    let md = open_maildrop(&loc).unwrap();
+    let uidls: Vec<String> = md.messages().iter().map(|m| m.uidl.clone()).collect();
+    md.commit(&[0]).unwrap();
+    let after: Vec<String> = open_maildrop(&loc)
+        .unwrap()
+        .messages()
+        .iter()
+        .map(|m| m.uidl.clone())
+        .collect();
+    assert_eq!(after, uidls[1..]);
+}
+
+/// A file without sizes in its name, changed in place after it was indexed, in a
+/// quiet Maildir: the listing comes from the index, but RETR measures the file and
+/// announces what really follows, and the index is corrected.
+#[test]
+fn a_file_changed_in_place_under_a_trusted_index_is_measured_at_retr() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().join("M");
+    for sub in ["tmp", "new", "cur"] {
+        fs::create_dir_all(root.join(sub)).unwrap();
+    }
+    let file = root.join("cur/1700000000.V801I2M2.mx:2,S");
+    fs::write(&file, b"Subject: zero\n\ny\n").unwrap();
+    let loc = MailLocation::Maildir(root.clone());
+    let [t, _] = age_dirs(&root);
+    assert_eq!(open_maildrop(&loc).unwrap().messages()[0].size, 17 + 3);
+    // Changed in place (a later mtime), the directories untouched.
+    fs::write(&file, b"Subject: zero\n\nlonger body\n").unwrap();
+    set_mtime(&root.join("cur"), t);
+    let md = open_maildrop(&loc).unwrap();
+    assert_eq!(
+        md.messages()[0].size,
+        17 + 3,
+        "listed from the trusted index"
+    );
+    let (mut r, size) = md.open_message_checked(0).unwrap();
+    let mut body = Vec::new();
+    r.read_to_end(&mut body).unwrap();
+    assert_eq!(size, 27 + 3);
+    assert_eq!(body, b"Subject: zero\n\nlonger body\n");
+    drop(md);
+    assert_eq!(open_maildrop(&loc).unwrap().messages()[0].size, 30);
 }

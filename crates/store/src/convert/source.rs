@@ -129,37 +129,8 @@ fn read_small(path: &Path) -> Option<Vec<u8>> {
 /// The POP3 server's Maildir index (`correio-index`, see `maildir/index.rs`): base
 /// name → UIDL. Anything malformed voids the whole file, as for the server.
 pub(crate) fn parse_correio_index(bytes: &[u8]) -> Option<HashMap<Vec<u8>, String>> {
-    let text = std::str::from_utf8(bytes).ok()?;
-    let mut lines = text.split('\n');
-    if lines.next()? != "correio-maildir-index 1" {
-        return None;
-    }
-    let mut out = HashMap::new();
-    let mut seen = std::collections::HashSet::new();
-    for line in lines {
-        if let Some(n) = line.strip_prefix("end ") {
-            return (n.parse::<usize>().ok()? == out.len()).then_some(out);
-        }
-        let f: Vec<&str> = line.split(' ').collect();
-        let [b, u, w, s, m] = f[..] else {
-            return None;
-        };
-        let opt_num = |v: &str| v == "-" || v.parse::<i128>().is_ok();
-        if !valid_uidl(u) || !opt_num(w) || !opt_num(s) || !opt_num(m) || b.len() % 2 != 0 {
-            return None;
-        }
-        let base = (0..b.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(b.get(i..i + 2)?, 16).ok())
-            .collect::<Option<Vec<u8>>>()?;
-        if base.is_empty()
-            || !seen.insert(u.to_string())
-            || out.insert(base, u.to_string()).is_some()
-        {
-            return None;
-        }
-    }
-    None
+    // The store's own parser (either format), so the two can never disagree.
+    crate::maildir::index::parse(bytes).map(|i| i.into_iter().map(|(k, e)| (k, e.uidl)).collect())
 }
 
 /// Dovecot's `dovecot-uidlist` (versions 1 and 3): base name → the UIDL Dovecot's

@@ -123,7 +123,8 @@ pub struct MaildirDrop {
     root: PathBuf,
     entries: Vec<Entry>,
     messages: Vec<MessageInfo>,
-    index: index::Index,
+    /// The index records, one per entry.
+    records: Vec<index::IndexEntry>,
     _lock: SessionLock,
 }
 
@@ -198,6 +199,23 @@ fn mtime_ns(m: &fs::Metadata) -> i128 {
     i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec())
 }
 
+fn dir_mtime(root: &Path, sub: Sub) -> Result<i128, StoreError> {
+    let dir = root.join(sub.name());
+    fs::metadata(&dir)
+        .map(|m| mtime_ns(&m))
+        .map_err(|e| StoreError::io("cannot stat", &dir, e))
+}
+
+/// A directory mtime that may vouch for a listing: one unchanged for [`index::QUIET`]
+/// (a change within the same clock tick would not move it).
+fn quiet(mtime: i128) -> Option<i128> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i128)
+        .unwrap_or(0);
+    (now - mtime > index::QUIET.as_nanos() as i128).then_some(mtime)
+}
+
 impl MaildirDrop {
     /// Opens a session on the Maildir at `root` (created if missing): takes the session
     /// lock (or [`StoreError::InUse`]) and the snapshot.
@@ -205,6 +223,27 @@ impl MaildirDrop {
         ensure_maildir(root)?;
         let lock = SessionLock::acquire(&root.join(SESSION_LOCK_FILE))?;
         clean_tmp(root);
+        // The directories' mtimes before they are read: if they still are what the
+        // index recorded, nothing was added, removed or renamed since its listing.
+        let dirs = [dir_mtime(root, Sub::Cur)?, dir_mtime(root, Sub::New)?];
+        let (old_index, old_listing) = match index::load_stored(root) {
+            index::Stored::Listing(l) if l.dirs == [Some(dirs[0]), Some(dirs[1])] => {
+                match Self::from_listing(root, l) {
+                    Ok((entries, messages, records)) => {
+                        return Ok(MaildirDrop {
+                            root: root.to_path_buf(),
+                            entries,
+                            messages,
+                            records,
+                            _lock: lock,
+                        });
+                    }
+                    Err(l) => (l.to_index(), Some(l)),
+                }
+            }
+            index::Stored::Listing(l) => (l.to_index(), Some(l)),
+            other => (other.into_index(), None),
+        };
         let mut entries = Vec::new();
         // cur/ first: if a tool left one message under both names, we keep the cur/ one.
         list_dir(root, Sub::Cur, &mut entries)?;
@@ -220,16 +259,12 @@ impl MaildirDrop {
         keyed.sort_by(|a, b| (a.0, &a.1.base).cmp(&(b.0, &b.1.base)));
         let entries: Vec<Entry> = keyed.into_iter().map(|(_, e)| e).collect();
 
-        let old_index = index::load(root);
-        let mut new_index = index::Index::with_capacity(entries.len());
+        let mut records = Vec::with_capacity(entries.len());
         let mut dovecot: Option<HashMap<Vec<u8>, String>> = None;
         let mut courier: Option<HashMap<Vec<u8>, String>> = None;
         let mut used_uidls = std::collections::HashSet::with_capacity(entries.len());
         let mut messages = Vec::with_capacity(entries.len());
         let mut kept = Vec::with_capacity(entries.len());
-        // Whether the index on disk still says exactly this (then it is not rewritten);
-        // tracked per entry instead of comparing whole maps afterwards.
-        let mut unchanged = true;
         for e in entries {
             let (s_size, w_size) = names::sizes_of(e.name.as_bytes());
             let old = old_index.get(&e.base);
@@ -298,15 +333,27 @@ impl MaildirDrop {
                 }
             }
             rec.uidl = uidl.clone();
-            unchanged &= old == Some(&rec);
-            new_index.insert(e.base.clone(), rec);
+            records.push(rec);
             messages.push(MessageInfo::new(wire, uidl));
             kept.push(e);
         }
-        // Keep records of messages that vanished during listing out; keep the index
-        // small. Write only on change: sessions on an unchanged Maildir cost no write.
-        unchanged &= new_index.len() == old_index.len();
-        if !unchanged && let Err(err) = index::store(root, &new_index) {
+        // Records of messages that vanished during listing stay out: the index stays
+        // small. Written only on change: sessions on an unchanged Maildir cost no write.
+        let listing = index::Listing {
+            dirs: [quiet(dirs[0]), quiet(dirs[1])],
+            records: kept
+                .iter()
+                .zip(&records)
+                .map(|(e, r)| index::Record {
+                    new: e.sub == Sub::New,
+                    name: e.name.clone(),
+                    entry: r.clone(),
+                })
+                .collect(),
+        };
+        if old_listing.as_ref() != Some(&listing)
+            && let Err(err) = index::store_listing(root, &listing)
+        {
             // The index is a cache of derivable facts; serving without it is safe.
             tracing::warn!(path = %root.display(), error = %err, "cannot write Maildir index");
         }
@@ -314,9 +361,41 @@ impl MaildirDrop {
             root: root.to_path_buf(),
             entries: kept,
             messages,
-            index: new_index,
+            records,
             _lock: lock,
         })
+    }
+
+    /// A warm open: the listing as the index recorded it, with no directory read.
+    /// Gives the listing back when a record lacks a size (then the directories are
+    /// listed after all).
+    #[allow(clippy::type_complexity)]
+    fn from_listing(
+        root: &Path,
+        l: index::Listing,
+    ) -> Result<(Vec<Entry>, Vec<MessageInfo>, Vec<index::IndexEntry>), index::Listing> {
+        let wire_of = |r: &index::Record| names::sizes_of(r.name.as_bytes()).1.or(r.entry.wire);
+        if !l.records.iter().all(|r| wire_of(r).is_some()) {
+            return Err(l);
+        }
+        let n = l.records.len();
+        let (mut entries, mut messages, mut records) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for r in l.records {
+            let wire = wire_of(&r).unwrap_or(0);
+            messages.push(MessageInfo::new(wire, r.entry.uidl.clone()));
+            entries.push(Entry {
+                sub: if r.new { Sub::New } else { Sub::Cur },
+                base: names::base_of(r.name.as_bytes()).to_vec(),
+                name: r.name,
+            });
+            records.push(r.entry);
+        }
+        tracing::debug!(path = %root.display(), messages = n, "Maildir listed from its index");
+        Ok((entries, messages, records))
     }
 
     /// Finds the current file of a message by its base name (after a rename by
@@ -362,6 +441,69 @@ impl MaildirDrop {
     fn path_of(&self, e: &Entry) -> PathBuf {
         self.root.join(e.sub.name()).join(&e.name)
     }
+
+    /// A size from the index (no `,W=` in the name) is valid for the file size and
+    /// mtime it was computed from: if the open file has others (changed in place by
+    /// another program), it is measured, the index corrected (its listing no longer
+    /// vouched for), and the measured size announced.
+    fn checked_against_record(
+        &self,
+        index: usize,
+        path: PathBuf,
+        mut f: File,
+        listed: u64,
+    ) -> Result<(MessageReader, u64), StoreError> {
+        let meta = f
+            .metadata()
+            .map_err(|err| StoreError::io("cannot stat", &path, err))?;
+        let (fsize, mt) = (meta.len(), mtime_ns(&meta));
+        let rec = self.records.get(index);
+        if rec.is_some_and(|r| r.file_size == Some(fsize) && r.mtime_ns == Some(mt)) {
+            return Ok((Box::new(f), listed));
+        }
+        let measured = wire_size_of(&mut f)
+            .and_then(|n| f.seek(io::SeekFrom::Start(0)).map(|_| n))
+            .map_err(|err| StoreError::io("cannot read", &path, err))?;
+        if measured != listed {
+            tracing::warn!(
+                path = %path.display(),
+                listed,
+                measured,
+                "Maildir file changed in place since it was indexed; announcing the measured size"
+            );
+        }
+        let mut listing = self.listing_without(&[]);
+        if let Some(r) = listing.records.get_mut(index) {
+            r.entry.wire = Some(measured);
+            r.entry.file_size = Some(fsize);
+            r.entry.mtime_ns = Some(mt);
+        }
+        if let Err(err) = index::store_listing(&self.root, &listing) {
+            tracing::warn!(path = %self.root.display(), error = %err, "cannot write Maildir index");
+        }
+        Ok((Box::new(f), measured))
+    }
+
+    /// The index after the messages at `gone` (ascending) were removed. The
+    /// directories just changed: the next open lists them again.
+    fn listing_without(&self, gone: &[usize]) -> index::Listing {
+        let mut gone = gone.iter().peekable();
+        let mut records = Vec::with_capacity(self.entries.len());
+        for (i, (e, r)) in self.entries.iter().zip(&self.records).enumerate() {
+            if gone.next_if_eq(&&i).is_some() {
+                continue;
+            }
+            records.push(index::Record {
+                new: e.sub == Sub::New,
+                name: e.name.clone(),
+                entry: r.clone(),
+            });
+        }
+        index::Listing {
+            dirs: [None, None],
+            records,
+        }
+    }
 }
 
 impl Maildrop for MaildirDrop {
@@ -390,7 +532,7 @@ impl Maildrop for MaildirDrop {
             .unwrap_or_default();
         let (s_size, w_size) = names::sizes_of(&name);
         let Some(w) = w_size else {
-            return Ok((Box::new(f), listed));
+            return self.checked_against_record(index, path, f, listed);
         };
         let measured = wire_size_of(&mut f)
             .and_then(|n| f.seek(io::SeekFrom::Start(0)).map(|_| n))
@@ -427,6 +569,7 @@ impl MaildirDrop {
         let deletions = checked_deletions(deletions, self.entries.len())?;
         let mut report = CommitReport::default();
         let mut first_error = None;
+        let mut gone = Vec::with_capacity(deletions.len());
         for &i in &deletions {
             let e = &self.entries[i];
             let path = self.path_of(e);
@@ -451,7 +594,7 @@ impl MaildirDrop {
                     continue;
                 }
             }
-            self.index.remove(&e.base);
+            gone.push(i);
         }
         for sub in [Sub::New, Sub::Cur] {
             let dir = self.root.join(sub.name());
@@ -459,8 +602,8 @@ impl MaildirDrop {
                 first_error.get_or_insert(StoreError::io("cannot sync", &dir, err));
             }
         }
-        if report.removed + report.already_gone > 0
-            && let Err(err) = index::store(&self.root, &self.index)
+        if !gone.is_empty()
+            && let Err(err) = index::store_listing(&self.root, &self.listing_without(&gone))
         {
             tracing::warn!(path = %self.root.display(), error = %err, "cannot write Maildir index");
         }
@@ -904,6 +1047,13 @@ pub fn uidl_for_name(name: &OsStr) -> String {
 pub(crate) fn fuzz_index(data: &[u8]) {
     if let Some(i) = index::parse(data) {
         assert_eq!(index::parse(&index::render(&i)), Some(i));
+    }
+    // Format 2: a listing renders back to itself, and its records by base name are
+    // what the format-1 reader sees.
+    if let Some(l) = index::parse_listing(data) {
+        let text = index::render_listing(&l);
+        assert_eq!(index::parse_listing(&text), Some(l.clone()));
+        assert_eq!(index::parse(&text), Some(l.to_index()));
     }
 }
 
