@@ -206,8 +206,10 @@ pub(crate) fn parse_listing(text: &[u8]) -> Option<Listing> {
             }
             // Uniqueness: a hand-edited or damaged file must not give two messages
             // one UIDL or one base name (borrowed keys: no copies).
-            let mut uidls = std::collections::HashSet::with_capacity(n);
-            let mut bases = std::collections::HashSet::with_capacity(n);
+            let mut uidls = rustc_hash::FxHashSet::default();
+            let mut bases = rustc_hash::FxHashSet::default();
+            uidls.reserve(n);
+            bases.reserve(n);
             for r in &listing.records {
                 if !uidls.insert(r.entry.uidl.as_str())
                     || !bases.insert(super::names::base_of(r.name.as_bytes()))

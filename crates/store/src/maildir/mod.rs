@@ -374,18 +374,21 @@ impl MaildirDrop {
         root: &Path,
         l: index::Listing,
     ) -> Result<(Vec<Entry>, Vec<MessageInfo>, Vec<index::IndexEntry>), index::Listing> {
-        let wire_of = |r: &index::Record| names::sizes_of(r.name.as_bytes()).1.or(r.entry.wire);
-        if !l.records.iter().all(|r| wire_of(r).is_some()) {
+        let wires: Option<Vec<u64>> = l
+            .records
+            .iter()
+            .map(|r| names::sizes_of(r.name.as_bytes()).1.or(r.entry.wire))
+            .collect();
+        let Some(wires) = wires else {
             return Err(l);
-        }
+        };
         let n = l.records.len();
         let (mut entries, mut messages, mut records) = (
             Vec::with_capacity(n),
             Vec::with_capacity(n),
             Vec::with_capacity(n),
         );
-        for r in l.records {
-            let wire = wire_of(&r).unwrap_or(0);
+        for (r, wire) in l.records.into_iter().zip(wires) {
             messages.push(MessageInfo::new(wire, r.entry.uidl.clone()));
             entries.push(Entry {
                 sub: if r.new { Sub::New } else { Sub::Cur },

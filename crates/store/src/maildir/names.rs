@@ -22,22 +22,30 @@ pub(crate) fn base_of(name: &[u8]) -> &[u8] {
 
 /// The `,S=` and `,W=` values of a file name, if present and well-formed.
 pub(crate) fn sizes_of(name: &[u8]) -> (Option<u64>, Option<u64>) {
-    let end = name.iter().position(|&b| b == b':').unwrap_or(name.len());
+    // Called for every message of every open: bytes, no UTF-8 or str parsing.
+    let end = memchr::memchr(b':', name).unwrap_or(name.len());
     let mut s = None;
     let mut w = None;
     for field in name[..end].split(|&b| b == b',').skip(1) {
-        let parse = |v: &[u8]| {
-            std::str::from_utf8(v)
-                .ok()
-                .and_then(|t| t.parse::<u64>().ok())
-        };
-        if let Some(v) = field.strip_prefix(b"S=") {
-            s = parse(v);
-        } else if let Some(v) = field.strip_prefix(b"W=") {
-            w = parse(v);
+        match field {
+            [b'S', b'=', v @ ..] => s = parse_decimal(v),
+            [b'W', b'=', v @ ..] => w = parse_decimal(v),
+            _ => {}
         }
     }
     (s, w)
+}
+
+/// A non-empty run of ASCII digits that fits a u64.
+fn parse_decimal(v: &[u8]) -> Option<u64> {
+    if v.is_empty() || v.len() > 20 {
+        return None;
+    }
+    v.iter().try_fold(0u64, |n, &b| {
+        b.is_ascii_digit()
+            .then(|| n.checked_mul(10)?.checked_add(u64::from(b - b'0')))
+            .flatten()
+    })
 }
 
 /// `name` with its `,W=` set to `wire` and, when given, its `,S=` set to `size` (added
