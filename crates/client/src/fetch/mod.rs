@@ -26,6 +26,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use correio_proto::client::{ClientError, SaslMechanism};
 use correio_proto::{Capabilities, MsgNum, RespCode, StatusLine};
+use correio_store::failpoint;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -790,6 +791,7 @@ async fn run_session(
     client.set_response_deadline(acct.response_deadline);
     summary.login_delay = caps.login_delay.map(|d| d.seconds);
     login(acct, &mut client, &caps, mechanisms).await?;
+    failpoint::hit("fetch-after-login");
     // Capabilities may change after login (RFC 2449 §5).
     if let Ok(c) = client.capa().await
         && *c != Capabilities::new()
@@ -915,7 +917,10 @@ async fn run_session(
 
     let delete_fetched = acct.mode == Mode::Delete;
     let mut i = 0;
+    // Batches begun by this session (counted for the crash tests' failpoints).
+    let mut batches = 0u64;
     while i < to_fetch.len() {
+        batches += 1;
         // One batch: bounded by count and bytes (at least one message).
         let mut end = i;
         let mut bytes = 0u64;
@@ -969,6 +974,7 @@ async fn run_session(
         // but only what the target really finished is recorded. A remote destination
         // may refuse single messages: they stay on the server.
         let synced = target.sync().await.map_err(|e| destination(acct, e))?;
+        failpoint::hit_at("fetch-after-sync", batches);
         for (id, why) in &synced.refused {
             if let Some(d) = done.iter().find(|d| d.id == *id) {
                 let w = format!("message {}: {why}", d.msg);
@@ -982,10 +988,12 @@ async fn run_session(
             state.seen.entry(d.key.clone()).or_insert(stamp);
         }
         save_state(state, synced.pending.clone()).await?;
+        failpoint::hit_at("fetch-after-state", batches);
         target
             .publish(synced.pending)
             .await
             .map_err(|e| destination(acct, e))?;
+        failpoint::hit_at("fetch-after-publish", batches);
         summary.fetched += done.len();
         summary.fetched_bytes += done.iter().map(|d| d.size).sum::<u64>();
         // What went wrong first: the destination, a server out of bounds, the session.
@@ -1000,6 +1008,7 @@ async fn run_session(
             let msgs: Vec<MsgNum> = done.iter().map(|d| d.msg).chain(already).collect();
             if !msgs.is_empty() {
                 let refused = client.dele_many(&msgs, window).await?;
+                failpoint::hit_at("fetch-after-dele", batches);
                 note_refused_deletes(acct, progress, summary, &refused);
                 deleted.extend(
                     msgs.iter()

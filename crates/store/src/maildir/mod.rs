@@ -452,6 +452,7 @@ impl MaildirDrop {
                 }
             }
             self.index.remove(&e.base);
+            crate::failpoint::hit_nth("maildir-update-mid-unlink");
         }
         for sub in [Sub::New, Sub::Cur] {
             let dir = self.root.join(sub.name());
@@ -694,6 +695,7 @@ impl MaildirBatch<'_> {
         if r.is_err() {
             self.abort();
         }
+        crate::failpoint::hit_nth("maildir-deliver-mid-write");
         r
     }
 
@@ -810,6 +812,7 @@ impl MaildirBatch<'_> {
     pub fn commit(mut self) -> Result<Vec<Delivered>, DeliverError> {
         self.abort();
         self.sync_files()?;
+        crate::failpoint::hit_nth("maildir-deliver-before-rename");
         let new_dir = self.writer.root.join("new");
         let mut done = Vec::with_capacity(self.pending.len());
         let pending = std::mem::take(&mut self.pending);
@@ -832,6 +835,7 @@ impl MaildirBatch<'_> {
                 wire_size: p.wire,
             });
         }
+        crate::failpoint::hit_nth("maildir-deliver-before-dir-sync");
         if !done.is_empty() {
             fsync_dir(&new_dir)
                 .map_err(|e| DeliverError::from_io(&format!("syncing {}", new_dir.display()), e))?;
