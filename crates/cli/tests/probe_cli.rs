@@ -710,8 +710,8 @@ fn usage_and_unreachable() {
     let out = probe(&["imap://localhost"]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown scheme"));
-    let port = correio_testkit::free_port().unwrap();
-    let out = probe(&[&format!("pop3://127.0.0.1:{port}")]);
+    let refused = correio_testkit::RefusedPort::new().unwrap();
+    let out = probe(&[&format!("pop3://127.0.0.1:{}", refused.port())]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach"));
 }
