@@ -284,12 +284,11 @@ fn lmtp_unix_socket_is_open_to_the_mta() {
         eprintln!("skipped: needs root");
         return;
     }
-    let port = correio_testkit::free_port().unwrap();
     let (d, _data, cfg) = setup("");
     let sock = d.path().join("lmtp.sock");
     let mut text = std::fs::read_to_string(&cfg).unwrap();
     text = format!(
-        "user = \"nobody\"\n{text}[listen]\npop3 = [\"127.0.0.1:{port}\"]\nlmtp = \"unix:{}\"\n",
+        "user = \"nobody\"\n{text}[listen]\npop3 = [\"127.0.0.1:0\"]\nlmtp = \"unix:{}\"\n",
         sock.display()
     );
     std::fs::write(&cfg, text).unwrap();

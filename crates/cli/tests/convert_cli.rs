@@ -8,8 +8,8 @@ mod fetch_support;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, UNIX_EPOCH};
 
 use fetch_support::{correio, tempdir};
 
@@ -543,15 +543,6 @@ fn a_50_mb_message_is_copied_in_bounded_memory() {
     );
 }
 
-/// Kills the server (by its pid) on every exit path.
-struct Guard(Child);
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn a_pop3_server_as_the_source() {
     let work = tempdir();
@@ -574,29 +565,20 @@ fn a_pop3_server_as_the_source() {
         std::io::Write::write_all(&mut c.stdin.take().unwrap(), m).unwrap();
         assert!(c.wait().unwrap().success());
     }
-    let port = correio_testkit::free_port().unwrap();
-    let server = correio()
-        .args([
-            "serve",
-            "--data",
-            &data_s,
+    // Port 0: the server reports the ports it bound.
+    let mut server = correio_testkit::daemon::Daemon::start({
+        let mut c = correio();
+        c.args(["serve", "--data", &data_s]).args([
             "--pop3s",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .args([
+            "127.0.0.1:0",
             "--pop3",
-            &format!("127.0.0.1:{}", correio_testkit::free_port().unwrap()),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _guard = Guard(server);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "correio serve did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+            "127.0.0.1:0",
+        ]);
+        c
+    });
+    let port = server
+        .wait_listening("listening", " tls=true", Duration::from_secs(20))
+        .port();
     let ca = s(&data.join("tls/cert.pem"));
     let dest = work.path().join("Mail");
     let run = || {

@@ -35,6 +35,7 @@
 
 mod fetch_support;
 
+use std::cell::Cell;
 use std::fs;
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
@@ -45,6 +46,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use correio_testkit::daemon::listening_addr;
 use correio_testkit::peers::{
     Run, crlf_to_lf, dir_files, lf_to_crlf, make_maildir, message_problems, require,
     run_bounded_input, show_diff, subject, write_private,
@@ -245,34 +247,29 @@ fn socket_holders(server_port: u16, client_port: u16) -> Vec<u32> {
 // The deployment's files and the server
 // ---------------------------------------------------------------------------------
 
-/// Where everything lives under the temporary root, and the ports.
+/// Where everything lives under the temporary root, and the ports. The configuration
+/// asks for port 0; [`Serve::start`] fills in the ports the server reports it bound
+/// (so no other program can take them between a choice and the bind).
 struct Layout {
     root: PathBuf,
     config: PathBuf,
     data: PathBuf,
     mail: PathBuf,
-    pop3: u16,
-    pop3s: u16,
-    lmtp: u16,
+    pop3: Cell<u16>,
+    pop3s: Cell<u16>,
+    lmtp: Cell<u16>,
 }
 
 impl Layout {
     fn new(root: &Path) -> Layout {
-        let mut ports: Vec<u16> = Vec::new();
-        while ports.len() < 3 {
-            let p = correio_testkit::free_port().expect("free port");
-            if !ports.contains(&p) {
-                ports.push(p);
-            }
-        }
         Layout {
             root: root.to_owned(),
             config: root.join("correio.toml"),
             data: root.join("data"),
             mail: root.join("mail"),
-            pop3: ports[0],
-            pop3s: ports[1],
-            lmtp: ports[2],
+            pop3: Cell::new(0),
+            pop3s: Cell::new(0),
+            lmtp: Cell::new(0),
         }
     }
 
@@ -303,9 +300,9 @@ impl Layout {
              trusted_networks = [\"192.0.2.0/24\"]\n\
              \n\
              [listen]\n\
-             pop3 = [\"127.0.0.1:{pop3}\"]\n\
-             pop3s = [\"127.0.0.1:{pop3s}\"]\n\
-             lmtp = \"127.0.0.1:{lmtp}\"\n\
+             pop3 = [\"127.0.0.1:0\"]\n\
+             pop3s = [\"127.0.0.1:0\"]\n\
+             lmtp = \"127.0.0.1:0\"\n\
              \n\
              [pop3]\n\
              expire = {expire}\n\
@@ -323,9 +320,6 @@ impl Layout {
              shutdown_grace = \"5s\"\n",
             data = self.data.display(),
             mail = self.mail.display(),
-            pop3 = self.pop3,
-            pop3s = self.pop3s,
-            lmtp = self.lmtp,
         );
         if let Some((cert, key)) = tls {
             t.push_str(&format!(
@@ -368,18 +362,25 @@ impl Serve {
             .spawn()
             .expect("start correio serve");
         let mut s = Serve { child, log };
+        // The ports it bound, from its "listening" log lines.
         let deadline = Instant::now() + Duration::from_secs(20);
-        for port in [l.pop3, l.pop3s, l.lmtp] {
+        for (port, message, fields) in [
+            (&l.pop3, "listening", " tls=false"),
+            (&l.pop3s, "listening", " tls=true"),
+            (&l.lmtp, "listening for LMTP", ""),
+        ] {
             loop {
+                let log = fs::read_to_string(&s.log).unwrap_or_default();
+                if let Some(a) = listening_addr(&log, message, fields) {
+                    port.set(a.port());
+                    break;
+                }
                 if let Some(st) = s.child.try_wait().expect("wait") {
                     panic!("correio serve exited at start ({st})\n{}", s.log());
                 }
-                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    break;
-                }
                 assert!(
                     Instant::now() < deadline,
-                    "correio serve did not listen on 127.0.0.1:{port} within 20 s\n{}",
+                    "correio serve did not log \"{message}\"{fields} within 20 s\n{}",
                     s.log()
                 );
                 std::thread::sleep(Duration::from_millis(50));
@@ -909,8 +910,8 @@ enum Tls {
 /// curl: LIST, then every message (RETR n) in one run; returns the CRLF messages.
 fn curl_fetch(l: &Layout, cert: &Path, login: &str, pass: &str, tls: Tls) -> Vec<Vec<u8>> {
     let base = match tls {
-        Tls::Stls => format!("pop3://localhost:{}/", l.pop3),
-        Tls::Implicit => format!("pop3s://localhost:{}/", l.pop3s),
+        Tls::Stls => format!("pop3://localhost:{}/", l.pop3.get()),
+        Tls::Implicit => format!("pop3s://localhost:{}/", l.pop3s.get()),
     };
     let curl = |extra: &[String]| {
         let mut c = Command::new("curl");
@@ -968,8 +969,8 @@ fn mpop_fetch(l: &Layout, cert: &Path, login: &str, pass: &str, tls: Tls) -> Vec
     let md = dir.join("Maildir");
     make_maildir(&md);
     let (port, starttls) = match tls {
-        Tls::Stls => (l.pop3, "on"),
-        Tls::Implicit => (l.pop3s, "off"),
+        Tls::Stls => (l.pop3.get(), "on"),
+        Tls::Implicit => (l.pop3s.get(), "off"),
     };
     let rc = dir.join("mpoprc");
     write_private(
@@ -1013,8 +1014,8 @@ fn fetchmail_fetch(l: &Layout, cert: &Path, login: &str, pass: &str, tls: Tls) -
     let out = dir.join("mda-out");
     fs::create_dir_all(&out).expect("mkdir");
     let (port, tls_opts) = match tls {
-        Tls::Stls => (l.pop3, "sslproto 'TLS1.2+'"),
-        Tls::Implicit => (l.pop3s, "ssl"),
+        Tls::Stls => (l.pop3.get(), "sslproto 'TLS1.2+'"),
+        Tls::Implicit => (l.pop3s.get(), "ssl"),
     };
     let rc = dir.join("fetchmailrc");
     write_private(
@@ -1085,8 +1086,8 @@ fn correio_fetch(l: &Layout, cert: &Path, login: &str, pass: &str, tls: Tls) -> 
     fs::create_dir_all(&state).expect("mkdir");
     let md = dir.join("Maildir");
     let (port, mode) = match tls {
-        Tls::Stls => (l.pop3, "starttls"),
-        Tls::Implicit => (l.pop3s, "implicit"),
+        Tls::Stls => (l.pop3.get(), "starttls"),
+        Tls::Implicit => (l.pop3s.get(), "implicit"),
     };
     let mut c = fetch_support::fetch_cmd(
         "localhost",
@@ -1161,13 +1162,7 @@ fn deployment_as_an_admin_does_it() {
     fs::set_permissions(root_dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
     let l = Layout::new(root_dir.path());
     l.write_config(&l.config_text(&svc.name, "\"never\"", None));
-    step(&format!(
-        "config {} (pop3 {}, pop3s {}, lmtp {})",
-        l.config.display(),
-        l.pop3,
-        l.pop3s,
-        l.lmtp
-    ));
+    step(&format!("config {}", l.config.display()));
     let site = Site {
         svc: &svc,
         l: &l,
@@ -1178,13 +1173,19 @@ fn deployment_as_an_admin_does_it() {
     let (maildirs, delivered) = install(&site);
     step("correio serve --config");
     let mut srv = Serve::start(&l);
+    step(&format!(
+        "listening: pop3 {}, pop3s {}, lmtp {}",
+        l.pop3.get(),
+        l.pop3s.get(),
+        l.lmtp.get()
+    ));
     let serving_pid = session_process(&site, &srv);
     step(&format!(
         "sessions run as {} in process {serving_pid} (serve is {})",
         svc.name,
         srv.pid()
     ));
-    let mut p = TlsPop::implicit(l.pop3s, &[&site.first_cert]).expect("pop3s");
+    let mut p = TlsPop::implicit(l.pop3s.get(), &[&site.first_cert]).expect("pop3s");
     let c = p.capa();
     assert!(c.contains("EXPIRE NEVER"), "CAPA before the reload:\n{c}");
     p.cmd("QUIT");
@@ -1319,11 +1320,11 @@ fn install(s: &Site) -> (Vec<PathBuf>, Messages) {
 /// runs as the service user with no way back to root (real, effective, saved and
 /// filesystem uid).
 fn session_process(s: &Site, srv: &Serve) -> u32 {
-    let mut conn = connect(s.l.pop3).expect("connect");
+    let mut conn = connect(s.l.pop3.get()).expect("connect");
     let g = plain_line(&mut conn).expect("greeting");
     assert!(g.starts_with("+OK"), "{g}");
     let me = conn.local_addr().expect("addr").port();
-    let holders = socket_holders(s.l.pop3, me);
+    let holders = socket_holders(s.l.pop3.get(), me);
     assert!(
         !holders.is_empty(),
         "no process holds the server side of the session\n{}",
@@ -1352,7 +1353,7 @@ fn postfix_delivers(s: &Site, srv: &Serve, maildirs: &[PathBuf], delivered: &Mes
         &PostfixConfig {
             myhostname: MYHOSTNAME,
             domain: DOMAIN,
-            lmtp: SocketAddr::from(([127, 0, 0, 1], s.l.lmtp)).into(),
+            lmtp: SocketAddr::from(([127, 0, 0, 1], s.l.lmtp.get())).into(),
         },
     );
     let mut smtp = Smtp::connect(pf.smtp_addr(), HELO);
@@ -1483,7 +1484,7 @@ fn reload_users_and_expire(s: &Site, srv: &mut Serve, carol_messages: usize) {
     correio_ok(&["deliver", "--config", s.cfg, "--user", DAVE], &dave_msg);
     // A restart would end this session.
     let carol = &USERS[2];
-    let mut held = TlsPop::implicit(l.pop3s, &trust).expect("pop3s");
+    let mut held = TlsPop::implicit(l.pop3s.get(), &trust).expect("pop3s");
     held.login(carol.address, carol.password)
         .unwrap_or_else(|e| panic!("{}: {e}\n{}", carol.address, srv.log()));
     l.write_config(&l.config_text(&s.svc.name, "0", None));
@@ -1491,7 +1492,7 @@ fn reload_users_and_expire(s: &Site, srv: &mut Serve, carol_messages: usize) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         srv.assert_running();
-        let c = TlsPop::implicit(l.pop3s, &trust).map(|mut p| {
+        let c = TlsPop::implicit(l.pop3s.get(), &trust).map(|mut p| {
             let c = p.capa();
             p.cmd("QUIT");
             c
@@ -1506,7 +1507,7 @@ fn reload_users_and_expire(s: &Site, srv: &mut Serve, carol_messages: usize) {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let mut p = TlsPop::stls(l.pop3, &trust).expect("STLS");
+    let mut p = TlsPop::stls(l.pop3.get(), &trust).expect("STLS");
     let c = p.capa();
     assert!(
         c.contains("EXPIRE 0"),
@@ -1519,7 +1520,7 @@ fn reload_users_and_expire(s: &Site, srv: &mut Serve, carol_messages: usize) {
     assert_eq!(p.body(), lf_to_crlf(&dave_msg), "dave's message");
     assert!(p.cmd("QUIT").starts_with("+OK"));
     // EXPIRE 0: what a session retrieved is gone after its QUIT.
-    let mut p = TlsPop::implicit(l.pop3s, &trust).expect("pop3s");
+    let mut p = TlsPop::implicit(l.pop3s.get(), &trust).expect("pop3s");
     p.login(DAVE, DAVE_PW).expect("dave again");
     let stat = p.cmd("STAT");
     assert!(
@@ -1588,7 +1589,7 @@ fn reload_root_only_certificate(s: &Site, srv: &mut Serve, alice_messages: &[Vec
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         srv.assert_running();
-        let seen = TlsPop::implicit(l.pop3s, &both).map(|mut p| {
+        let seen = TlsPop::implicit(l.pop3s.get(), &both).map(|mut p| {
             p.cmd("QUIT");
             p.peer_cert()
         });
@@ -1603,7 +1604,7 @@ fn reload_root_only_certificate(s: &Site, srv: &mut Serve, alice_messages: &[Vec
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let p = TlsPop::stls(l.pop3, &both).expect("STLS after the new certificate");
+    let p = TlsPop::stls(l.pop3.get(), &both).expect("STLS after the new certificate");
     assert!(
         p.peer_cert() == new_der,
         "STLS presents the first certificate"
@@ -1618,7 +1619,7 @@ fn reload_root_only_certificate(s: &Site, srv: &mut Serve, alice_messages: &[Vec
         .arg(&s.first_cert)
         .arg("-u")
         .arg(format!("{}:{}", alice.address, alice.password))
-        .arg(format!("pop3s://localhost:{}/", l.pop3s));
+        .arg(format!("pop3s://localhost:{}/", l.pop3s.get()));
     let r = run_bounded(c, None, LIMIT);
     assert!(
         !r.ok(),
@@ -1633,7 +1634,7 @@ fn reload_root_only_certificate(s: &Site, srv: &mut Serve, alice_messages: &[Vec
 fn cleartext_login_is_refused(s: &Site) {
     step("no login without TLS");
     let carol = &USERS[2];
-    let mut conn = connect(s.l.pop3).expect("connect");
+    let mut conn = connect(s.l.pop3.get()).expect("connect");
     plain_line(&mut conn).expect("greeting");
     conn.write_all(format!("USER {}\r\n", carol.address).as_bytes())
         .expect("send");

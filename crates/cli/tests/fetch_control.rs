@@ -172,7 +172,9 @@ fn exit_statuses_and_errors_that_name_what_they_concern() {
     assert_eq!(o.status.code(), Some(6), "{}", err(&o));
     assert!(err(&o).contains(&to), "{}", err(&o));
     // Network: 3, naming the address.
-    let free = correio_testkit::free_port().unwrap();
+    // A port that refuses for the whole run (bound, not listening).
+    let refused = correio_testkit::RefusedPort::new().unwrap();
+    let free = refused.port();
     let o = fetch_cmd(
         "127.0.0.1",
         free,

@@ -67,7 +67,9 @@ fn every_fetches_new_mail_as_it_arrives() {
 
 #[test]
 fn every_backs_off_on_errors() {
-    let port = correio_testkit::free_port().unwrap(); // nothing listens there
+    // Nothing listens there, for the whole test (bound, not listening).
+    let refused = correio_testkit::RefusedPort::new().unwrap();
+    let port = refused.port();
     let work = tempdir();
     let mut cmd = fetch_cmd(
         "127.0.0.1",

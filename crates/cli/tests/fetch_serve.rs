@@ -4,19 +4,14 @@
 mod fetch_support;
 
 use std::io::Write;
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::time::Duration;
 
+use correio_testkit::daemon::Daemon;
 use fetch_support::*;
 
-/// Kills the server (by its pid) on every exit path.
-struct Guard(Child);
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+/// How long `correio serve` may take to start listening.
+const UP: Duration = Duration::from_secs(30);
 
 fn run_ok(args: &[&str], stdin: &[u8]) {
     let mut c = correio()
@@ -48,24 +43,19 @@ fn fetch_from_correio_serve_over_stls_and_pop3s() {
     for m in &msgs {
         run_ok(&["deliver", "--user", "bob", "--data", data_s], m);
     }
-    let pop3 = correio_testkit::free_port().unwrap();
-    let pop3s = correio_testkit::free_port().unwrap();
-    let child = correio()
-        .args(["serve", "--data", data_s])
-        .args(["--pop3", &format!("127.0.0.1:{pop3}")])
-        .args(["--pop3s", &format!("127.0.0.1:{pop3s}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _guard = Guard(child);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", pop3s)).is_err()
-        || std::net::TcpStream::connect(("127.0.0.1", pop3)).is_err()
-    {
-        assert!(Instant::now() < deadline, "correio serve did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // Port 0: the server reports the ports it bound.
+    let mut server = Daemon::start({
+        let mut c = correio();
+        c.args(["serve", "--data", data_s]).args([
+            "--pop3",
+            "127.0.0.1:0",
+            "--pop3s",
+            "127.0.0.1:0",
+        ]);
+        c
+    });
+    let pop3 = server.wait_listening("listening", " tls=false", UP).port();
+    let pop3s = server.wait_listening("listening", " tls=true", UP).port();
     let ca = data.join("tls/cert.pem");
     let ca_s = ca.to_str().unwrap();
 
@@ -136,24 +126,18 @@ fn lmtp_target_delivers_into_correio_serve() {
         &["user", "add", "bob", "--data", data_s, "--password-stdin"],
         b"pb\n",
     );
-    let pop3 = correio_testkit::free_port().unwrap();
-    let lmtp = correio_testkit::free_port().unwrap();
-    let child = correio()
-        .args(["serve", "--data", data_s])
-        .args(["--pop3", &format!("127.0.0.1:{pop3}")])
-        .args(["--lmtp", &format!("127.0.0.1:{lmtp}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _guard = Guard(child);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", lmtp)).is_err()
-        || std::net::TcpStream::connect(("127.0.0.1", pop3)).is_err()
-    {
-        assert!(Instant::now() < deadline, "correio serve did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut server = Daemon::start({
+        let mut c = correio();
+        c.args(["serve", "--data", data_s]).args([
+            "--pop3",
+            "127.0.0.1:0",
+            "--lmtp",
+            "127.0.0.1:0",
+        ]);
+        c
+    });
+    let lmtp = server.wait_listening("listening for LMTP", "", UP).port();
+    let pop3 = server.wait_listening("listening", " tls=false", UP).port();
     // Dovecot -> correio fetch -> LMTP -> correio serve.
     let st = tempdir();
     let to = format!("lmtp:127.0.0.1:{lmtp}:bob");

@@ -64,14 +64,13 @@ fn relays_through_postfix_with_envelope_sender_and_dot_stuffing() {
     let dir = tempdir();
     let root = dir.path();
     let data = root.join("data");
-    let pop3 = correio_testkit::free_port().unwrap();
-    let lmtp = correio_testkit::free_port().unwrap();
+    // Port 0: the server reports the ports it bound.
     let cfg = root.join("correio.toml");
     std::fs::write(
         &cfg,
         format!(
             "data_dir = \"{d}\"\nmail_location = \"maildir:{d}/mail/%d/%n\"\n\
-             [listen]\npop3 = [\"127.0.0.1:{pop3}\"]\nlmtp = \"127.0.0.1:{lmtp}\"\n",
+             [listen]\npop3 = [\"127.0.0.1:0\"]\nlmtp = \"127.0.0.1:0\"\n",
             d = data.display(),
         ),
     )
@@ -104,7 +103,12 @@ fn relays_through_postfix_with_envelope_sender_and_dot_stuffing() {
         c.args(["serve", "--config", cfg.to_str().unwrap()]);
         c
     });
-    server.wait_port(lmtp, Duration::from_secs(20));
+    let lmtp = server
+        .wait_listening("listening for LMTP", "", Duration::from_secs(20))
+        .port();
+    let pop3 = server
+        .wait_listening("listening", " tls=false", Duration::from_secs(20))
+        .port();
     let pf_dir = root.join("postfix");
     std::fs::create_dir_all(&pf_dir).unwrap();
     let postfix = Postfix::start(

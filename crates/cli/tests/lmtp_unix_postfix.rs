@@ -26,13 +26,12 @@ fn postfix_delivers_over_the_unix_socket_to_a_dropped_server() {
     let root = dir.path();
     let data = root.join("data");
     let sock = root.join("lmtp.sock");
-    let port = correio_testkit::free_port().unwrap();
     let cfg = root.join("correio.toml");
     std::fs::write(
         &cfg,
         format!(
             "data_dir = \"{d}\"\nmail_location = \"maildir:{d}/mail/%d/%n\"\nuser = \"nobody\"\n\
-             [listen]\npop3 = [\"127.0.0.1:{port}\"]\nlmtp = \"unix:{s}\"\n",
+             [listen]\npop3 = [\"127.0.0.1:0\"]\nlmtp = \"unix:{s}\"\n",
             d = data.display(),
             s = sock.display()
         ),
@@ -68,6 +67,10 @@ fn postfix_delivers_over_the_unix_socket_to_a_dropped_server() {
         cmd
     });
     server.wait_log(&["dropped root privileges"], Duration::from_secs(20));
+    // Port 0 in the configuration: the server reports the port it bound.
+    let port = server
+        .wait_listening("listening", " tls=false", Duration::from_secs(20))
+        .port();
 
     let pf_dir = root.join("postfix");
     std::fs::create_dir_all(&pf_dir).unwrap();

@@ -12,10 +12,6 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_correio");
 
-fn port() -> u16 {
-    correio_testkit::free_port().unwrap()
-}
-
 /// One HTTP/1.0 GET on loopback: (status line, body).
 fn http_get(port: u16, path: &str) -> (String, String) {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -47,13 +43,14 @@ fn prometheus_scrapes_the_counters_that_moved() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let root = dir.path();
-    let (p3, metrics, lmtp, prom) = (port(), port(), port(), port());
+    // Ours on port 0 (the server reports what it bound); Prometheus's chosen here.
+    let prom = correio_testkit::free_port().unwrap();
     let cfg = root.join("correio.toml");
     std::fs::write(
         &cfg,
         format!(
-            "data_dir = \"{}\"\n[listen]\npop3 = [\"127.0.0.1:{p3}\"]\nlmtp = \"127.0.0.1:{lmtp}\"\n\
-             [metrics]\nlisten = \"127.0.0.1:{metrics}\"\n",
+            "data_dir = \"{}\"\n[listen]\npop3 = [\"127.0.0.1:0\"]\nlmtp = \"127.0.0.1:0\"\n\
+             [metrics]\nlisten = \"127.0.0.1:0\"\n",
             root.join("data").display()
         ),
     )
@@ -80,7 +77,10 @@ fn prometheus_scrapes_the_counters_that_moved() {
         cmd.args(["serve", "--config", c]);
         cmd
     });
-    server.wait_log(&["metrics listening"], Duration::from_secs(20));
+    let up = Duration::from_secs(20);
+    let metrics = server.wait_listening("metrics listening", "", up).port();
+    let lmtp = server.wait_listening("listening for LMTP", "", up).port();
+    let p3 = server.wait_listening("listening", " tls=false", up).port();
 
     // Traffic: an LMTP delivery, a failed and a successful login, a RETR.
     let lmtp_out = pop3(

@@ -13,26 +13,18 @@ use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use correio_testkit::daemon::Daemon;
 use correio_testkit::{Dovecot, DovecotConfig};
 use fetch_support::*;
 use serde_json::Value;
 
 /// Checks whose outcome depends on timing: never asserted.
 const TIMING: [&str; 2] = ["user-enumeration-timing", "failed-login-delay"];
-
-/// Kills a child (by its pid) on every exit path.
-struct Guard(Child);
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn run_ok(args: &[&str], stdin: &[u8]) {
     let mut c = correio()
@@ -111,17 +103,9 @@ fn set(ids: &[&str]) -> BTreeSet<String> {
     ids.iter().map(|s| s.to_string()).collect()
 }
 
-fn wait_port(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nothing listens on {port}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// A `correio serve` with `bob` and `msgs`, cleartext login refused even on loopback,
 /// a short failed-login delay. Returns the guard, the data dir, POP3 and POP3S ports.
-fn correio_serve(work: &Path, msgs: &[Vec<u8>]) -> (Guard, std::path::PathBuf, u16, u16) {
+fn correio_serve(work: &Path, msgs: &[Vec<u8>]) -> (Daemon, std::path::PathBuf, u16, u16) {
     let data = work.join("data");
     let data_s = data.to_str().unwrap();
     run_ok(
@@ -131,23 +115,20 @@ fn correio_serve(work: &Path, msgs: &[Vec<u8>]) -> (Guard, std::path::PathBuf, u
     for m in msgs {
         run_ok(&["deliver", "--user", "bob", "--data", data_s], m);
     }
-    let pop3 = correio_testkit::free_port().unwrap();
-    let pop3s = correio_testkit::free_port().unwrap();
-    let child = correio()
-        .args(["serve", "--data", data_s])
-        .args(["--pop3", &format!("127.0.0.1:{pop3}")])
-        .args(["--pop3s", &format!("127.0.0.1:{pop3s}")])
-        .args(["--set", "cleartext_login_on_loopback=false"])
-        .args(["--set", "auth.failure_delay=\"100ms\""])
-        .args(["--set", "auth.failure_delay_max=\"200ms\""])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let guard = Guard(child);
-    wait_port(pop3);
-    wait_port(pop3s);
-    (guard, data, pop3, pop3s)
+    // Port 0: the server reports the ports it bound.
+    let mut server = Daemon::start({
+        let mut c = correio();
+        c.args(["serve", "--data", data_s])
+            .args(["--pop3", "127.0.0.1:0", "--pop3s", "127.0.0.1:0"])
+            .args(["--set", "cleartext_login_on_loopback=false"])
+            .args(["--set", "auth.failure_delay=\"100ms\""])
+            .args(["--set", "auth.failure_delay_max=\"200ms\""]);
+        c
+    });
+    let up = Duration::from_secs(20);
+    let pop3 = server.wait_listening("listening", " tls=false", up).port();
+    let pop3s = server.wait_listening("listening", " tls=true", up).port();
+    (server, data, pop3, pop3s)
 }
 
 #[test]
@@ -729,8 +710,8 @@ fn usage_and_unreachable() {
     let out = probe(&["imap://localhost"]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown scheme"));
-    let port = correio_testkit::free_port().unwrap();
-    let out = probe(&[&format!("pop3://127.0.0.1:{port}")]);
+    let refused = correio_testkit::RefusedPort::new().unwrap();
+    let out = probe(&[&format!("pop3://127.0.0.1:{}", refused.port())]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach"));
 }

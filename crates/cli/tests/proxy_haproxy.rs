@@ -48,15 +48,14 @@ fn behind_haproxy_the_client_address_and_tls_come_from_the_proxy_header() {
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let root = dir.path();
     let data = root.join("data");
-    let (p_proxy, ps_proxy, p_direct) = (port(), port(), port());
     let cfg = root.join("correio.toml");
     std::fs::write(
         &cfg,
         format!(
             "data_dir = \"{d}\"\ncleartext_login_on_loopback = false\n\
              trusted_proxies = [\"127.0.0.1\"]\n\
-             [listen]\npop3 = [\"127.0.0.1:{p_direct}\"]\n\
-             pop3_proxy = [\"127.0.0.1:{p_proxy}\"]\npop3s_proxy = [\"127.0.0.1:{ps_proxy}\"]\n",
+             [listen]\npop3 = [\"127.0.0.1:0\"]\n\
+             pop3_proxy = [\"127.0.0.1:0\"]\npop3s_proxy = [\"127.0.0.1:0\"]\n",
             d = data.display()
         ),
     )
@@ -101,7 +100,15 @@ fn behind_haproxy_the_client_address_and_tls_come_from_the_proxy_header() {
         cmd.args(["serve", "--config", c]);
         cmd
     });
-    server.wait_port(p_direct, Duration::from_secs(20));
+    // Port 0 for ours: the server reports the ports it bound.
+    let up = Duration::from_secs(20);
+    server.wait_listening("listening", " tls=false proxy=false", up);
+    let p_proxy = server
+        .wait_listening("listening", " tls=false proxy=true", up)
+        .port();
+    let ps_proxy = server
+        .wait_listening("listening", " tls=true proxy=true", up)
+        .port();
 
     // HAProxy: three frontends, each sending a PROXY header to Correio.
     let cert = data.join("tls/cert.pem");
@@ -112,6 +119,7 @@ fn behind_haproxy_the_client_address_and_tls_come_from_the_proxy_header() {
     ]
     .concat();
     std::fs::write(&combined, pem).unwrap();
+    // HAProxy cannot report its ports: chosen here.
     let (f_v1, f_tls, f_v2) = (port(), port(), port());
     let hcfg = root.join("haproxy.cfg");
     std::fs::write(

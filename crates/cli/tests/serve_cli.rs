@@ -8,6 +8,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use correio_testkit::daemon::{Daemon, listening_addr};
+
 const BIN: &str = env!("CARGO_BIN_EXE_correio");
 
 /// Kills the server on every exit path (by its pid only).
@@ -293,14 +295,6 @@ fn check_says_what_is_wrong_and_where() {
     assert!(err.contains("mail_location"), "{err}");
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn chown_tree(p: &Path, uid: u32, gid: u32) {
     std::os::unix::fs::chown(p, Some(uid), Some(gid)).unwrap();
     if p.is_dir() {
@@ -338,34 +332,27 @@ fn serve_with_config_lmtp_and_privilege_drop() {
         // The unprivileged user must own what it serves.
         chown_tree(&data, 65534, 65534);
     }
-    let (pop3, lmtp) = (free_port(), free_port());
     std::fs::write(
         dir.path().join("c.toml"),
         format!("data_dir = \"{data_s}\"\nuser = \"nobody\"\n"),
     )
     .unwrap();
-    let child = Command::new(BIN)
-        .args(["serve", "--config", "c.toml"])
-        .args(["--pop3", &format!("127.0.0.1:{pop3}")])
-        .args(["--lmtp", &format!("127.0.0.1:{lmtp}")])
-        .current_dir(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let guard = Guard(child);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let pop = loop {
-        if let Ok(s) = std::net::TcpStream::connect(("127.0.0.1", pop3)) {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "server did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    // Port 0: the server reports the ports it bound.
+    let mut server = Daemon::start({
+        let mut c = Command::new(BIN);
+        c.args(["serve", "--config", "c.toml"])
+            .args(["--pop3", "127.0.0.1:0"])
+            .args(["--lmtp", "127.0.0.1:0"])
+            .current_dir(dir.path());
+        c
+    });
+    let lmtp = server.wait_listening("listening for LMTP", "", Duration::from_secs(30));
+    let pop3 = server.wait_listening("listening", " tls=false", Duration::from_secs(30));
+    let pop = std::net::TcpStream::connect(pop3).unwrap();
     pop.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     // Root was dropped after binding (port numbers here are unprivileged, but the
     // config asks for it, and the drop must happen whenever we started as root).
-    let status = std::fs::read_to_string(format!("/proc/{}/status", guard.0.id())).unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
     let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
     let euid = uid_line.split_whitespace().nth(2).unwrap();
     if root {
@@ -375,7 +362,7 @@ fn serve_with_config_lmtp_and_privilege_drop() {
     }
 
     // Deliver over LMTP.
-    let l = std::net::TcpStream::connect(("127.0.0.1", lmtp)).unwrap();
+    let l = std::net::TcpStream::connect(lmtp).unwrap();
     l.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut lw = l.try_clone().unwrap();
     let mut lr = BufReader::new(l);
@@ -416,7 +403,7 @@ fn serve_with_config_lmtp_and_privilege_drop() {
         "{body}"
     );
     pw.write_all(b"QUIT\r\n").unwrap();
-    signal(&guard.0, "TERM");
+    server.signal("TERM");
 }
 
 fn vm_rss_kib(pid: u32) -> u64 {
@@ -470,29 +457,14 @@ fn retr_of_a_large_message_keeps_server_memory_flat() {
         ],
         &msg,
     );
-    let pop3 = free_port();
-    let child = Command::new(BIN)
-        .args([
-            "serve",
-            "--data",
-            data_s,
-            "--pop3",
-            &format!("127.0.0.1:{pop3}"),
-        ])
-        .current_dir(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let guard = Guard(child);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut s = loop {
-        if let Ok(s) = std::net::TcpStream::connect(("127.0.0.1", pop3)) {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "server did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let mut server = Daemon::start({
+        let mut c = Command::new(BIN);
+        c.args(["serve", "--data", data_s, "--pop3", "127.0.0.1:0"])
+            .current_dir(dir.path());
+        c
+    });
+    let pop3 = server.wait_listening("listening", " tls=false", Duration::from_secs(30));
+    let mut s = std::net::TcpStream::connect(pop3).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     s.write_all(b"USER alice\r\nPASS pw\r\n").unwrap();
     let mut head = [0u8; 256];
@@ -507,7 +479,7 @@ fn retr_of_a_large_message_keeps_server_memory_flat() {
     // (start-up work such as building the dummy password hash comes and goes).
     let mut before = u64::MAX;
     for _ in 0..10 {
-        before = before.min(vm_rss_kib(guard.0.id()));
+        before = before.min(vm_rss_kib(server.pid()));
         std::thread::sleep(Duration::from_millis(100));
     }
     s.write_all(b"RETR 1\r\n").unwrap();
@@ -529,7 +501,7 @@ fn retr_of_a_large_message_keeps_server_memory_flat() {
         }
         reads += 1;
         if reads.is_multiple_of(64) {
-            let r = vm_rss_kib(guard.0.id());
+            let r = vm_rss_kib(server.pid());
             if total > 40 << 20 {
                 late_min = late_min.min(r);
             }
@@ -548,7 +520,7 @@ fn retr_of_a_large_message_keeps_server_memory_flat() {
         "server memory grew from {before} KiB to {late_min} KiB while sending {total} bytes"
     );
     s.write_all(b"QUIT\r\n").unwrap();
-    drop(guard);
+    drop(server);
 }
 
 /// Issue #9 bug 6: SIGHUP re-reads the whole configuration file. A broken file is
@@ -558,10 +530,10 @@ fn retr_of_a_large_message_keeps_server_memory_flat() {
 #[test]
 fn sighup_reloads_the_configuration_file_or_keeps_the_old_one() {
     let dir = tempfile::tempdir().unwrap();
-    let port = correio_testkit::free_port().unwrap();
     let cfg = dir.path().join("c.toml");
+    // Port 0: the server reports the port it bound (a reload keeps the listener).
     let base = format!(
-        "data_dir = \"{}\"\n[listen]\npop3 = [\"127.0.0.1:{port}\"]\n",
+        "data_dir = \"{}\"\n[listen]\npop3 = [\"127.0.0.1:0\"]\n",
         dir.path().join("data").display()
     );
     std::fs::write(&cfg, format!("{base}[pop3]\ngreeting = \"first\"\n")).unwrap();
@@ -582,6 +554,15 @@ fn sighup_reloads_the_configuration_file_or_keeps_the_old_one() {
             g.push('\n');
         }
     });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let port = loop {
+        let l = log.lock().unwrap().clone();
+        if let Some(a) = listening_addr(&l, "listening", " tls=false") {
+            break a.port();
+        }
+        assert!(Instant::now() < deadline, "server not up: {l}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
     let greet = || -> String {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -652,13 +633,9 @@ fn sighup_reloads_the_configuration_file_or_keeps_the_old_one() {
 #[test]
 fn log_format_level_and_journal() {
     let dir = tempfile::tempdir().unwrap();
-    let (p, l) = (
-        correio_testkit::free_port().unwrap(),
-        correio_testkit::free_port().unwrap(),
-    );
     let cfg = dir.path().join("c.toml");
     let base = format!(
-        "data_dir = \"{}\"\n[listen]\npop3 = [\"127.0.0.1:{p}\"]\nlmtp = \"127.0.0.1:{l}\"\n",
+        "data_dir = \"{}\"\n[listen]\npop3 = [\"127.0.0.1:0\"]\nlmtp = \"127.0.0.1:0\"\n",
         dir.path().join("data").display()
     );
     let run = |text: &str, journal: bool| -> String {
@@ -702,10 +679,14 @@ fn log_format_level_and_journal() {
             "{line}"
         );
     }
-    assert!(
-        json.contains(&format!("\"addr\":\"127.0.0.1:{l}\"")),
-        "{json}"
-    );
+    // The LMTP line carries the address really bound (port 0 asked for any).
+    let lmtp: std::net::SocketAddr = json
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .find(|v| v["message"] == "listening for LMTP")
+        .and_then(|v| v["addr"].as_str().and_then(|a| a.parse().ok()))
+        .unwrap_or_else(|| panic!("no LMTP address: {json}"));
+    assert!(lmtp.ip().is_loopback() && lmtp.port() != 0, "{json}");
     let text = run(&base, true);
     for line in text.lines() {
         assert!(

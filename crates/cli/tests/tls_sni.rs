@@ -93,11 +93,10 @@ fn one_certificate_per_server_name() {
     make_cert(&default, "localhost");
     make_cert(&net, "mail.example.net");
     make_cert(&org, "pop.example.org");
-    let port = correio_testkit::free_port().unwrap();
     let user_line = if is_root() { "user = \"nobody\"\n" } else { "" };
     let cfg = root.join("c.toml");
     let text = format!(
-        "data_dir = \"{d}/data\"\n{user_line}[listen]\npop3s = [\"127.0.0.1:{port}\"]\n\
+        "data_dir = \"{d}/data\"\n{user_line}[listen]\npop3s = [\"127.0.0.1:0\"]\n\
          [tls]\ncert = \"{def}/tls/cert.pem\"\nkey = \"{def}/tls/key.pem\"\n\
          sni = [\n  {{ name = \"Mail.Example.Net\", cert = \"{net}/tls/cert.pem\", key = \"{net}/tls/key.pem\" }},\n\
                   {{ name = \"pop.example.org\", cert = \"{org}/tls/cert.pem\", key = \"{org}/tls/key.pem\" }},\n]\n",
@@ -122,7 +121,10 @@ fn one_certificate_per_server_name() {
         cmd.args(["serve", "--config", cfg.to_str().unwrap()]);
         cmd
     });
-    server.wait_port(port, Duration::from_secs(20));
+    // Port 0 in the configuration: the server reports the port it bound.
+    let port = server
+        .wait_listening("listening", " tls=true", Duration::from_secs(20))
+        .port();
 
     let want_default = der_of_file(&default.join("tls/cert.pem"));
     let want_net = der_of_file(&net.join("tls/cert.pem"));

@@ -257,13 +257,24 @@ fn pipelined_commands_in_one_packet_and_split_anywhere() {
     }
 }
 
-/// A connection after any previous session's lock is gone (waits for it).
+/// A connection after every previous session has ended, its lock released: the
+/// server's `correio_connections_open` gauge drops only after the session (and the
+/// maildrop it holds) is gone, so wait (bounded) for it to read 0.
 fn retry_conn(srv: &TestServer) -> Wire {
-    drop(retry_login(srv, "alice", "secret pw"));
-    // The probe session ended by drop: wait until its lock is released too.
-    let w = retry_login(srv, "alice", "secret pw");
-    drop(w);
-    std::thread::sleep(Duration::from_millis(50));
+    let open = || -> f64 {
+        srv.server
+            .metrics()
+            .encode()
+            .lines()
+            .filter(|l| l.starts_with("correio_connections_open{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while open() != 0.0 {
+        assert!(Instant::now() < deadline, "sessions still open after 5 s");
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let mut w = srv.connect();
     w.line();
     w

@@ -1,19 +1,24 @@
 //! Crash tests: a child process (this test binary, re-run in helper mode) delivers and
-//! runs UPDATE in a loop and is killed with SIGKILL after a random delay, many times.
-//! After every kill, every message in the mailbox must be intact (byte-exact, with the
-//! size the store reports) or absent: never half, never duplicated; and the session
-//! lock of the dead process must be free again.
+//! runs UPDATE in a loop and aborts (as under `kill -9`: no unwinding, no unlocking) at
+//! a named failpoint of the store (`CORREIO_FAILPOINT=NAME:N`, the Nth time it gets
+//! there): mid-write, before the fsync, before the rename, mid-rewrite... After every
+//! kill, every message in the mailbox must be intact (byte-exact, with the size the
+//! store reports) or absent: never half, never duplicated; and the session lock of the
+//! dead process must be free again.
 
 use std::collections::HashSet;
 use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use correio_store::{DeliverOptions, MailLocation, deliver, open_maildrop};
 
 const MODE: &str = "CORREIO_CRASH_MODE";
 const TARGET: &str = "CORREIO_CRASH_TARGET";
+/// Rounds of the helper's loop: far more than any failpoint count below, so a helper
+/// that ends by itself means its failpoint was never reached.
+const HELPER_ROUNDS: u64 = 200;
 
 /// Message `i`: its number in the subject, a body whose length varies with `i`
 /// (up to ~270 KiB: several write calls, so kills land between them), and an end
@@ -47,21 +52,16 @@ fn crash_helper() {
     } else {
         MailLocation::Mbox(target.into())
     };
-    let start = Instant::now();
     let seed = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_nanos() as u64;
+    // Numbers unique across the helpers of one test (the check finds duplicates by it).
     let mut i = seed % 1_000_000_000 * 1000;
     assert_eq!(i % 1000, 0);
-    while start.elapsed() < Duration::from_secs(20) {
+    for _ in 0..HELPER_ROUNDS {
         i += 1;
         deliver(&loc, &message(i)[..], &DeliverOptions::default()).unwrap();
-        if i % 1000 == 1 {
-            // Tells the parent we are up, so its random delay lands inside the loop.
-            println!("started");
-            std::io::Write::flush(&mut std::io::stdout()).unwrap();
-        }
         if mode.ends_with("update") {
             let md = open_maildrop(&loc).unwrap();
             let n = md.messages().len();
@@ -72,17 +72,7 @@ fn crash_helper() {
     }
 }
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
-fn check_intact(loc: &MailLocation, round: usize) -> usize {
+fn check_intact(loc: &MailLocation, round: &str) -> usize {
     let md =
         open_maildrop(loc).unwrap_or_else(|e| panic!("round {round}: cannot open after kill: {e}"));
     let mut seen = HashSet::new();
@@ -115,43 +105,39 @@ fn check_intact(loc: &MailLocation, round: usize) -> usize {
     md.messages().len()
 }
 
-fn crash_loop(mode: &str, loc: &MailLocation, target: &Path, rounds: usize) {
-    let seed = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        | 1;
-    eprintln!("{mode}: seed {seed}");
-    let mut rng = Rng(seed);
+/// Kills the helper at each of `points`, the 1st, 2nd, 5th and 13th time it gets
+/// there, checking the mailbox after each kill.
+fn crash_loop(mode: &str, loc: &MailLocation, target: &Path, points: &[&str]) {
     let exe = std::env::current_exe().unwrap();
     let mut total = 0;
-    for round in 0..rounds {
-        let mut child = Command::new(&exe)
-            .args([
-                "crash_helper",
-                "--exact",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(MODE, mode)
-            .env(TARGET, target)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        // Wait for the helper's first delivery (it gives up by itself after 20 s).
-        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        while std::io::BufRead::read_line(&mut out, &mut line).unwrap() > 0
-            && !line.trim_end().ends_with("started")
-        {
-            line.clear();
+    let mut kills = 0;
+    for point in points {
+        for n in [1, 2, 5, 13] {
+            let round = format!("{point}:{n}");
+            let out = Command::new(&exe)
+                .args([
+                    "crash_helper",
+                    "--exact",
+                    "--ignored",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env(MODE, mode)
+                .env(TARGET, target)
+                .env("CORREIO_FAILPOINT", &round)
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                err.contains(&format!("failpoint {round} reached")),
+                "{mode}: the helper did not die at {round} ({}): {err}",
+                out.status
+            );
+            kills += 1;
+            total = check_intact(loc, &round);
         }
-        std::thread::sleep(Duration::from_millis(rng.next() % 50));
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
-        total = check_intact(loc, round);
     }
     // Whatever the kills left next to the mailbox is cleaned up by the next session.
     drop(open_maildrop(loc).unwrap());
@@ -169,31 +155,59 @@ fn crash_loop(mode: &str, loc: &MailLocation, target: &Path, rounds: usize) {
             .collect();
         assert!(litter.is_empty(), "left behind: {litter:?}");
     }
-    eprintln!("{mode}: {rounds} kills, {total} messages at the end, all intact");
+    eprintln!("{mode}: {kills} kills, {total} messages at the end, all intact");
 }
 
 #[test]
-fn sigkill_during_maildir_delivery_and_update() {
+fn killed_at_each_maildir_delivery_and_update_point() {
     let d = tempfile::tempdir().unwrap();
     let root = d.path().join("Maildir");
     let loc = MailLocation::Maildir(root.clone());
-    crash_loop("maildir-deliver", &loc, &root, 15);
-    crash_loop("maildir-update", &loc, &root, 15);
+    crash_loop(
+        "maildir-deliver",
+        &loc,
+        &root,
+        &[
+            "maildir-deliver-mid-write",
+            "maildir-deliver-before-rename",
+            "maildir-deliver-before-dir-sync",
+        ],
+    );
+    crash_loop(
+        "maildir-update",
+        &loc,
+        &root,
+        &["maildir-update-mid-unlink"],
+    );
     assert!(
-        check_intact(&loc, 999) > 0,
+        check_intact(&loc, "end") > 0,
         "the helper must have delivered something"
     );
 }
 
 #[test]
-fn sigkill_during_mbox_delivery_and_update() {
+fn killed_at_each_mbox_delivery_and_update_point() {
     let d = tempfile::tempdir().unwrap();
     let path = d.path().join("inbox");
     let loc = MailLocation::Mbox(path.clone());
-    crash_loop("mbox-deliver", &loc, &path, 15);
-    crash_loop("mbox-update", &loc, &path, 15);
+    crash_loop(
+        "mbox-deliver",
+        &loc,
+        &path,
+        &[
+            "mbox-deliver-mid-append",
+            "mbox-deliver-before-sync",
+            "mbox-deliver-before-journal-removal",
+        ],
+    );
+    crash_loop(
+        "mbox-update",
+        &loc,
+        &path,
+        &["mbox-update-mid-rewrite", "mbox-update-after-rename"],
+    );
     assert!(
-        check_intact(&loc, 999) > 0,
+        check_intact(&loc, "end") > 0,
         "the helper must have delivered something"
     );
 }

@@ -69,6 +69,39 @@ impl Daemon {
         }
     }
 
+    /// Waits (at most `limit`) until the process logs that it listens, and returns
+    /// the address it bound: `correio serve` logs `listening addr=127.0.0.1:PORT
+    /// tls=false proxy=false` for each POP3 listener, `listening for LMTP addr=…` and
+    /// `metrics listening addr=…`. `message` is the log message (`"listening"`,
+    /// `"listening for LMTP"`), `fields` what must follow the address on the line
+    /// (`" tls=false proxy=false"`, or `""`). A test that configures port 0 learns the
+    /// port the kernel gave, with no window for another program to take it.
+    ///
+    /// # Panics
+    /// When the time is up or the process exited first; the message has the log.
+    pub fn wait_listening(
+        &mut self,
+        message: &str,
+        fields: &str,
+        limit: Duration,
+    ) -> std::net::SocketAddr {
+        let deadline = Instant::now() + limit;
+        loop {
+            let l = self.log();
+            if let Some(a) = listening_addr(&l, message, fields) {
+                return a;
+            }
+            if let Ok(Some(st)) = self.child.try_wait() {
+                panic!("process exited ({st}) before logging \"{message}\":\n{l}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no \"{message}\" line in the log:\n{l}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Waits (at most `limit`) until this process accepts connections on a port of
     /// 127.0.0.1.
     ///
@@ -145,6 +178,22 @@ impl Drop for Daemon {
     }
 }
 
+/// The address in the first log line (text format, as `tracing` writes it: `LEVEL
+/// target: message addr=ADDR fields…`) of `message` whose address is followed by
+/// `fields`; see [`Daemon::wait_listening`].
+pub fn listening_addr(log: &str, message: &str, fields: &str) -> Option<std::net::SocketAddr> {
+    let marker = format!(": {message} addr=");
+    log.lines().find_map(|line| {
+        let (_, rest) = line.split_once(&marker)?;
+        let end = rest.find(' ').unwrap_or(rest.len());
+        let (addr, after) = rest.split_at(end);
+        if !after.starts_with(fields) {
+            return None;
+        }
+        addr.parse().ok()
+    })
+}
+
 /// Whether this process runs as root (the root-only parts of tests check it).
 pub fn is_root() -> bool {
     effective_uid() == 0
@@ -159,4 +208,23 @@ fn effective_uid() -> u32 {
                 .and_then(|l| l.split_whitespace().nth(2)?.parse().ok())
         })
         .unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::listening_addr;
+
+    #[test]
+    fn listening_addr_takes_the_line_of_its_listener() {
+        let log = "2026-01-01T00:00:00Z  INFO correio_server::metrics: metrics listening addr=127.0.0.1:9 \n\
+                   2026-01-01T00:00:00Z  INFO correio_server: listening addr=127.0.0.1:5 tls=true proxy=false\n\
+                   2026-01-01T00:00:00Z  INFO correio_server: listening addr=127.0.0.1:4 tls=false proxy=false\n\
+                   2026-01-01T00:00:00Z  INFO correio::cmd::serve: listening for LMTP addr=127.0.0.1:7\n";
+        let port = |m, f| listening_addr(log, m, f).map(|a| a.port());
+        assert_eq!(port("listening", " tls=false proxy=false"), Some(4));
+        assert_eq!(port("listening", " tls=true"), Some(5));
+        assert_eq!(port("listening for LMTP", ""), Some(7));
+        assert_eq!(port("metrics listening", ""), Some(9));
+        assert_eq!(port("listening", " tls=false proxy=true"), None);
+    }
 }

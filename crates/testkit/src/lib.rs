@@ -105,6 +105,40 @@ pub fn free_port() -> Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
+/// A loopback TCP port where nothing listens, for as long as this value lives: a socket
+/// bound to it but not listening holds it, so connections are refused and no other
+/// program can start listening there meanwhile (unlike a [`free_port`] number).
+#[derive(Debug)]
+pub struct RefusedPort {
+    _socket: std::os::fd::OwnedFd,
+    port: u16,
+}
+
+impl RefusedPort {
+    /// Binds a fresh loopback port without listening on it.
+    pub fn new() -> Result<RefusedPort> {
+        use rustix::net::{AddressFamily, SocketFlags, SocketType};
+        let socket = rustix::net::socket_with(
+            AddressFamily::INET,
+            SocketType::STREAM,
+            SocketFlags::CLOEXEC,
+            None,
+        )?;
+        rustix::net::bind(&socket, &SocketAddr::from(([127, 0, 0, 1], 0)))?;
+        let addr = SocketAddr::try_from(rustix::net::getsockname(&socket)?)
+            .map_err(|e| anyhow::anyhow!("getsockname: {e:?}"))?;
+        Ok(RefusedPort {
+            _socket: socket,
+            port: addr.port(),
+        })
+    }
+
+    /// The port number.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
 /// Makes `path` and everything under it owned by `uid:gid`.
 pub fn chown_tree(path: &Path, uid: u32, gid: u32) -> Result<()> {
     std::os::unix::fs::lchown(path, Some(uid), Some(gid))
@@ -521,5 +555,18 @@ impl Pop3 {
     /// QUIT.
     pub fn quit(mut self) -> Result<String> {
         self.cmd("QUIT")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RefusedPort;
+
+    #[test]
+    fn a_refused_port_refuses_and_cannot_be_taken() {
+        let p = RefusedPort::new().unwrap();
+        let e = std::net::TcpStream::connect(("127.0.0.1", p.port())).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}");
+        assert!(std::net::TcpListener::bind(("127.0.0.1", p.port())).is_err());
     }
 }

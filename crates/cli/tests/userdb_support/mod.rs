@@ -58,13 +58,12 @@ impl Served {
         extra: &str,
         env: &[(&str, &str)],
     ) -> Served {
-        let pop3 = correio_testkit::free_port().expect("port");
-        let lmtp = correio_testkit::free_port().expect("port");
+        // Port 0: the server reports the ports it bound (its "listening" log lines).
         let config = root.join("correio.toml");
         let text = format!(
             "data_dir = \"{data}\"\nmail_location = \"{location}\"\n\
              trusted_networks = [\"127.0.0.0/8\"]\n{top}\n\
-             [listen]\npop3 = [\"127.0.0.1:{pop3}\"]\nlmtp = \"127.0.0.1:{lmtp}\"\n{extra}\n",
+             [listen]\npop3 = [\"127.0.0.1:0\"]\nlmtp = \"127.0.0.1:0\"\n{extra}\n",
             data = root.join("data").display(),
         );
         std::fs::write(&config, text).expect("config");
@@ -74,8 +73,16 @@ impl Served {
             c.envs(env.iter().copied());
             c
         });
-        daemon.wait_port(pop3, Duration::from_secs(30));
-        daemon.wait_port(lmtp, Duration::from_secs(30));
+        let pop3 = daemon
+            .wait_listening(
+                "listening",
+                " tls=false proxy=false",
+                Duration::from_secs(30),
+            )
+            .port();
+        let lmtp = daemon
+            .wait_listening("listening for LMTP", "", Duration::from_secs(30))
+            .port();
         Served {
             daemon,
             root: root.to_owned(),

@@ -26,6 +26,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use correio_proto::client::{ClientError, SaslMechanism};
 use correio_proto::{Capabilities, MsgNum, RespCode, StatusLine};
+use correio_store::failpoint;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -790,6 +791,7 @@ async fn run_session(
     client.set_response_deadline(acct.response_deadline);
     summary.login_delay = caps.login_delay.map(|d| d.seconds);
     login(acct, &mut client, &caps, mechanisms).await?;
+    failpoint::hit("fetch-after-login");
     // Capabilities may change after login (RFC 2449 §5): ask again. A server that
     // pipelines gets CAPA, LIST and UIDL in one round trip.
     let (list, uids) = if allow_pipelining && acct.pipelining && caps.pipelining {
@@ -961,6 +963,8 @@ async fn run_session(
     let mut next_requests: Option<Vec<Request>> = batches.first().map(&requests_of);
     let mut already_sent = 0;
     for (k, range) in batches.iter().enumerate() {
+        // Batches begun by this session, from 1 (the crash tests' failpoints count them).
+        let batch_no = k as u64 + 1;
         let batch = &to_fetch[range.clone()];
         let requests = next_requests.take().unwrap_or_default();
         next_requests = batches.get(k + 1).map(&requests_of);
@@ -1004,6 +1008,7 @@ async fn run_session(
         // but only what the target really finished is recorded. A remote destination
         // may refuse single messages: they stay on the server.
         let synced = target.sync().await.map_err(|e| destination(acct, e))?;
+        failpoint::hit_at("fetch-after-sync", batch_no);
         for (id, why) in &synced.refused {
             if let Some(d) = done.iter().find(|d| d.id == *id) {
                 let w = format!("message {}: {why}", d.msg);
@@ -1017,10 +1022,12 @@ async fn run_session(
             state.seen.entry(d.key.clone()).or_insert(stamp);
         }
         save_state(state, synced.pending.clone()).await?;
+        failpoint::hit_at("fetch-after-state", batch_no);
         target
             .publish(synced.pending)
             .await
             .map_err(|e| destination(acct, e))?;
+        failpoint::hit_at("fetch-after-publish", batch_no);
         summary.fetched += done.len();
         summary.fetched_bytes += done.iter().map(|d| d.size).sum::<u64>();
         // What went wrong first: the destination, a server out of bounds, the session.
@@ -1035,6 +1042,7 @@ async fn run_session(
             let msgs: Vec<MsgNum> = done.iter().map(|d| d.msg).chain(already).collect();
             if !msgs.is_empty() {
                 let refused = client.dele_many(&msgs, window).await?;
+                failpoint::hit_at("fetch-after-dele", batch_no);
                 note_refused_deletes(acct, progress, summary, &refused);
                 deleted.extend(
                     msgs.iter()

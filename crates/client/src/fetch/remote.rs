@@ -382,7 +382,12 @@ pub fn read_line_bounded<R: BufRead>(r: &mut R, max: usize, out: &mut Vec<u8>) -
 /// `CORREIO_FAILPOINT` (the project's one failpoint switch,
 /// [`correio_store::failpoint`]), for the crash tests only: `imap-after-append` (after
 /// the APPENDs were acknowledged, before the fetcher records or deletes anything),
-/// `smtp-after-data` (the same after SMTP's 250).
+/// `smtp-after-data` (the same after SMTP's 250). The POP3 side of `correio fetch` has
+/// its own: `fetch-after-login`, and, counted (`NAME:N` = the Nth batch or message of
+/// the run), `fetch-mid-message` (in the writer thread, after part of a body was
+/// written), `fetch-after-sync` (the batch fsynced, not yet recorded),
+/// `fetch-after-state` (recorded, not yet published), `fetch-after-publish` (published,
+/// not yet deleted) and `fetch-after-dele` (DELEs answered, no QUIT yet).
 pub fn failpoint(name: &str) {
     correio_store::failpoint::hit(name);
 }

@@ -93,6 +93,8 @@ impl TargetThread {
                 };
                 let mut failure: Option<io::Error> = None;
                 let mut finished = Vec::new();
+                // Messages begun by this run (counted for the crash tests' failpoint).
+                let mut begun = 0u64;
                 let fail = |failure: &mut Option<io::Error>, e: io::Error| {
                     if let Ok(mut f) = failed2.lock() {
                         f.get_or_insert_with(|| e.to_string());
@@ -103,6 +105,7 @@ impl TargetThread {
                     match op {
                         Op::Begin | Op::Data(_) | Op::Finish(_) if failure.is_some() => {}
                         Op::Begin => {
+                            begun += 1;
                             if let Err(e) = t.begin() {
                                 fail(&mut failure, e);
                             }
@@ -112,6 +115,7 @@ impl TargetThread {
                                 t.abort();
                                 fail(&mut failure, e);
                             }
+                            correio_store::failpoint::hit_at("fetch-mid-message", begun);
                         }
                         Op::Finish(id) => match t.finish() {
                             Ok(()) => finished.push(id),

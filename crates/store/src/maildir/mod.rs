@@ -598,6 +598,7 @@ impl MaildirDrop {
                 }
             }
             gone.push(i);
+            crate::failpoint::hit_nth("maildir-update-mid-unlink");
         }
         for sub in [Sub::New, Sub::Cur] {
             let dir = self.root.join(sub.name());
@@ -840,6 +841,7 @@ impl MaildirBatch<'_> {
         if r.is_err() {
             self.abort();
         }
+        crate::failpoint::hit_nth("maildir-deliver-mid-write");
         r
     }
 
@@ -956,6 +958,7 @@ impl MaildirBatch<'_> {
     pub fn commit(mut self) -> Result<Vec<Delivered>, DeliverError> {
         self.abort();
         self.sync_files()?;
+        crate::failpoint::hit_nth("maildir-deliver-before-rename");
         let new_dir = self.writer.root.join("new");
         let mut done = Vec::with_capacity(self.pending.len());
         let pending = std::mem::take(&mut self.pending);
@@ -978,6 +981,7 @@ impl MaildirBatch<'_> {
                 wire_size: p.wire,
             });
         }
+        crate::failpoint::hit_nth("maildir-deliver-before-dir-sync");
         if !done.is_empty() {
             fsync_dir(&new_dir)
                 .map_err(|e| DeliverError::from_io(&format!("syncing {}", new_dir.display()), e))?;

@@ -416,10 +416,13 @@ fn rewrite_ranges(path: &Path, lock: &MboxLock, ranges: &[(u64, u64)]) -> Result
             let mut w = BufWriter::with_capacity(256 * 1024, out);
             for &(from, to) in ranges {
                 copy_range(file, from, to, &mut w)?;
+                crate::failpoint::hit_nth("mbox-update-mid-rewrite");
             }
             w.flush()
         })
-        .map_err(|e| StoreError::io("cannot rewrite", path, e.into()))
+        .map_err(|e| StoreError::io("cannot rewrite", path, e.into()))?;
+    crate::failpoint::hit_nth("mbox-update-after-rename");
+    Ok(())
 }
 
 /// Removes what killed processes may leave next to an mbox: rewrite temporaries
@@ -834,7 +837,9 @@ impl MboxBatch {
             .and_then(|()| {
                 quoting.feed(lf, buf);
                 if buf.len() >= 64 * 1024 {
-                    flush_at(file, pos, buf)
+                    flush_at(file, pos, buf)?;
+                    crate::failpoint::hit_nth("mbox-deliver-mid-append");
+                    Ok(())
                 } else {
                     Ok(())
                 }
@@ -911,12 +916,14 @@ impl MboxBatch {
     /// directory for the journal's removal) and releases the locks.
     pub fn commit(mut self) -> Result<Vec<Delivered>, DeliverError> {
         self.abort();
+        crate::failpoint::hit_nth("mbox-deliver-before-sync");
         if let Err(e) = self.lock.file().sync_all() {
             // Unknown what reached the disk: Drop takes it all back.
             return Err(DeliverError::from_io("syncing mbox", e));
         }
         // The journal must be gone for good before we report success, or a crash could
         // make the next locker remove a message we acknowledged.
+        crate::failpoint::hit_nth("mbox-deliver-before-journal-removal");
         if let Some(jpath) = &self.journal {
             fs::remove_file(jpath)
                 .and_then(|()| correio_fsutil::sync_dir(parent_dir(&self.path)))
