@@ -731,11 +731,27 @@ impl Driver {
         let Some(md) = self.maildrop.take() else {
             return Ok(Event::MessageOpened(Err(OpenError::Temporary)));
         };
-        let small = md
+        let mut small = md
             .messages()
             .get(index)
             .map(|m| m.size)
             .filter(|size| *size <= INLINE_READ_MAX && md.cheap_read(index));
+        if small.is_some() {
+            match md.read_message_checked(index, INLINE_READ_MAX) {
+                Ok(Some((bytes, measured))) => {
+                    self.maildrop = Some(md);
+                    return self.send_whole(index, kind, &bytes, measured);
+                }
+                // Grown past the inline bound since it was listed: streamed below.
+                Ok(None) => small = None,
+                Err(e) => {
+                    self.maildrop = Some(md);
+                    self.shared.metrics.store_errors.inc();
+                    warn!(remote = %self.peer, error = %e, "cannot open message");
+                    return Ok(Event::MessageOpened(Err(open_error(&e))));
+                }
+            }
+        }
         let (md, reader) = if small.is_some() {
             let r = md.open_message_checked(index);
             (md, r)
@@ -777,11 +793,8 @@ impl Driver {
             StreamKind::Retr => DotStuffer::new(),
             StreamKind::Top(n) => DotStuffer::top(n),
         };
-        let mut inbuf = match small {
-            Some(size) => vec![0u8; size as usize + 1],
-            None => vec![0u8; STREAM_CHUNK],
-        };
         let mut sent: u64 = 0;
+        let mut inbuf = vec![0u8; STREAM_CHUNK];
         loop {
             let n = if small.is_some() {
                 read_some(&mut reader, &mut inbuf)
@@ -811,6 +824,46 @@ impl Driver {
                 break;
             }
         }
+        self.finish_stream(kind, stuffer, out, unsent_before, sent)
+    }
+
+    /// A small message already in memory: `+OK`, the stuffed body and the terminator
+    /// go into the output in one piece.
+    fn send_whole(
+        &mut self,
+        index: usize,
+        kind: StreamKind,
+        bytes: &[u8],
+        measured: u64,
+    ) -> Result<Event, Ended> {
+        // What the store measured is what `+OK n octets` announces.
+        self.session.correct_size(index, measured);
+        let action = self.session.handle_event(Event::MessageOpened(Ok(())));
+        if !matches!(action, Ok(None)) {
+            self.checked(action);
+            return Err(Ended::Internal);
+        }
+        let mut out = std::mem::take(&mut self.pending);
+        let unsent_before = out.len();
+        out.extend_from_slice(&self.session.take_output());
+        let mut stuffer = match kind {
+            StreamKind::Retr => DotStuffer::new(),
+            StreamKind::Top(n) => DotStuffer::top(n),
+        };
+        out.reserve(bytes.len() + bytes.len() / 16 + 8);
+        stuffer.feed(bytes, &mut out);
+        self.finish_stream(kind, stuffer, out, unsent_before, 0)
+    }
+
+    /// The terminator, the counters, and the output left for the caller to send.
+    fn finish_stream(
+        &mut self,
+        kind: StreamKind,
+        mut stuffer: DotStuffer,
+        mut out: Vec<u8>,
+        unsent_before: usize,
+        mut sent: u64,
+    ) -> Result<Event, Ended> {
         stuffer.finish(&mut out);
         sent += (out.len() - unsent_before) as u64;
         self.shared.metrics.sent_bytes.inc_by(sent);

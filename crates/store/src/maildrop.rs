@@ -96,6 +96,23 @@ pub trait Maildrop: Send + fmt::Debug {
         Ok((self.open_message(index)?, size))
     }
 
+    /// Reads message `index` whole when it holds at most `limit` stored octets, with
+    /// the number of wire octets it holds (checked as [`Maildrop::open_message_checked`]
+    /// checks it). `Ok(None)`: it is larger; stream it with `open_message_checked`.
+    /// Small messages are served this way: read once, measured from the bytes in
+    /// hand, never read twice.
+    fn read_message_checked(
+        &self,
+        index: usize,
+        limit: u64,
+    ) -> Result<Option<(Vec<u8>, u64)>, StoreError> {
+        let (r, size) = self.open_message_checked(index)?;
+        let mut v = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::Read::take(r, limit + 1), &mut v)
+            .map_err(|e| StoreError::io("cannot read message", std::path::Path::new(""), e))?;
+        Ok((v.len() as u64 <= limit).then_some((v, size)))
+    }
+
     /// UPDATE: records the first retrieval date (`update.now`) of each message in
     /// `update.retrieved` that has none yet; removes the messages at
     /// `update.deletions` (0-based indexes into the snapshot; duplicates are ignored)

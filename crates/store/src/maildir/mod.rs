@@ -177,6 +177,24 @@ fn clean_tmp(root: &Path) {
     }
 }
 
+/// A name whose `,W=` lies: renamed to tell the truth (same base, so the UIDL stays),
+/// and logged.
+fn fix_name(path: &Path, name: &[u8], file_size: Option<u64>, named: u64, measured: u64) {
+    tracing::warn!(
+        path = %path.display(),
+        listed = named,
+        measured,
+        "Maildir file name gives a wrong ,W= size; announcing the measured size and renaming the file"
+    );
+    let fixed = names::with_sizes(name, file_size, measured);
+    if let Some(dir) = path.parent() {
+        let to = dir.join(OsStr::from_bytes(&fixed));
+        if let Err(err) = fs::rename(path, &to) {
+            tracing::warn!(path = %path.display(), error = %err, "cannot rename the Maildir file");
+        }
+    }
+}
+
 fn wire_size_of_file(path: &Path) -> io::Result<u64> {
     wire_size_of(&mut File::open(path)?)
 }
@@ -184,7 +202,7 @@ fn wire_size_of_file(path: &Path) -> io::Result<u64> {
 /// The wire size of what `f` holds from where it stands to its end.
 fn wire_size_of(f: &mut File) -> io::Result<u64> {
     let mut c = crate::wire::WireCounter::new();
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut buf = vec![0u8; 16 * 1024];
     loop {
         match f.read(&mut buf) {
             Ok(0) => return Ok(c.finish()),
@@ -467,6 +485,20 @@ impl MaildirDrop {
         let measured = wire_size_of(&mut f)
             .and_then(|n| f.seek(io::SeekFrom::Start(0)).map(|_| n))
             .map_err(|err| StoreError::io("cannot read", &path, err))?;
+        self.correct_record(index, &path, listed, measured, &meta);
+        Ok((Box::new(f), measured))
+    }
+
+    /// Records what the file of message `index` really holds (after a change in
+    /// place): the index no longer vouches for its listing, the next open lists again.
+    fn correct_record(
+        &self,
+        index: usize,
+        path: &Path,
+        listed: u64,
+        measured: u64,
+        meta: &fs::Metadata,
+    ) {
         if measured != listed {
             tracing::warn!(
                 path = %path.display(),
@@ -478,13 +510,12 @@ impl MaildirDrop {
         let mut listing = self.listing_without(&[]);
         if let Some(r) = listing.records.get_mut(index) {
             r.entry.wire = Some(measured);
-            r.entry.file_size = Some(fsize);
-            r.entry.mtime_ns = Some(mt);
+            r.entry.file_size = Some(meta.len());
+            r.entry.mtime_ns = Some(mtime_ns(meta));
         }
         if let Err(err) = index::store_listing(&self.root, &listing) {
             tracing::warn!(path = %self.root.display(), error = %err, "cannot write Maildir index");
         }
-        Ok((Box::new(f), measured))
     }
 
     /// The index after the messages at `gone` (ascending) were removed. The
@@ -542,21 +573,47 @@ impl Maildrop for MaildirDrop {
             .map_err(|err| StoreError::io("cannot read", &path, err))?;
         if measured != w || measured != listed {
             let file_size = f.metadata().map(|m| m.len()).ok();
-            tracing::warn!(
-                path = %path.display(),
-                listed = w,
-                measured,
-                "Maildir file name gives a wrong ,W= size; announcing the measured size and renaming the file"
-            );
-            let fixed = names::with_sizes(&name, file_size.or(s_size), measured);
-            if let Some(dir) = path.parent() {
-                let to = dir.join(OsStr::from_bytes(&fixed));
-                if let Err(err) = fs::rename(&path, &to) {
-                    tracing::warn!(path = %path.display(), error = %err, "cannot rename the Maildir file");
+            fix_name(&path, &name, file_size.or(s_size), w, measured);
+        }
+        Ok((Box::new(f), measured))
+    }
+
+    /// Small messages: read once into memory (never zeroed first) and measured from
+    /// the bytes, with the same checks as `open_message_checked`.
+    fn read_message_checked(
+        &self,
+        index: usize,
+        limit: u64,
+    ) -> Result<Option<(Vec<u8>, u64)>, StoreError> {
+        let listed = self
+            .messages
+            .get(index)
+            .ok_or(StoreError::NoSuchMessage(index))?
+            .size;
+        let (path, f) = self.open_file(index)?;
+        let mut bytes = Vec::with_capacity(listed.min(limit) as usize + 1);
+        io::Read::read_to_end(&mut io::Read::take(&f, limit + 1), &mut bytes)
+            .map_err(|err| StoreError::io("cannot read", &path, err))?;
+        if bytes.len() as u64 > limit {
+            return Ok(None);
+        }
+        let measured = correio_proto::wire_size(&bytes);
+        if measured != listed {
+            let name = path
+                .file_name()
+                .map(|n| n.as_bytes().to_vec())
+                .unwrap_or_default();
+            match names::sizes_of(&name) {
+                (_, Some(w)) => fix_name(&path, &name, Some(bytes.len() as u64), w, measured),
+                (_, None) => {
+                    let meta = f
+                        .metadata()
+                        .map_err(|err| StoreError::io("cannot stat", &path, err))?;
+                    self.correct_record(index, &path, listed, measured, &meta);
                 }
             }
         }
-        Ok((Box::new(f), measured))
+        Ok(Some((bytes, measured)))
     }
 
     fn update(mut self: Box<Self>, update: &Update) -> Result<CommitReport, StoreError> {
