@@ -10,7 +10,9 @@
 # as a ratio Correio/Dovecot with the target from issue 6, the server CPU time per
 # message and per MB (/proc/PID/stat of the whole process tree: for Dovecot master,
 # auth, pop3-login, every pop3 process and whatever else it spawned), and the loopback
-# limit. Then bench/fetch_compare.sh times `correio fetch`, mpop and fetchmail, on
+# limit; also (issue #15) a slow poplib client (bench/poplib_client.py, server CPU from
+# bench/proc_cpu.py) and TLS logins with each server's default password scheme. Then
+# bench/fetch_compare.sh times `correio fetch`, mpop and fetchmail, on
 # loopback and again over a link with 50 ms more round-trip time.
 #
 # Needs (Debian packages): dovecot-pop3d, mpop, fetchmail, python3, iproute2; cargo.
@@ -29,7 +31,7 @@ while [ $# -gt 0 ]; do
     --rounds) ROUNDS=$2; shift ;;
     --json) JSON_OUT=$2; shift ;;
     --skip-fetch) SKIP_FETCH=1 ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
     *) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -38,10 +40,13 @@ done
 if [ "$QUICK" = 1 ]; then
   : "${ROUNDS:=1}"; BIG_USERS=2; IDLE_CORREIO=2000; IDLE_DOVECOT=200; HUGE=50000
   STORM_SECS=5s; FETCH_ROUNDS=1
+  POPLIB_SMALL_USERS=4; POPLIB_SESSIONS=5
 else
   : "${ROUNDS:=2}"; BIG_USERS=4; IDLE_CORREIO=10000; IDLE_DOVECOT=400; HUGE=50000
   STORM_SECS=10s; FETCH_ROUNDS=3
+  POPLIB_SMALL_USERS=8; POPLIB_SESSIONS=5
 fi
+TLS_USERS=20
 # For trying the script itself quickly (figures from such runs mean nothing).
 HUGE=${CB_HUGE:-$HUGE}; IDLE_CORREIO=${CB_IDLE:-$IDLE_CORREIO}
 IDLE_DOVECOT=$(( IDLE_DOVECOT < IDLE_CORREIO ? IDLE_DOVECOT : IDLE_CORREIO ))
@@ -70,10 +75,12 @@ CORREIO=$CARGO_TARGET_DIR/release/correio
 T=$(mktemp -d /tmp/correio-compare.XXXXXX)
 chmod 755 "$T"
 CORREIO_PID=
+CORREIO2_PID=
 DOVECOT_PID=
 NETNS=
 cleanup() {
   [ -n "$CORREIO_PID" ] && kill "$CORREIO_PID" 2>/dev/null
+  [ -n "$CORREIO2_PID" ] && kill "$CORREIO2_PID" 2>/dev/null
   [ -n "$DOVECOT_PID" ] && kill "$DOVECOT_PID" 2>/dev/null
   [ -n "$NETNS" ] && ip netns del "$NETNS" 2>/dev/null
   wait 2>/dev/null || true
@@ -85,6 +92,7 @@ trap 'exit 130' INT TERM
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 C_POP3=$(free_port); C_POP3S=$(free_port); C_LMTP=$(free_port)
 D_POP3=$(free_port); D_POP3S=$(free_port)
+C2_POP3=$(free_port); C2_POP3S=$(free_port); C2_LMTP=$(free_port)
 
 echo "== corpus in $T" >&2
 mkdir -p "$T/mail" "$T/home" "$T/res" "$T/correio-data"
@@ -153,7 +161,28 @@ creds("u-big", [u for u in users if u.startswith("big")])
 creds("u-hugew", ["hugew"]); creds("u-hugenw", ["hugenw"])
 creds("u-idle", [u for u in users if u.startswith("idle")])
 PY
-chmod 644 "$T/users"
+# Logins with TLS and each server's default password scheme: 20 users per server,
+# hashed by what `correio user add` writes (Correio, in the shared passwd-file) and by
+# what `doveadm pw` writes with no -s (Dovecot, in a second passdb/userdb file).
+: >"$T/users-dovecot-default"; : >"$T/u-ctls"; : >"$T/u-dtls"
+for i in $(seq -w 0 $((TLS_USERS - 1))); do
+  for u in ctls$i dtls$i; do
+    mkdir -p "$T/mail/$u/cur" "$T/mail/$u/new" "$T/mail/$u/tmp"
+  done
+  rm -f "$T/users-scratch"
+  printf 'pw-ctls%s\n' "$i" | "$CORREIO" user add --users "$T/users-scratch" --password-stdin "ctls$i" >/dev/null
+  hash=$(cut -d: -f2 "$T/users-scratch")
+  echo "ctls$i:$hash:65534:65534::$T/home/ctls$i::" >>"$T/users"
+  echo "ctls$i:pw-ctls$i" >>"$T/u-ctls"
+  hash=$(doveadm pw -p "pw-dtls$i" 2>/dev/null) || hash=
+  echo "dtls$i:$hash:65534:65534::$T/home/dtls$i::" >>"$T/users-dovecot-default"
+  echo "dtls$i:pw-dtls$i" >>"$T/u-dtls"
+done
+rm -f "$T/users-scratch"
+C_SCHEME=$(grep -m1 '^ctls' "$T/users" | cut -d: -f2 | sed 's/}.*/}/')
+D_SCHEME=$(head -1 "$T/users-dovecot-default" | cut -d: -f2 | cut -c1-14)
+echo "   default schemes: correio $C_SCHEME, dovecot $D_SCHEME..." >&2
+chmod 644 "$T/users" "$T/users-dovecot-default"
 chown -R 65534:65534 "$T/mail" "$T/home"
 "$CORREIO" cert --data "$T/correio-data" --host localhost >/dev/null 2>&1 ||
   { echo "correio cert failed" >&2; exit 1; }
@@ -178,6 +207,15 @@ key = "$KEY"
 max_connections = 30000
 max_connections_per_ip = 30000
 TOML
+
+# A second Correio for the TLS-login scenario only: the same, with the authentication
+# cache off (Correio's default has it on, Dovecot's has none), so that the hash is
+# verified on every login as Dovecot does.
+mkdir -p "$T/correio-data-nocache"
+sed -e "s|^data_dir = .*|data_dir = \"$T/correio-data-nocache\"|" \
+    -e "s|127.0.0.1:$C_POP3\"|127.0.0.1:$C2_POP3\"|" -e "s|127.0.0.1:$C_POP3S\"|127.0.0.1:$C2_POP3S\"|" \
+    -e "s|127.0.0.1:$C_LMTP\"|127.0.0.1:$C2_LMTP\"|" "$T/correio.toml" >"$T/correio-nocache.toml"
+printf '[auth]\ncache_size = 0\n' >>"$T/correio-nocache.toml"
 
 # Dovecot in its high-performance login mode (login processes serve many
 # connections), so it is measured at its best; one pop3 process per session, as always.
@@ -209,6 +247,14 @@ passdb {
 userdb {
   driver = passwd-file
   args = $T/users
+}
+passdb {
+  driver = passwd-file
+  args = $T/users-dovecot-default
+}
+userdb {
+  driver = passwd-file
+  args = $T/users-dovecot-default
 }
 service pop3-login {
   inet_listener pop3 {
@@ -251,6 +297,10 @@ bench() {
     *" --tls implicit "*) if [ "$server" = correio ]; then port=$C_POP3S; else port=$D_POP3S; fi ;;
     *) if [ "$server" = correio ]; then port=$C_POP3; else port=$D_POP3; fi ;;
   esac
+  if [ "$server" = correio-nocache ]; then
+    pid=$CORREIO2_PID
+    case " $* " in *" --tls implicit "*) port=$C2_POP3S ;; *) port=$C2_POP3 ;; esac
+  fi
   local out="$T/res/$name.$server.$round.json"
   if "$CORREIO" bench "$@" --port "$port" --server-pid "$pid" --label "$server" --json >"$out" 2>"$T/res/err"; then :; else
     echo "   ($name $server: exit $?; $(head -c 300 "$T/res/err"))" >&2
@@ -268,6 +318,37 @@ print(f"   {sys.argv[2]:<14} {sys.argv[3]:<8} {r['messages_per_s']:>9.0f} msg/s 
       f"session p50 {lat.get('p50_ms', 0):.1f} ms  errors {r['errors']}")
 PY
 }
+# poplib LABEL SERVER ROUND USERS_FILE WORKERS SESSIONS_PER_USER: bench/poplib_client.py
+# (Python's poplib, one RETR at a time read line by line) against SERVER's POP3 port,
+# the server's CPU over the run from bench/proc_cpu.py before and after.
+poplib() {
+  local name=$1 server=$2 round=$3 users=$4 workers=$5 sessions=$6 port pid
+  if [ "$server" = correio ]; then pid=$CORREIO_PID; port=$C_POP3; else pid=$DOVECOT_PID; port=$D_POP3; fi
+  local out="$T/res/$name.$server.$round.json" c0 c1
+  c0=$(python3 "$ROOT/bench/proc_cpu.py" "$pid") || c0=
+  timeout 400 python3 "$ROOT/bench/poplib_client.py" 127.0.0.1 "$port" "$users" "$workers" "$sessions" \
+    --timeout 30 --time-limit 300 >"$out.raw" 2>"$T/res/err" ||
+    echo "   ($name $server: exit $?; $(head -c 300 "$T/res/err"))" >&2
+  c1=$(python3 "$ROOT/bench/proc_cpu.py" "$pid") || c1=
+  python3 - "$out.raw" "$out" "$name" "$server" "$c0" "$c1" <<'PY' >&2
+import json, sys
+raw, out, name, server, c0, c1 = sys.argv[1:7]
+try:
+    r = json.load(open(raw))
+except Exception:
+    print(f"   {name:<14} {server:<8} no result"); sys.exit(0)
+cpu = float(c1) - float(c0) if c0 and c1 else None
+r["server"] = dict(cpu_s=cpu,
+                   cpu_us_per_message=cpu * 1e6 / r["messages"] if cpu is not None and r["messages"] else None,
+                   cpu_ms_per_mb=cpu * 1e3 / (r["bytes"] / 1e6) if cpu is not None and r["bytes"] else None)
+json.dump(r, open(out, "w"))
+print(f"   {name:<14} {server:<8} {r['messages']:>6} msgs {r['messages_per_s']:>8.0f} msg/s "
+      f"{r['wall_s']:>6.2f} s  cpu {cpu if cpu is not None else float('nan'):.2f}s  "
+      f"{(r['server']['cpu_us_per_message'] or 0):.0f} us/msg  errors {r['errors']}"
+      + (f" ({r['error_sample']})" if r.get("error_sample") else ""))
+PY
+  rm -f "$out.raw"
+}
 # Forget every index either server built for a Maildir (for first-open runs).
 reset_indexes() {
   find "$T/mail/$1" -maxdepth 1 -type f \( -name 'dovecot*' -o -name 'correio-index*' \) -delete
@@ -280,6 +361,10 @@ for s in correio dovecot; do
   bench warmup $s 0 open --users-file "$T/u-hugew" -c 1 --count 1 --duration 120s --timeout 120s
 done
 
+head -n "$POPLIB_SMALL_USERS" "$T/u-small" >"$T/u-poplib-small"
+"$CORREIO" serve --config "$T/correio-nocache.toml" 2>"$T/correio-nocache.log" &
+CORREIO2_PID=$!
+wait_port "$C2_POP3" || { cat "$T/correio-nocache.log" >&2; exit 1; }
 for r in $(seq "$ROUNDS"); do
   echo "== round $r of $ROUNDS" >&2
   for s in correio dovecot; do
@@ -304,6 +389,16 @@ for r in $(seq "$ROUNDS"); do
   for s in correio dovecot; do
     bench login-storm $s "$r" login-storm --users-file "$T/u-idle" -c 20 --duration "$STORM_SECS"
   done
+  for s in correio dovecot; do
+    poplib poplib4k $s "$r" "$T/u-poplib-small" "$POPLIB_SMALL_USERS" "$POPLIB_SESSIONS"
+  done
+  for s in correio dovecot; do
+    poplib poplib1m $s "$r" "$T/u-big" "$BIG_USERS" 2
+  done
+  for s in correio dovecot correio-nocache; do
+    if [ $s = dovecot ]; then u=$T/u-dtls; else u=$T/u-ctls; fi
+    bench login-tls-default $s "$r" login-storm --tls implicit --insecure --users-file "$u" -c "$TLS_USERS" --duration "$STORM_SECS"
+  done
 done
 
 echo "== mixed RETR+DELE with LMTP deliveries (correio; Dovecot's LMTP is not installed)" >&2
@@ -320,10 +415,10 @@ DL1M_BYTES=$(python3 -c "import json; print(json.load(open('$T/res/dl1m.correio.
 "$CORREIO" bench --loopback "$DL4K_BYTES" -c 20 --duration 60s --json >"$T/res/loopback4k.json" || true
 "$CORREIO" bench --loopback "$DL1M_BYTES" -c "$BIG_USERS" --duration 60s --json >"$T/res/loopback1m.json" || true
 
-# Stop both servers before the fetch comparison (it starts its own Dovecot).
-kill "$CORREIO_PID" "$DOVECOT_PID" 2>/dev/null || true
-wait "$CORREIO_PID" "$DOVECOT_PID" 2>/dev/null || true
-CORREIO_PID= ; DOVECOT_PID=
+# Stop the servers before the fetch comparison (it starts its own Dovecot).
+kill "$CORREIO_PID" "$DOVECOT_PID" "$CORREIO2_PID" 2>/dev/null || true
+wait "$CORREIO_PID" "$DOVECOT_PID" "$CORREIO2_PID" 2>/dev/null || true
+CORREIO_PID= ; DOVECOT_PID= ; CORREIO2_PID=
 
 FETCH_LAN=; FETCH_WAN=
 if [ "$SKIP_FETCH" = 0 ]; then
@@ -354,6 +449,7 @@ if [ "$SKIP_FETCH" = 0 ]; then
   fi
 fi
 
+C_SCHEME=$C_SCHEME D_SCHEME=$D_SCHEME \
 python3 - "$T/res" "$JSON_OUT" "$FETCH_LAN" "$FETCH_WAN" "$QUICK" "$ROUNDS" <<'PY'
 import glob, json, os, statistics, sys
 res, json_out, fetch_lan, fetch_wan, quick, rounds = sys.argv[1:7]
@@ -378,8 +474,8 @@ def mean(name, server, path):
     return statistics.mean(vals) if vals else None
 
 rows = []
-def row(figure, name, path, unit, target=None, better="higher", absolute=None):
-    c, d = mean(name, "correio", path), mean(name, "dovecot", path)
+def row(figure, name, path, unit, target=None, better="higher", absolute=None, c_server="correio"):
+    c, d = mean(name, c_server, path), mean(name, "dovecot", path)
     ratio = c / d if c is not None and d not in (None, 0) else None
     met = None
     if target is not None and ratio is not None:
@@ -404,6 +500,21 @@ row("50,000 msgs warm: login+STAT+UIDL+LIST+QUIT", "open-warm", "session_latency
 row("50,000 msgs first open, no size tags", "open-first", "session_latency.mean_ms", "ms", 1.0, "lower")
 row("logins/s ({PLAIN} both), 20 at once", "login-storm", "sessions_per_s", "login/s", 2)
 row("login latency p99 in the storm", "login-storm", "login_latency.p99_ms", "ms")
+row("server CPU per 4 KB message, poplib client", "poplib4k", "server.cpu_us_per_message", "us", 1/3, "lower")
+row("server CPU per 1 MB message, poplib client", "poplib1m", "server.cpu_us_per_message", "us", 1/3, "lower")
+row("poplib client, 4 KB messages, msg/s", "poplib4k", "messages_per_s", "msg/s")
+row("poplib client, 1 MB messages, msg/s", "poplib1m", "messages_per_s", "msg/s")
+for r in sum((runs.get(("login-tls-default", s), []) for s in ("correio", "dovecot", "correio-nocache")), []):
+    cpu_us = get(r, "server.cpu_us_per_session")
+    if isinstance(cpu_us, (int, float)):
+        r.setdefault("server", {})["cpu_ms_per_session"] = cpu_us / 1e3
+row(f"server CPU per TLS login, default scheme ({os.environ.get('C_SCHEME', '?')} vs "
+    f"{os.environ.get('D_SCHEME', '?')}...)", "login-tls-default", "server.cpu_ms_per_session", "ms")
+row("TLS logins/s, default scheme, 20 at once", "login-tls-default", "sessions_per_s", "login/s")
+row("the same, Correio's auth cache off: server CPU per TLS login", "login-tls-default",
+    "server.cpu_ms_per_session", "ms", c_server="correio-nocache")
+row("the same, Correio's auth cache off: TLS logins/s", "login-tls-default", "sessions_per_s", "login/s",
+    c_server="correio-nocache")
 row("idle: server RSS per held session", "idle", "server.rss_kib_per_session", "KiB", absolute=32)
 row("idle: server PSS per held session", "idle", "server.pss_kib_per_session", "KiB", absolute=32)
 row("idle: sessions held", "idle", "held", "")
