@@ -623,15 +623,11 @@ fn quit_in_authorization_never_commits_nor_does_timeout_or_shutdown() {
     ] {
         let mut s = ServerSession::new(ServerConfig::default(), loopback(), None);
         let mut fake = Fake::default();
-        let mut framer = LineFramer::new(255);
-        let mut out = Vec::new();
-        framer.push(b"USER alice\r\nPASS secret pw\r\nDELE 1\r\n");
-        while let Some(line) = framer.next_line() {
-            let mut act = s.handle_line(line).unwrap();
-            while let Some(a) = act {
-                act = fake.perform(a, &mut s, &mut out, &mut LineFramer::new(255));
-            }
-        }
+        feed(
+            &mut s,
+            &mut fake,
+            b"USER alice\r\nPASS secret pw\r\nDELE 1\r\n",
+        );
         s.take_output();
         assert_eq!(event(&mut s), Some(Action::Close));
         assert_eq!(s.take_output(), text.as_bytes());
@@ -692,17 +688,11 @@ fn wrong_state_commands() {
 #[test]
 fn stats_count_retr_top_dele_and_bytes() {
     let mut s = ServerSession::new(ServerConfig::default(), loopback(), None);
-    let mut fake = Fake::default();
-    let mut framer = LineFramer::new(255);
-    let mut out = Vec::new();
-    framer
-        .push(b"USER alice\r\nPASS secret pw\r\nRETR 1\r\nRETR 2\r\nTOP 3 0\r\nDELE 1\r\nQUIT\r\n");
-    while let Some(line) = framer.next_line() {
-        let mut act = s.handle_line(line).unwrap();
-        while let Some(a) = act {
-            act = fake.perform(a, &mut s, &mut out, &mut LineFramer::new(255));
-        }
-    }
+    feed(
+        &mut s,
+        &mut Fake::default(),
+        b"USER alice\r\nPASS secret pw\r\nRETR 1\r\nRETR 2\r\nTOP 3 0\r\nDELE 1\r\nQUIT\r\n",
+    );
     let st = s.stats();
     assert_eq!((st.retr, st.top, st.dele, st.committed), (2, 1, 1, true));
     assert_eq!(
@@ -742,16 +732,11 @@ fn a_line_fed_while_waiting_is_never_acted_on_and_closes_the_session() {
 #[test]
 fn message_opened_error_gives_sys_temp() {
     let mut s = ServerSession::new(ServerConfig::default(), loopback(), None);
-    let mut fake = Fake::default();
-    let mut framer = LineFramer::new(255);
-    let mut out = Vec::new();
-    framer.push(b"USER alice\r\nPASS secret pw\r\n");
-    while let Some(line) = framer.next_line() {
-        let mut act = s.handle_line(line).unwrap();
-        while let Some(a) = act {
-            act = fake.perform(a, &mut s, &mut out, &mut LineFramer::new(255));
-        }
-    }
+    feed(
+        &mut s,
+        &mut Fake::default(),
+        b"USER alice\r\nPASS secret pw\r\n",
+    );
     s.take_output();
     let a = s
         .handle_line(correio_proto::Line::Complete(b"RETR 2"))
@@ -817,16 +802,11 @@ fn the_idle_limit_is_the_sessions_own_and_depends_on_the_state() {
     };
     let mut s = ServerSession::new(config, loopback(), None);
     assert_eq!(s.idle_timeout().as_secs(), 30);
-    let mut fake = Fake::default();
-    let mut framer = LineFramer::new(255);
-    let mut out = Vec::new();
-    framer.push(b"USER alice\r\nPASS secret pw\r\n");
-    while let Some(line) = framer.next_line() {
-        let mut act = s.handle_line(line).unwrap();
-        while let Some(a) = act {
-            act = fake.perform(a, &mut s, &mut out, &mut LineFramer::new(255));
-        }
-    }
+    feed(
+        &mut s,
+        &mut Fake::default(),
+        b"USER alice\r\nPASS secret pw\r\n",
+    );
     assert_eq!(s.state(), correio_proto::server::State::Transaction);
     assert_eq!(s.idle_timeout().as_secs(), 900);
 }
@@ -890,4 +870,17 @@ fn bad_base64_gets_the_same_auth_reply_on_both_paths() {
         Some(Action::SaslAbort)
     );
     assert_eq!(s.take_output(), expected);
+}
+
+/// Feeds `input` line by line, carrying out every action with `fake`.
+fn feed(s: &mut ServerSession, fake: &mut Fake, input: &[u8]) {
+    let mut framer = LineFramer::new(255);
+    let mut out = Vec::new();
+    framer.push(input);
+    while let Some(line) = framer.next_line() {
+        let mut act = s.handle_line(line).unwrap();
+        while let Some(a) = act {
+            act = fake.perform(a, s, &mut out, &mut LineFramer::new(255));
+        }
+    }
 }
