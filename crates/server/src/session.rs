@@ -48,6 +48,10 @@ const STREAM_CHUNK: usize = 128 * 1024;
 /// message (profiled: futex wake/schedule were half the server's CPU for 4 KB RETRs).
 /// A wire size is never smaller than the file, so one buffer of size + 1 holds it all.
 const INLINE_READ_MAX: u64 = 64 * 1024;
+/// Messages up to this size are read whole (once, on the blocking pool when over
+/// [`INLINE_READ_MAX`]) and sent from memory; larger ones stream in [`STREAM_CHUNK`]s.
+/// Bounds a session's memory during one RETR to about twice this.
+const WHOLE_READ_MAX: u64 = 2 * 1024 * 1024;
 /// Replies to pipelined commands are collected up to this many bytes before a write
 /// (one syscall for many small replies); they are always sent before the next read.
 const OUTPUT_BATCH: usize = 64 * 1024;
@@ -731,19 +735,35 @@ impl Driver {
         let Some(md) = self.maildrop.take() else {
             return Ok(Event::MessageOpened(Err(OpenError::Temporary)));
         };
-        let mut small = md
-            .messages()
-            .get(index)
-            .map(|m| m.size)
-            .filter(|size| *size <= INLINE_READ_MAX && md.cheap_read(index));
-        if small.is_some() {
-            match md.read_message_checked(index, INLINE_READ_MAX) {
+        let listed = md.messages().get(index).map(|m| m.size);
+        let mut small = listed.filter(|size| *size <= INLINE_READ_MAX && md.cheap_read(index));
+        let md = if listed.is_some_and(|size| size <= WHOLE_READ_MAX) {
+            // Read whole (small ones on this worker, the others on the blocking pool):
+            // one read, measured from the bytes, one write.
+            let (md, read) = if small.is_some() {
+                let r = md.read_message_checked(index, WHOLE_READ_MAX);
+                (md, r)
+            } else {
+                match tokio::task::spawn_blocking(move || {
+                    let r = md.read_message_checked(index, WHOLE_READ_MAX);
+                    (md, r)
+                })
+                .await
+                {
+                    Ok(x) => x,
+                    Err(_) => return Ok(Event::MessageOpened(Err(OpenError::Temporary))),
+                }
+            };
+            match read {
                 Ok(Some((bytes, measured))) => {
                     self.maildrop = Some(md);
                     return self.send_whole(index, kind, &bytes, measured);
                 }
-                // Grown past the inline bound since it was listed: streamed below.
-                Ok(None) => small = None,
+                // Grown past the bound since it was listed: streamed below.
+                Ok(None) => {
+                    small = None;
+                    md
+                }
                 Err(e) => {
                     self.maildrop = Some(md);
                     self.shared.metrics.store_errors.inc();
@@ -751,7 +771,9 @@ impl Driver {
                     return Ok(Event::MessageOpened(Err(open_error(&e))));
                 }
             }
-        }
+        } else {
+            md
+        };
         let (md, reader) = if small.is_some() {
             let r = md.open_message_checked(index);
             (md, r)
