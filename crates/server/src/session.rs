@@ -727,20 +727,21 @@ impl Driver {
         }
     }
 
-    /// RETR/TOP: open, send `+OK`, then read-stuff-write in bounded chunks. Small
-    /// messages are read on this worker ([`INLINE_READ_MAX`]), large ones in
-    /// [`STREAM_CHUNK`]s on the blocking pool. The reply is left in `pending` for the
-    /// caller to send (with the replies to further pipelined commands).
+    /// RETR/TOP: `+OK`, then the stuffed body. Messages up to [`WHOLE_READ_MAX`] are
+    /// read whole, once (on this worker up to [`INLINE_READ_MAX`], else on the
+    /// blocking pool); larger ones are read in [`STREAM_CHUNK`]s on the blocking pool
+    /// and written in bounded batches. The reply is left in `pending` for the caller
+    /// to send (with the replies to further pipelined commands).
     async fn stream(&mut self, index: usize, kind: StreamKind) -> Result<Event, Ended> {
         let Some(md) = self.maildrop.take() else {
             return Ok(Event::MessageOpened(Err(OpenError::Temporary)));
         };
         let listed = md.messages().get(index).map(|m| m.size);
-        let mut small = listed.filter(|size| *size <= INLINE_READ_MAX && md.cheap_read(index));
         let md = if listed.is_some_and(|size| size <= WHOLE_READ_MAX) {
             // Read whole (small ones on this worker, the others on the blocking pool):
             // one read, measured from the bytes, one write.
-            let (md, read) = if small.is_some() {
+            let inline = listed.is_some_and(|size| size <= INLINE_READ_MAX) && md.cheap_read(index);
+            let (md, read) = if inline {
                 let r = md.read_message_checked(index, WHOLE_READ_MAX);
                 (md, r)
             } else {
@@ -757,80 +758,49 @@ impl Driver {
             match read {
                 Ok(Some((bytes, measured))) => {
                     self.maildrop = Some(md);
-                    return self.send_whole(index, kind, &bytes, measured);
+                    let (mut out, unsent_before, mut stuffer) =
+                        self.begin_body(index, kind, measured)?;
+                    out.reserve(bytes.len() + bytes.len() / 16 + 8);
+                    stuffer.feed(&bytes, &mut out);
+                    return self.finish_stream(kind, stuffer, out, unsent_before, 0);
                 }
                 // Grown past the bound since it was listed: streamed below.
-                Ok(None) => {
-                    small = None;
-                    md
-                }
+                Ok(None) => md,
                 Err(e) => {
                     self.maildrop = Some(md);
-                    self.shared.metrics.store_errors.inc();
-                    warn!(remote = %self.peer, error = %e, "cannot open message");
-                    return Ok(Event::MessageOpened(Err(open_error(&e))));
+                    return Ok(self.open_failed(&e));
                 }
             }
         } else {
             md
         };
-        let (md, reader) = if small.is_some() {
+        // Larger messages: measured by the store, then read in chunks on the blocking
+        // pool.
+        let opened = tokio::task::spawn_blocking(move || {
             let r = md.open_message_checked(index);
             (md, r)
-        } else {
-            let opened = tokio::task::spawn_blocking(move || {
-                let r = md.open_message_checked(index);
-                (md, r)
-            })
-            .await;
-            match opened {
-                Ok(x) => x,
-                Err(_) => return Ok(Event::MessageOpened(Err(OpenError::Temporary))),
-            }
+        })
+        .await;
+        let Ok((md, reader)) = opened else {
+            return Ok(Event::MessageOpened(Err(OpenError::Temporary)));
         };
         self.maildrop = Some(md);
-        let mut reader = match reader {
-            Ok((r, measured)) => {
-                // What the store measured is what `+OK n octets` announces.
-                self.session.correct_size(index, measured);
-                r
-            }
-            Err(e) => {
-                self.shared.metrics.store_errors.inc();
-                warn!(remote = %self.peer, error = %e, "cannot open message");
-                return Ok(Event::MessageOpened(Err(open_error(&e))));
-            }
+        let (mut reader, measured) = match reader {
+            Ok(x) => x,
+            Err(e) => return Ok(self.open_failed(&e)),
         };
-        let action = self.session.handle_event(Event::MessageOpened(Ok(())));
-        if !matches!(action, Ok(None)) {
-            // Nothing to stream: the session is closed (a contract violation).
-            self.checked(action);
-            return Err(Ended::Internal);
-        }
-        // The status line goes out with the body, after what is already held back.
-        let mut out = std::mem::take(&mut self.pending);
-        let mut unsent_before = out.len();
-        out.extend_from_slice(&self.session.take_output());
-        let mut stuffer = match kind {
-            StreamKind::Retr => DotStuffer::new(),
-            StreamKind::Top(n) => DotStuffer::top(n),
-        };
+        let (mut out, mut unsent_before, mut stuffer) = self.begin_body(index, kind, measured)?;
         let mut sent: u64 = 0;
         let mut inbuf = vec![0u8; STREAM_CHUNK];
         loop {
-            let n = if small.is_some() {
-                read_some(&mut reader, &mut inbuf)
-            } else {
-                let read = tokio::task::spawn_blocking(move || {
-                    let r = read_some(&mut reader, &mut inbuf);
-                    (reader, inbuf, r)
-                })
-                .await
-                .map_err(|e| Ended::Store(e.to_string()))?;
-                let n;
-                (reader, inbuf, n) = read;
-                n
-            };
+            let read = tokio::task::spawn_blocking(move || {
+                let r = read_some(&mut reader, &mut inbuf);
+                (reader, inbuf, r)
+            })
+            .await
+            .map_err(|e| Ended::Store(e.to_string()))?;
+            let n;
+            (reader, inbuf, n) = read;
             let n = n.map_err(|e| Ended::Store(e.to_string()))?;
             if n == 0 {
                 break;
@@ -849,32 +819,38 @@ impl Driver {
         self.finish_stream(kind, stuffer, out, unsent_before, sent)
     }
 
-    /// A small message already in memory: `+OK`, the stuffed body and the terminator
-    /// go into the output in one piece.
-    fn send_whole(
+    /// The message could not be opened: counted, logged, and the session told.
+    fn open_failed(&mut self, e: &StoreError) -> Event {
+        self.shared.metrics.store_errors.inc();
+        warn!(remote = %self.peer, error = %e, "cannot open message");
+        Event::MessageOpened(Err(open_error(e)))
+    }
+
+    /// The message is open and holds `measured` wire octets (what `+OK n octets`
+    /// announces): the session's `+OK` goes into the output after what is already
+    /// held back. Returns the output, how much of it precedes this message, and the
+    /// stuffer for the body.
+    fn begin_body(
         &mut self,
         index: usize,
         kind: StreamKind,
-        bytes: &[u8],
         measured: u64,
-    ) -> Result<Event, Ended> {
-        // What the store measured is what `+OK n octets` announces.
+    ) -> Result<(Vec<u8>, usize, DotStuffer), Ended> {
         self.session.correct_size(index, measured);
         let action = self.session.handle_event(Event::MessageOpened(Ok(())));
         if !matches!(action, Ok(None)) {
+            // Nothing to stream: the session is closed (a contract violation).
             self.checked(action);
             return Err(Ended::Internal);
         }
         let mut out = std::mem::take(&mut self.pending);
         let unsent_before = out.len();
         out.extend_from_slice(&self.session.take_output());
-        let mut stuffer = match kind {
+        let stuffer = match kind {
             StreamKind::Retr => DotStuffer::new(),
             StreamKind::Top(n) => DotStuffer::top(n),
         };
-        out.reserve(bytes.len() + bytes.len() / 16 + 8);
-        stuffer.feed(bytes, &mut out);
-        self.finish_stream(kind, stuffer, out, unsent_before, 0)
+        Ok((out, unsent_before, stuffer))
     }
 
     /// The terminator, the counters, and the output left for the caller to send.
