@@ -511,6 +511,8 @@ struct Driver<R, W> {
     peer: String,
     out: Vec<u8>,
     spool: Spool,
+    /// Unstuffed data on its way to the spool (kept only during DATA).
+    chunk: Vec<u8>,
 }
 
 impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Driver<R, W> {
@@ -697,7 +699,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Driver<R, W> {
     /// Message data from the client: unstuffed by the session into the spool. When the
     /// data ends, the rest goes back to the framer and the session's next action runs.
     async fn feed(&mut self, s: &mut LmtpSession<AcceptedRcpt>, bytes: &[u8]) -> io::Result<()> {
-        let mut chunk = Vec::with_capacity(bytes.len() + 256);
+        // One buffer for the whole DATA phase (not one per read).
+        let mut chunk = std::mem::take(&mut self.chunk);
+        chunk.clear();
         let (used, action) = match s.feed_data(bytes, &mut chunk) {
             Ok(r) => r,
             Err(e) => {
@@ -713,7 +717,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Driver<R, W> {
             // gets 451 then.
             self.spool = Spool::Failed(e);
         }
-        if !s.is_receiving_data() {
+        if s.is_receiving_data() {
+            self.chunk = chunk;
+        } else {
             self.framer.push(&bytes[used..]);
             self.run(s, action).await?;
         }
@@ -751,6 +757,7 @@ async fn serve_connection<R, W>(
         peer,
         out: Vec::with_capacity(1024),
         spool: Spool::None,
+        chunk: Vec::new(),
     };
     debug!(peer = %c.peer, "lmtp connection");
     if let Err(e) = c.serve(&mut s, &mut stop).await {
