@@ -140,11 +140,25 @@ def fill(user, count, size, tags, vary=False):
         with open(os.path.join(d, "cur", base + ":2,S"), "wb") as f:
             f.write(data)
 
+def fill_wire(user, count, size):
+    """The 1 MB messages as `line_ends = "crlf"` stores them: CRLF, no line starting
+    with a dot (those are the ones stored in wire form), named as Correio names them."""
+    d = maildir(user)
+    data = message(0, size).replace(b"\n.", b"\n,")
+    data = data.replace(b"\n", b"\r\n")[:size]
+    data = data[:data.rindex(b"\r\n") + 2]
+    for i in range(count):
+        base = f"{1700000000 + i}.M{i}P{os.getpid()}.bench,S={len(data)},W={len(data)},D=0"
+        with open(os.path.join(d, "cur", base + ":2,S"), "wb") as f:
+            f.write(data)
+
 users = []
 for u in range(n_small):
     fill(f"small{u:02}", 500, 4096, True); users.append(f"small{u:02}")
 for u in range(n_big):
     fill(f"big{u}", 50, 1 << 20, True); users.append(f"big{u}")
+for u in range(n_big):
+    fill_wire(f"bigw{u}", 50, 1 << 20); users.append(f"bigw{u}")
 fill("hugew", huge, 2048, True, vary=True); users.append("hugew")
 fill("hugenw", huge, 2048, False, vary=True); users.append("hugenw")
 for u in range(n_idle):
@@ -157,7 +171,8 @@ def creds(path, names):
         for u in names:
             f.write(f"{u}:pw-{u}\n")
 creds("u-small", [u for u in users if u.startswith("small")])
-creds("u-big", [u for u in users if u.startswith("big")])
+creds("u-big", [u for u in users if u.startswith("big") and not u.startswith("bigw")])
+creds("u-bigw", [u for u in users if u.startswith("bigw")])
 creds("u-hugew", ["hugew"]); creds("u-hugenw", ["hugenw"])
 creds("u-idle", [u for u in users if u.startswith("idle")])
 PY
@@ -358,6 +373,7 @@ echo "== warm-up (page cache, indexes of the download corpora)" >&2
 for s in correio dovecot; do
   bench warmup $s 0 download --pipeline --users-file "$T/u-small" -c 20 --count 20 --duration 60s
   bench warmup $s 0 download --pipeline --users-file "$T/u-big" -c "$BIG_USERS" --count "$BIG_USERS" --duration 60s
+  bench warmup $s 0 download --pipeline --users-file "$T/u-bigw" -c "$BIG_USERS" --count "$BIG_USERS" --duration 60s
   bench warmup $s 0 open --users-file "$T/u-hugew" -c 1 --count 1 --duration 120s --timeout 120s
 done
 
@@ -380,6 +396,9 @@ for r in $(seq "$ROUNDS"); do
     bench dl1m $s "$r" download --pipeline --users-file "$T/u-big" -c "$BIG_USERS" --count $((BIG_USERS * 2)) --duration 60s
   done
   for s in correio dovecot; do
+    bench dl1m-wire $s "$r" download --pipeline --users-file "$T/u-bigw" -c "$BIG_USERS" --count $((BIG_USERS * 2)) --duration 60s
+  done
+  for s in correio dovecot; do
     bench open-warm $s "$r" open --users-file "$T/u-hugew" -c 1 --count 5 --duration 120s --timeout 120s
   done
   for s in correio dovecot; do
@@ -394,6 +413,9 @@ for r in $(seq "$ROUNDS"); do
   done
   for s in correio dovecot; do
     poplib poplib1m $s "$r" "$T/u-big" "$BIG_USERS" 2
+  done
+  for s in correio dovecot; do
+    poplib poplib1m-wire $s "$r" "$T/u-bigw" "$BIG_USERS" 2
   done
   for s in correio dovecot correio-nocache; do
     if [ $s = dovecot ]; then u=$T/u-dtls; else u=$T/u-ctls; fi
@@ -501,6 +523,9 @@ row("20 x 500 x 4 KB pipelined, implicit TLS, msg/s", "dl4k-tls", "messages_per_
 row("server CPU per 4 KB message, TLS", "dl4k-tls", "server.cpu_us_per_message", "us")
 row("20 x 500 x 4 KB one RETR at a time, msg/s", "dl4k-seq", "messages_per_s", "msg/s")
 row("1 MB messages pipelined, MB/s", "dl1m", "mb_per_s", "MB/s")
+row("server CPU per 1 MB message stored in wire form (CRLF, sendfile)", "dl1m-wire",
+    "server.cpu_us_per_message", "us", 1/3, "lower")
+row("1 MB messages stored in wire form, pipelined, MB/s", "dl1m-wire", "mb_per_s", "MB/s")
 row("50,000 msgs warm: login+STAT+UIDL+LIST+QUIT", "open-warm", "session_latency.mean_ms", "ms", 0.3, "lower")
 row("50,000 msgs first open, no size tags", "open-first", "session_latency.mean_ms", "ms", 1.0, "lower")
 row("logins/s ({PLAIN} both), 20 at once", "login-storm", "sessions_per_s", "login/s", 2)
@@ -509,6 +534,8 @@ row("server CPU per 4 KB message, poplib client", "poplib4k", "server.cpu_us_per
 row("server CPU per 1 MB message, poplib client", "poplib1m", "server.cpu_us_per_message", "us", 1/3, "lower")
 row("poplib client, 4 KB messages, msg/s", "poplib4k", "messages_per_s", "msg/s")
 row("poplib client, 1 MB messages, msg/s", "poplib1m", "messages_per_s", "msg/s")
+row("server CPU per 1 MB message in wire form, poplib client", "poplib1m-wire",
+    "server.cpu_us_per_message", "us", 1/3, "lower")
 for r in sum((runs.get(("login-tls-default", s), []) for s in ("correio", "dovecot", "correio-nocache")), []):
     cpu_us = get(r, "server.cpu_us_per_session")
     if isinstance(cpu_us, (int, float)):
@@ -578,6 +605,14 @@ print(f"load generator ceiling (canned in-process server, 20 x 500 x 4 KB pipeli
       f"{fmt(extra['self_test_msgs_per_s'])} msg/s, {fmt(extra['self_test_mb_per_s'])} MB/s")
 print(f"loopback TCP limit for the same bytes: 4 KB corpus {fmt(extra['loopback_4k_mb_per_s'])} MB/s, "
       f"1 MB corpus {fmt(extra['loopback_1m_mb_per_s'])} MB/s")
+lb = extra["loopback_1m_mb_per_s"]
+for label, name in (("1 MB messages", "dl1m"), ("1 MB messages in wire form (sendfile)", "dl1m-wire")):
+    c = mean(name, "correio", "mb_per_s")
+    if c is not None and lb:
+        extra[f"{name}_of_loopback"] = c / lb
+        print(f"{label}: Correio at {100 * c / lb:.0f}% of that limit (target >= 80%)"
+              + (f", Dovecot at {100 * mean(name, 'dovecot', 'mb_per_s') / lb:.0f}%"
+                 if mean(name, "dovecot", "mb_per_s") else ""))
 print(f"rounds {rounds}, quick {quick}; every run's JSON: correio bench --json")
 if json_out:
     json.dump(dict(rows=rows, extra=extra, runs={f"{k[0]}.{k[1]}": v for k, v in runs.items()}),

@@ -3,6 +3,9 @@
 #
 #   fuzz/run_all.sh [--minutes N | --seconds S] [--only T1,T2,...] [--jobs J] [--report FILE]
 #
+# Campaigns may run side by side (each with its own --only and --report), e.g. one per
+# core: with --jobs 1 nothing is written to the working directory.
+#
 # Builds all targets once (RUSTC_BOOTSTRAP=1 cargo fuzz build, release with debug
 # assertions), then runs each for N minutes (default 10) on a scratch copy of its seed
 # corpus (corpus/<target>/ is only read, never grown), with -jobs=J workers (default 1;
@@ -26,7 +29,7 @@ while [ $# -gt 0 ]; do
     --only) ONLY=$2; shift ;;
     --jobs) JOBS=$2; shift ;;
     --report) REPORT=$2; shift ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -60,14 +63,20 @@ for t in $TARGETS; do
   log="$SCRATCH/$t.log"
   start=$SECONDS
   set +e
+  # One worker runs in this process (-jobs=1 would fork one that logs to fuzz-0.log in
+  # the working directory, which two campaigns run side by side would share).
+  par=()
+  [ "$JOBS" -gt 1 ] && par=(-jobs="$JOBS" -workers="$JOBS")
   "$BIN/$t" "$SCRATCH/$t" -artifact_prefix="artifacts/$t/" -max_total_time="$SECS" \
-    -jobs="$JOBS" -workers="$JOBS" -print_final_stats=1 >"$log" 2>&1
+    "${par[@]}" -print_final_stats=1 >"$log" 2>&1
   rc=$?
   set -e
   took=$((SECONDS - start))
   # With -jobs, each worker logs to fuzz-N.log in the working directory.
-  cat fuzz-*.log >>"$log" 2>/dev/null || true
-  rm -f fuzz-*.log
+  if [ "$JOBS" -gt 1 ]; then
+    cat fuzz-*.log >>"$log" 2>/dev/null || true
+    rm -f fuzz-*.log
+  fi
   # (grep finds nothing in the log of a run that did not start: not an error here)
   runs=$( (grep -Eo 'stat::number_of_executed_units: *[0-9]+' "$log" || true) | awk '{s+=$2} END {print s+0}')
   cov=$( (grep -Eo 'cov: [0-9]+' "$log" || true) | tail -1 | awk '{print $2}')

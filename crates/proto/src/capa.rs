@@ -151,14 +151,22 @@ impl Capabilities {
         if self.user {
             v.push("USER".to_owned());
         }
-        let mechanisms: Vec<String> = self
-            .sasl
-            .iter()
-            .filter(|m| is_mechanism(m))
-            .map(|m| m.to_ascii_uppercase())
-            .collect();
-        if !mechanisms.is_empty() {
-            v.push(format!("SASL {}", mechanisms.join(" ")));
+        // One SASL line, or several when the mechanisms would make it longer than a
+        // line may be (a server that lists many on several lines is read into one
+        // list; written back, each line must still fit).
+        let mut sasl = String::new();
+        for m in self.sasl.iter().filter(|m| is_mechanism(m)) {
+            if !sasl.is_empty() && sasl.len() + 1 + m.len() > MAX_CAPA_LINE {
+                v.push(std::mem::take(&mut sasl));
+            }
+            if sasl.is_empty() {
+                sasl.push_str("SASL");
+            }
+            sasl.push(' ');
+            sasl.push_str(&m.to_ascii_uppercase());
+        }
+        if !sasl.is_empty() {
+            v.push(sasl);
         }
         if self.top {
             v.push("TOP".to_owned());
@@ -476,5 +484,27 @@ mod tests {
             Capabilities::parse_body(long.as_bytes()),
             Err(CapaError::LineTooLong)
         );
+    }
+
+    /// Found by the `capa` fuzz target: many SASL lines were merged into one list and
+    /// written back as a single line longer than a line may be, which our own parser
+    /// then refused.
+    #[test]
+    fn many_sasl_lines_are_written_back_within_the_line_limit() {
+        let mut body = String::new();
+        for i in 0..60 {
+            body.push_str(&format!("SASL X-MECHANISM-{i:03} X-OTHER-{i:03}\r\n"));
+        }
+        let caps = Capabilities::parse_body(body.as_bytes()).unwrap();
+        assert_eq!(caps.sasl.len(), 120);
+        let mut out = Vec::new();
+        caps.write_body(&mut out);
+        let body = out.strip_suffix(b".\r\n").unwrap();
+        assert!(
+            body.split(|&b| b == b'\n')
+                .all(|l| l.len() <= MAX_CAPA_LINE + 1)
+        );
+        let again = Capabilities::parse_body(body).unwrap();
+        assert_eq!(again.sasl, caps.sasl);
     }
 }

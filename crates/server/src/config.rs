@@ -46,6 +46,7 @@
 //! quota_bytes = 0                        # 0: none
 //! quota_messages = 0
 //! quota_permanent = false                # over quota: 4.2.2 (retry), true: 5.2.2
+//! line_ends = "lf"                       # Maildir: or "crlf" (wire form, sendfile)
 //!
 //! [log]
 //! format = "text"                        # or "json"; no timestamps under systemd
@@ -257,6 +258,7 @@ struct FileDelivery {
     quota_bytes: Option<u64>,
     quota_messages: Option<u64>,
     quota_permanent: Option<bool>,
+    line_ends: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -401,6 +403,8 @@ pub struct Delivery {
     pub quota_messages: Option<u64>,
     /// Whether a quota overrun bounces (5.2.2) instead of being retried (4.2.2).
     pub quota_permanent: bool,
+    /// The line ends Maildir messages are stored with.
+    pub line_ends: correio_store::LineEnds,
 }
 
 impl Default for Delivery {
@@ -410,6 +414,7 @@ impl Default for Delivery {
             quota_bytes: None,
             quota_messages: None,
             quota_permanent: false,
+            line_ends: correio_store::LineEnds::Lf,
         }
     }
 }
@@ -421,6 +426,7 @@ impl Delivery {
             .max_message_size(Some(self.max_message_size))
             .quota(self.quota_bytes, self.quota_messages)
             .quota_permanent(self.quota_permanent)
+            .line_ends(self.line_ends)
     }
 }
 
@@ -994,6 +1000,15 @@ impl Config {
             quota_bytes: f.delivery.quota_bytes.filter(|n| *n > 0),
             quota_messages: f.delivery.quota_messages.filter(|n| *n > 0),
             quota_permanent: f.delivery.quota_permanent.unwrap_or(false),
+            line_ends: match f.delivery.line_ends.as_deref() {
+                None => dd.line_ends,
+                Some(v) => correio_store::LineEnds::parse(v).ok_or_else(|| {
+                    err(
+                        "delivery.line_ends",
+                        format!("{v:?} is not \"lf\" or \"crlf\""),
+                    )
+                })?,
+            },
         };
         if delivery.max_message_size == 0 {
             return Err(err("delivery.max_message_size", "must be at least 1"));
@@ -1224,6 +1239,13 @@ impl Config {
             (
                 "delivery.quota_permanent",
                 self.delivery.quota_permanent.to_string(),
+            ),
+            (
+                "delivery.line_ends",
+                match self.delivery.line_ends {
+                    correio_store::LineEnds::Lf => "lf".into(),
+                    correio_store::LineEnds::Crlf => "crlf".into(),
+                },
             ),
             (
                 "log.format",

@@ -111,6 +111,8 @@ pub struct Metrics {
     pub commands: HistogramFamily<CommandLabels>,
     /// Message bytes sent (RETR and TOP bodies, wire form).
     pub sent_bytes: Counter,
+    /// Of `sent_bytes`, those handed to the socket from the file (`sendfile`).
+    pub sendfile_bytes: Counter,
     /// Messages sent whole (RETR).
     pub messages_sent: Counter,
     /// Messages removed at UPDATE (QUIT).
@@ -141,6 +143,7 @@ impl Metrics {
             logins: Family::default(),
             commands: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
             sent_bytes: Counter::default(),
+            sendfile_bytes: Counter::default(),
             messages_sent: Counter::default(),
             deletions: Counter::default(),
             lmtp_deliveries: Family::default(),
@@ -175,6 +178,12 @@ impl Metrics {
             "Message bytes sent (RETR and TOP bodies)",
             Unit::Bytes,
             m.sent_bytes.clone(),
+        );
+        registry.register_with_unit(
+            "sendfile",
+            "Of the message bytes sent, those sent from the file with sendfile(2)",
+            Unit::Bytes,
+            m.sendfile_bytes.clone(),
         );
         registry.register(
             "messages_sent",

@@ -57,6 +57,12 @@ const WHOLE_READ_MAX: u64 = 2 * 1024 * 1024;
 const OUTPUT_BATCH: usize = 64 * 1024;
 /// Bytes read from the socket at once.
 const READ_CHUNK: usize = 4096;
+/// Messages stored in wire form are sent with `sendfile` from this size on (plain
+/// connections, RETR): smaller ones are cheaper read whole and sent in one write with
+/// the replies pipelined around them.
+const SENDFILE_MIN: u64 = 64 * 1024;
+/// Most bytes one `sendfile` call is asked for (the socket buffer takes less anyway).
+const SENDFILE_CHUNK: usize = 4 * 1024 * 1024;
 
 /// The connection's byte stream: cleartext, or TLS (implicit or after STLS).
 pub(crate) enum Conn {
@@ -737,6 +743,26 @@ impl Driver {
             return Ok(Event::MessageOpened(Err(OpenError::Temporary)));
         };
         let listed = md.messages().get(index).map(|m| m.size);
+        // Stored in wire form: a large message goes from its file to a plain socket
+        // unread. (Whether it is says the name, in memory; opening and measuring the
+        // file are two quick calls on a local store.)
+        if matches!(kind, StreamKind::Retr)
+            && matches!(self.conn, Conn::Plain(_))
+            && listed.is_some_and(|size| size >= SENDFILE_MIN)
+            && md.cheap_read(index)
+        {
+            match md.wire_file(index) {
+                Ok(Some((file, len))) => {
+                    self.maildrop = Some(md);
+                    return self.send_file(index, file, len).await;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    self.maildrop = Some(md);
+                    return Ok(self.open_failed(&e));
+                }
+            }
+        }
         let md = if listed.is_some_and(|size| size <= WHOLE_READ_MAX) {
             // Read whole (small ones on this worker, the others on the blocking pool):
             // one read, measured from the bytes, one write.
@@ -817,6 +843,68 @@ impl Driver {
             }
         }
         self.finish_stream(kind, stuffer, out, unsent_before, sent)
+    }
+
+    /// RETR of a message whose file holds exactly its `len` wire octets: `+OK` (after
+    /// what is held back), then the file with `sendfile` (the kernel copies it from
+    /// the page cache to the socket), then `.` CRLF.
+    async fn send_file(
+        &mut self,
+        index: usize,
+        file: std::fs::File,
+        len: u64,
+    ) -> Result<Event, Ended> {
+        let (out, unsent_before, stuffer) = self.begin_body(index, StreamKind::Retr, len)?;
+        self.write_all(&out).await?;
+        let mut sent = (out.len() - unsent_before) as u64;
+        drop(out);
+        let stall = self.live.config.limits.write_stall;
+        let Conn::Plain(tcp) = &self.conn else {
+            return Err(Ended::Internal);
+        };
+        let mut offset = 0u64;
+        while offset < len {
+            let want = usize::try_from(len - offset)
+                .unwrap_or(usize::MAX)
+                .min(SENDFILE_CHUNK);
+            let step = timeout(stall, async {
+                loop {
+                    tcp.writable().await?;
+                    match tcp.try_io(tokio::io::Interest::WRITABLE, || {
+                        rustix::fs::sendfile(tcp, &file, Some(&mut offset), want)
+                            .map_err(io::Error::from)
+                    }) {
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                        r => return r,
+                    }
+                }
+            })
+            .await;
+            match step {
+                Ok(Ok(0)) => {
+                    // Shorter than it measured a moment ago (truncated meanwhile): the
+                    // client gets a cut response, as when a streamed read fails.
+                    return Err(Ended::Store("the message file shrank while sent".into()));
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(e))
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::BrokenPipe
+                            | io::ErrorKind::ConnectionReset
+                            | io::ErrorKind::NotConnected
+                    ) =>
+                {
+                    return Err(Ended::PeerGone);
+                }
+                Ok(Err(e)) => return Err(Ended::Store(e.to_string())),
+                Err(_) => return Err(Ended::WriteStall),
+            }
+        }
+        sent += len;
+        self.shared.metrics.sendfile_bytes.inc_by(len);
+        // The body ends with CRLF (wire form), so the stuffer adds only `.` CRLF.
+        self.finish_stream(StreamKind::Retr, stuffer, Vec::new(), 0, sent)
     }
 
     /// The message could not be opened: counted, logged, and the session told.

@@ -380,8 +380,8 @@ impl PgStore {
                 .map_err(|e| DeliverError::from_io("writing the spool file", e))
         };
         correio_store::read_into(reader, |data| norm.feed(data, &mut sink))?;
-        let (stored, wire) = norm.finish(&mut sink)?;
-        Ok((file, stored, wire, hasher.finalize().to_vec()))
+        let n = norm.finish(&mut sink)?;
+        Ok((file, n.stored, n.wire, hasher.finalize().to_vec()))
     }
 
     /// Puts the body (idempotent).

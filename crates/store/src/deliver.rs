@@ -11,8 +11,11 @@
 //! codes.
 //!
 //! Stored form: line ends are normalized to LF (CRLF from LMTP becomes LF, as Dovecot
-//! stores it), and a message that does not end with a line end gets one, so the
-//! `,W=` size in a Maildir name is exactly what RETR sends.
+//! stores it) or, with [`LineEnds::Crlf`], to CRLF (Dovecot's `mail_save_crlf`), and a
+//! message that does not end with a line end gets one, so the `,W=` size in a Maildir
+//! name is exactly what RETR sends. With CRLF, a message none of whose lines starts
+//! with `.` is stored exactly as POP3 sends it: the server can hand the file to the
+//! socket as it is (see [`Normalized::wire_form`]).
 
 use std::fmt;
 use std::io::{self, Read};
@@ -40,6 +43,31 @@ pub struct DeliverOptions {
     pub envelope_sender: Option<String>,
     /// How long to wait for the mbox locks.
     pub lock_timeout: Duration,
+    /// The line ends messages are stored with (Maildir; mbox and database stores keep
+    /// LF whatever this says).
+    pub line_ends: LineEnds,
+}
+
+/// The line ends of stored messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LineEnds {
+    /// LF, as Dovecot, mutt and most Maildir tools write them (the default).
+    #[default]
+    Lf,
+    /// CRLF, as they go on the wire: a message with no line starting with `.` is
+    /// stored in its wire form, which POP3 can send without reading it.
+    Crlf,
+}
+
+impl LineEnds {
+    /// Parses `lf` or `crlf` (the configuration's words).
+    pub fn parse(s: &str) -> Option<LineEnds> {
+        match s {
+            "lf" => Some(LineEnds::Lf),
+            "crlf" => Some(LineEnds::Crlf),
+            _ => None,
+        }
+    }
 }
 
 impl Default for DeliverOptions {
@@ -51,6 +79,7 @@ impl Default for DeliverOptions {
             quota_permanent: false,
             envelope_sender: None,
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
+            line_ends: LineEnds::Lf,
         }
     }
 }
@@ -80,6 +109,11 @@ impl DeliverOptions {
     /// Sets the mbox lock timeout.
     pub fn lock_timeout(mut self, v: Duration) -> Self {
         self.lock_timeout = v;
+        self
+    }
+    /// Sets [`DeliverOptions::line_ends`].
+    pub fn line_ends(mut self, v: LineEnds) -> Self {
+        self.line_ends = v;
         self
     }
 }
@@ -268,26 +302,75 @@ pub struct Normalizer {
     max_size: Option<u64>,
     budget: Option<u64>,
     quota_permanent: bool,
-    norm: crate::transform::CrlfToLf,
+    norm: LineEndTransform,
     wire: crate::wire::WireCounter,
     received: u64,
     stored: u64,
+    /// Stored lines that start with `.` (the dot-stuffer doubles those dots).
+    dot_lines: u64,
     last: Option<u8>,
     out: Vec<u8>,
 }
 
+/// The line-end normalization of a [`Normalizer`].
+#[derive(Debug)]
+enum LineEndTransform {
+    ToLf(crate::transform::CrlfToLf),
+    ToCrlf(crate::transform::LfToCrlf),
+}
+
+/// What a [`Normalizer`] stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Normalized {
+    /// Octets stored.
+    pub stored: u64,
+    /// The POP3 wire size (RFC 1939's exact size).
+    pub wire: u64,
+    /// How many stored lines start with `.`.
+    pub dot_lines: u64,
+}
+
+impl Normalized {
+    /// Whether the stored bytes are exactly what RETR sends before the final `.`
+    /// line: every line end is CRLF (then the stored and wire sizes agree) and no line
+    /// needs a stuffing dot.
+    pub fn wire_form(&self) -> bool {
+        self.stored == self.wire && self.dot_lines == 0
+    }
+}
+
 impl Normalizer {
+    /// A normalizer to LF line ends.
     pub fn new(max_size: Option<u64>, budget: Option<u64>, quota_permanent: bool) -> Self {
         Normalizer {
             max_size,
             budget,
             quota_permanent,
-            norm: crate::transform::CrlfToLf::default(),
+            norm: LineEndTransform::ToLf(Default::default()),
             wire: crate::wire::WireCounter::new(),
             received: 0,
             stored: 0,
+            dot_lines: 0,
             last: None,
             out: Vec::new(),
+        }
+    }
+
+    /// Stores with `line_ends` instead of LF.
+    pub fn with_line_ends(mut self, line_ends: LineEnds) -> Self {
+        self.norm = match line_ends {
+            LineEnds::Lf => LineEndTransform::ToLf(Default::default()),
+            LineEnds::Crlf => LineEndTransform::ToCrlf(Default::default()),
+        };
+        self
+    }
+
+    /// The line ends this normalizer stores.
+    pub fn line_ends(&self) -> LineEnds {
+        match self.norm {
+            LineEndTransform::ToLf(_) => LineEnds::Lf,
+            LineEndTransform::ToCrlf(_) => LineEnds::Crlf,
         }
     }
 
@@ -309,6 +392,9 @@ impl Normalizer {
             ));
         }
         self.wire.feed(&self.out);
+        let at_line_start = self.last.is_none_or(|b| b == b'\n');
+        self.dot_lines += u64::from(at_line_start && self.out[0] == b'.')
+            + memchr::memmem::find_iter(&self.out, b"\n.").count() as u64;
         self.last = self.out.last().copied();
         sink(&self.out)?;
         self.out.clear();
@@ -331,22 +417,35 @@ impl Normalizer {
                 format!("message exceeds the size limit of {max} octets"),
             ));
         }
-        self.norm.feed(data, &mut self.out);
+        match &mut self.norm {
+            LineEndTransform::ToLf(n) => n.feed(data, &mut self.out),
+            LineEndTransform::ToCrlf(n) => n.feed(data, &mut self.out),
+        }
         self.emit(&mut sink)
     }
 
-    /// The message is complete: flushes the rest and returns (stored octets, wire size).
+    /// The message is complete: flushes the rest (adding a final line end when it has
+    /// none) and says what was stored.
     pub fn finish(
         mut self,
         mut sink: impl FnMut(&[u8]) -> Result<(), DeliverError>,
-    ) -> Result<(u64, u64), DeliverError> {
-        self.norm.finish(&mut self.out);
+    ) -> Result<Normalized, DeliverError> {
+        if let LineEndTransform::ToLf(n) = &mut self.norm {
+            n.finish(&mut self.out);
+        }
         self.emit(&mut sink)?;
         if self.last.is_some() && self.last != Some(b'\n') {
-            self.out.push(b'\n');
+            match self.norm {
+                LineEndTransform::ToLf(_) => self.out.push(b'\n'),
+                LineEndTransform::ToCrlf(_) => self.out.extend_from_slice(b"\r\n"),
+            }
             self.emit(&mut sink)?;
         }
-        Ok((self.stored, self.wire.finish()))
+        Ok(Normalized {
+            stored: self.stored,
+            wire: self.wire.finish(),
+            dot_lines: self.dot_lines,
+        })
     }
 }
 

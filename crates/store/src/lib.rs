@@ -52,7 +52,8 @@ mod wire;
 
 pub use backend::{MailStore, MailboxRef, Stores, deliver, open_maildrop};
 pub use deliver::{
-    DeliverError, DeliverErrorKind, DeliverOptions, Delivered, Normalizer, read_into,
+    DeliverError, DeliverErrorKind, DeliverOptions, Delivered, LineEnds, Normalized, Normalizer,
+    read_into,
 };
 pub use error::StoreError;
 pub use location::{LocationError, MailLocation, TemplateVars};

@@ -113,6 +113,18 @@ pub trait Maildrop: Send + fmt::Debug {
         Ok((v.len() as u64 <= limit).then_some((v, size)))
     }
 
+    /// Message `index` as a file whose bytes are exactly what RETR sends before the
+    /// final `.` line (CRLF line ends, no line starting with `.`: stored in wire form
+    /// at delivery), with its length, which is the message's size: the caller may
+    /// hand it to the socket unread (`sendfile`). `Ok(None)` when the message is not
+    /// known to be in wire form, or its file is not the size it was listed with
+    /// (then [`Maildrop::open_message_checked`] measures and corrects it). The default:
+    /// never.
+    fn wire_file(&self, index: usize) -> Result<Option<(std::fs::File, u64)>, StoreError> {
+        let _ = index;
+        Ok(None)
+    }
+
     /// UPDATE: records the first retrieval date (`update.now`) of each message in
     /// `update.retrieved` that has none yet; removes the messages at
     /// `update.deletions` (0-based indexes into the snapshot; duplicates are ignored)

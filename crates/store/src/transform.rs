@@ -37,6 +37,36 @@ impl CrlfToLf {
     }
 }
 
+/// Turns every LF not preceded by CR into CRLF (the wire's line ends); CRLF and a lone
+/// CR pass unchanged. Runs between line ends are copied in bulk.
+#[derive(Debug, Default)]
+pub(crate) struct LfToCrlf {
+    /// The last byte fed was a CR.
+    after_cr: bool,
+}
+
+impl LfToCrlf {
+    pub(crate) fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) {
+        let mut from = 0;
+        for lf in memchr::memchr_iter(b'\n', input) {
+            let cr_before = if lf == 0 {
+                self.after_cr
+            } else {
+                input[lf - 1] == b'\r'
+            };
+            out.extend_from_slice(&input[from..lf]);
+            if !cr_before {
+                out.push(b'\r');
+            }
+            from = lf;
+        }
+        out.extend_from_slice(&input[from..]);
+        if let Some(&last) = input.last() {
+            self.after_cr = last == b'\r';
+        }
+    }
+}
+
 /// Which way [`FromQuoting`] works.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum QuoteDir {
@@ -157,6 +187,22 @@ mod tests {
             n.feed(&input[split..], &mut out);
             n.finish(&mut out);
             assert_eq!(out, b"a\nb\rc\r\nd\r", "split {split}");
+        }
+    }
+
+    #[test]
+    fn lf_to_crlf_in_every_split() {
+        let input: &[u8] = b"\na\r\nb\rc\r\r\nd\n\ne\r";
+        let want: &[u8] = b"\r\na\r\nb\rc\r\r\nd\r\n\r\ne\r";
+        for split in 0..=input.len() {
+            for split2 in split..=input.len() {
+                let mut n = LfToCrlf::default();
+                let mut out = Vec::new();
+                n.feed(&input[..split], &mut out);
+                n.feed(&input[split..split2], &mut out);
+                n.feed(&input[split2..], &mut out);
+                assert_eq!(out, want, "splits {split}, {split2}");
+            }
         }
     }
 }

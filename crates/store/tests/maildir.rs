@@ -7,7 +7,7 @@ use std::path::Path;
 
 use correio_store::maildir::{INDEX_FILE, MaildirWriter};
 use correio_store::{
-    DeliverErrorKind, DeliverOptions, MailLocation, StoreError, deliver, open_maildrop,
+    DeliverErrorKind, DeliverOptions, LineEnds, MailLocation, StoreError, deliver, open_maildrop,
 };
 
 fn read(md: &dyn correio_store::Maildrop, i: usize) -> Vec<u8> {
@@ -55,6 +55,87 @@ fn delivery_names_sizes_and_contents() {
     assert_eq!(md.messages().len(), 1);
     assert_eq!(md.messages()[0].size, got.wire_size);
     assert_eq!(read(&*md, 0), b"Subject: a\n\nbody\nno final newline\n");
+}
+
+#[test]
+fn crlf_storage_keeps_wire_form_and_names_the_dot_lines() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().join("Maildir");
+    let loc = MailLocation::Maildir(root.clone());
+    let crlf = DeliverOptions::default().line_ends(LineEnds::Crlf);
+    // LF in, a lone CR, no final line end: stored with CRLF, nothing else changed.
+    let clean = deliver(&loc, &b"Subject: a\n\nbody\rx\nend"[..], &crlf).unwrap();
+    assert_eq!(
+        fs::read(&clean.path).unwrap(),
+        b"Subject: a\r\n\r\nbody\rx\r\nend\r\n"
+    );
+    assert_eq!((clean.size, clean.wire_size), (27, 27));
+    let name = clean
+        .path
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert!(name.ends_with(",S=27,W=27,D=0"), "{name}");
+    // Dot lines are counted, the first line and one after a chunk boundary included.
+    let dotted = deliver(&loc, &b".a\r\nb\r\n..c\r\n.\r\n"[..], &crlf).unwrap();
+    let name = dotted
+        .path
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert!(name.ends_with(",D=3"), "{name}");
+    // LF storage: as before, no D field.
+    let lf = deliver(&loc, &b"x\r\n"[..], &DeliverOptions::default()).unwrap();
+    let name = lf.path.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(name.ends_with(",S=2,W=3"), "{name}");
+
+    let md = open_maildrop(&loc).unwrap();
+    let at = |p: &Path| {
+        let n = p.file_name().unwrap().to_string_lossy();
+        let base = n.split(',').next().unwrap().to_owned();
+        md.messages().iter().position(|m| m.uidl == base).unwrap()
+    };
+    let (i_clean, i_dotted, i_lf) = (at(&clean.path), at(&dotted.path), at(&lf.path));
+    let (f, len) = md.wire_file(i_clean).unwrap().expect("wire form");
+    assert_eq!(len, 27);
+    assert_eq!(f.metadata().unwrap().len(), 27);
+    assert!(md.wire_file(i_dotted).unwrap().is_none(), "needs stuffing");
+    assert!(md.wire_file(i_lf).unwrap().is_none(), "LF line ends");
+    // Read the ordinary way, a CRLF file gives the same message.
+    assert_eq!(read(&*md, i_clean), fs::read(&clean.path).unwrap());
+    drop(md);
+
+    // A file that changed behind the name is not trusted: measured the usual way.
+    fs::write(&clean.path, b"Subject: a\r\n\r\nbody changed!!!!!\r\n").unwrap();
+    let md = open_maildrop(&loc).unwrap();
+    let i = md
+        .messages()
+        .iter()
+        .position(|m| clean.path.to_string_lossy().contains(&m.uidl))
+        .unwrap();
+    assert!(md.wire_file(i).unwrap().is_none());
+}
+
+#[test]
+fn crlf_storage_chunked_like_lmtp_counts_dot_lines_across_chunks() {
+    let d = tempfile::tempdir().unwrap();
+    let w = MaildirWriter::open(&d.path().join("M")).unwrap();
+    let msg: &[u8] = b"a\n.b\r\nc\r\n.\n";
+    for split in 0..=msg.len() {
+        let mut batch = w.batch();
+        batch
+            .begin(&DeliverOptions::default().line_ends(LineEnds::Crlf))
+            .unwrap();
+        batch.write(&msg[..split]).unwrap();
+        batch.write(&msg[split..]).unwrap();
+        batch.finish().unwrap();
+        let got = batch.commit().unwrap().pop().unwrap();
+        assert_eq!(fs::read(&got.path).unwrap(), b"a\r\n.b\r\nc\r\n.\r\n");
+        let name = got.path.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(name.ends_with(",S=13,W=13,D=2"), "split {split}: {name}");
+    }
 }
 
 #[test]

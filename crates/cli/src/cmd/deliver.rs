@@ -166,6 +166,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             args.quota_messages.or(quota.quota_messages),
         )
         .quota_permanent(d.quota_permanent)
+        .line_ends(d.line_ends)
         .envelope_sender(sender.clone());
     let (head, rest) = match with_return_path(sender.as_deref(), head, io::stdin().lock()) {
         Ok(v) => v,

@@ -621,6 +621,34 @@ impl Maildrop for MaildirDrop {
         Ok(Some((bytes, measured)))
     }
 
+    /// Only names that say so (`,S=` equal to `,W=`, `,D=0`, given at CRLF delivery),
+    /// checked against the file's length: no byte of the file is read here.
+    fn wire_file(&self, index: usize) -> Result<Option<(File, u64)>, StoreError> {
+        let listed = self
+            .messages
+            .get(index)
+            .ok_or(StoreError::NoSuchMessage(index))?
+            .size;
+        let e = &self.entries[index];
+        if names::wire_form_size(e.name.as_bytes()) != Some(listed) {
+            return Ok(None);
+        }
+        let (path, f) = self.open_file(index)?;
+        // Renamed meanwhile (flags changed by another tool): the new name must say so too.
+        if path
+            .file_name()
+            .map(|n| names::wire_form_size(n.as_bytes()))
+            != Some(Some(listed))
+        {
+            return Ok(None);
+        }
+        let len = f
+            .metadata()
+            .map_err(|err| StoreError::io("cannot stat", &path, err))?
+            .len();
+        Ok((len == listed).then_some((f, len)))
+    }
+
     fn update(mut self: Box<Self>, update: &Update) -> Result<CommitReport, StoreError> {
         let path = self.root.join(crate::expiry::RETRIEVED_FILE);
         let messages = std::mem::take(&mut self.messages);
@@ -899,7 +927,8 @@ impl MaildirBatch<'_> {
             tmp,
             base,
             w: BufWriter::with_capacity(64 * 1024, file),
-            norm: Normalizer::new(opts.max_message_size, budget, opts.quota_permanent),
+            norm: Normalizer::new(opts.max_message_size, budget, opts.quota_permanent)
+                .with_line_ends(opts.line_ends),
         });
         Ok(())
     }
@@ -941,20 +970,22 @@ impl MaildirBatch<'_> {
                 "finish without begin",
             ));
         };
+        let line_ends = norm.line_ends();
         let result = (|| {
-            let (size, wire) = norm.finish(|chunk| {
+            let n = norm.finish(|chunk| {
                 w.write_all(chunk)
                     .map_err(|e| DeliverError::from_io(&format!("writing {}", tmp.display()), e))
             })?;
             let file = w.into_inner().map_err(|e| {
                 DeliverError::from_io(&format!("writing {}", tmp.display()), e.into_error())
             })?;
-            Ok((file, size, wire))
+            Ok((file, n))
         })();
         match result {
-            Ok((file, size, wire)) => {
+            Ok((file, n)) => {
+                let (size, wire) = (n.stored, n.wire);
                 self.pending.push(Pending {
-                    final_name: format!("{base},S={size},W={wire}"),
+                    final_name: names::final_name(&base, &n, line_ends),
                     tmp,
                     file: Some(file),
                     size,

@@ -4,7 +4,10 @@
 //! A name is `<base>[,KEY=VALUE...][:2,FLAGS]`. The base (before the first `,` or `:`)
 //! is the unique part: writers never change it, and tools that change flags only
 //! rewrite what follows `:`. Dovecot puts sizes in `,S=<octets on disk>` and
-//! `,W=<octets with CRLF>`; we do the same.
+//! `,W=<octets with CRLF>`; we do the same. A message stored with CRLF line ends also
+//! gets `,D=<lines starting with .>`: `S` equal to `W` and `D=0` say the file is
+//! exactly what RETR sends (its wire form), so it can go to the socket unread. Other
+//! readers ignore fields they do not know; a tool that rewrites the sizes drops `D`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -36,6 +39,40 @@ pub(crate) fn sizes_of(name: &[u8]) -> (Option<u64>, Option<u64>) {
     (s, w)
 }
 
+/// The name a delivered message gets in `new/`: its base and sizes, and for CRLF
+/// storage its count of dot lines.
+pub(crate) fn final_name(
+    base: &str,
+    n: &crate::deliver::Normalized,
+    line_ends: crate::deliver::LineEnds,
+) -> String {
+    match line_ends {
+        crate::deliver::LineEnds::Lf => format!("{base},S={},W={}", n.stored, n.wire),
+        crate::deliver::LineEnds::Crlf => {
+            format!("{base},S={},W={},D={}", n.stored, n.wire, n.dot_lines)
+        }
+    }
+}
+
+/// Whether a name says its file is in wire form: `,S=` and `,W=` present and equal,
+/// and `,D=0`. Returns the size then.
+pub(crate) fn wire_form_size(name: &[u8]) -> Option<u64> {
+    let end = memchr::memchr(b':', name).unwrap_or(name.len());
+    let (mut s, mut w, mut d) = (None, None, None);
+    for field in name[..end].split(|&b| b == b',').skip(1) {
+        match field {
+            [b'S', b'=', v @ ..] => s = parse_decimal(v),
+            [b'W', b'=', v @ ..] => w = parse_decimal(v),
+            [b'D', b'=', v @ ..] => d = parse_decimal(v),
+            _ => {}
+        }
+    }
+    match (s, w, d) {
+        (Some(s), Some(w), Some(0)) if s == w => Some(w),
+        _ => None,
+    }
+}
+
 /// A non-empty run of ASCII digits that fits a u64.
 fn parse_decimal(v: &[u8]) -> Option<u64> {
     if v.is_empty() || v.len() > 20 {
@@ -56,7 +93,8 @@ pub(crate) fn with_sizes(name: &[u8], size: Option<u64>, wire: u64) -> Vec<u8> {
     let mut fields = head.split(|&b| b == b',');
     let mut out = fields.next().unwrap_or_default().to_vec();
     for f in fields {
-        if f.starts_with(b"S=") || f.starts_with(b"W=") {
+        // D= counted the old content's dot lines: no longer known.
+        if f.starts_with(b"S=") || f.starts_with(b"W=") || f.starts_with(b"D=") {
             continue;
         }
         out.push(b',');
@@ -161,6 +199,22 @@ pub(crate) fn host_part() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wire_form_needs_equal_sizes_and_no_dot_lines() {
+        assert_eq!(wire_form_size(b"1.M2.h,S=10,W=10,D=0:2,S"), Some(10));
+        assert_eq!(wire_form_size(b"1.M2.h,S=10,W=10,D=0"), Some(10));
+        assert_eq!(wire_form_size(b"1.M2.h,S=10,W=10,D=1"), None);
+        assert_eq!(wire_form_size(b"1.M2.h,S=10,W=12,D=0"), None);
+        // LF storage (no D), and a flag letter that only looks like the field.
+        assert_eq!(wire_form_size(b"1.M2.h,S=10,W=10"), None);
+        assert_eq!(wire_form_size(b"1.M2.h,S=10,W=10:2,D=0"), None);
+        // A size fix drops D: the new content's dot lines are not known.
+        assert_eq!(
+            with_sizes(b"1.M2.h,S=10,W=10,D=0:2,S", Some(12), 12),
+            b"1.M2.h,S=12,W=12:2,S".to_vec()
+        );
+    }
 
     #[test]
     fn sizes_are_rewritten_keeping_base_and_flags() {

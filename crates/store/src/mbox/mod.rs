@@ -874,12 +874,12 @@ impl MboxBatch {
                 lf.extend_from_slice(chunk);
                 Ok(())
             })
-            .and_then(|(size, wire)| {
+            .and_then(|n| {
                 quoting.feed(&lf, &mut buf);
                 quoting.finish(&mut buf);
                 buf.push(b'\n');
                 flush_at(file, &mut pos, &mut buf)?;
-                Ok((size, wire))
+                Ok((n.stored, n.wire))
             });
         match result {
             Ok((size, wire)) => {
