@@ -60,6 +60,51 @@ pub fn mbox_roundtrip(data: &[u8]) {
     }
 }
 
+/// The delivery normalizer with CRLF storage, on the same inputs as
+/// [`mbox_roundtrip`] (its fuzz target runs both), fed in two chunks cut anywhere:
+/// the stored bytes have only CRLF line ends, the wire size is the size rule's, the
+/// dot lines are counted right, and a message it calls wire form is exactly what the
+/// server's dot-stuffer sends (so sending the file unread is the same as stuffing it).
+#[doc(hidden)]
+pub fn normalizer_crlf(data: &[u8]) {
+    use crate::deliver::{LineEnds, Normalizer};
+    let cut = data
+        .first()
+        .map_or(0, |&b| usize::from(b) % (data.len() + 1));
+    let mut n = Normalizer::new(None, None, false).with_line_ends(LineEnds::Crlf);
+    let mut stored = Vec::new();
+    let mut sink = |c: &[u8]| {
+        stored.extend_from_slice(c);
+        Ok(())
+    };
+    n.feed(&data[..cut], &mut sink).expect("no limits");
+    n.feed(&data[cut..], &mut sink).expect("no limits");
+    let done = n.finish(&mut sink).expect("no limits");
+    assert_eq!(done.stored, stored.len() as u64);
+    for (i, &b) in stored.iter().enumerate() {
+        if b == b'\n' {
+            assert!(i > 0 && stored[i - 1] == b'\r', "bare LF stored");
+        }
+    }
+    assert!(stored.is_empty() || stored.ends_with(b"\r\n"));
+    assert_eq!(done.wire, correio_proto::wire_size(&stored));
+    let dots = stored
+        .split(|&b| b == b'\n')
+        .filter(|l| l.first() == Some(&b'.'))
+        .count() as u64;
+    assert_eq!(done.dot_lines, dots);
+    let mut sent = Vec::new();
+    let mut st = correio_proto::DotStuffer::new();
+    st.feed(&stored, &mut sent);
+    st.finish(&mut sent);
+    let verbatim = sent.strip_suffix(b".\r\n") == Some(&stored[..]);
+    assert_eq!(
+        done.wire_form(),
+        verbatim,
+        "wire form iff the stuffer changes nothing"
+    );
+}
+
 /// Maildir index parsing: never panics; what parses re-renders to the same records.
 #[doc(hidden)]
 pub fn maildir_index(data: &[u8]) {

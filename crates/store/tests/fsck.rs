@@ -628,6 +628,48 @@ fn maildir_wrong_sizes_are_renamed_keeping_the_uidl() {
     assert_eq!(maildir_served(&root), sorted(orig));
 }
 
+/// A CRLF-stored message whose name says `D=0` (sent unread with sendfile) but whose
+/// file gained a dot line of the same length behind the store's back: `check` finds
+/// the wrong `D`, `repair` writes the true count, and the server no longer takes the
+/// file for wire form.
+#[test]
+fn maildir_wrong_dot_line_count_is_found_and_fixed() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().join("M");
+    let loc = MailLocation::Maildir(root.clone());
+    let opts = correio_store::DeliverOptions::default().line_ends(correio_store::LineEnds::Crlf);
+    let got = correio_store::deliver(&loc, &b"Subject: x\r\n\r\nabc\r\n"[..], &opts).unwrap();
+    assert!(name_of(&got.path).ends_with(",D=0"));
+    assert!(fsck::check(&root).unwrap().is_clean());
+    fs::write(&got.path, b"Subject: x\r\n\r\n.bc\r\n").unwrap();
+    let r = fsck::check(&root).unwrap();
+    assert_eq!(codes(&r), ["wrong-size"]);
+    assert!(matches!(
+        r.findings[0].problem,
+        Problem::WrongSize {
+            field: SizeField::D,
+            named: 0,
+            actual: 1
+        }
+    ));
+    assert!(
+        r.findings[0].problem.to_string().contains(",D=0"),
+        "{}",
+        r.findings[0].problem
+    );
+    fsck::repair(&root).unwrap();
+    assert!(fsck::check(&root).unwrap().is_clean());
+    let names = files(&root, "new");
+    assert_eq!(names.len(), 1);
+    assert!(
+        name_of(&names[0]).ends_with(",S=19,W=19,D=1"),
+        "{}",
+        name_of(&names[0])
+    );
+    let md = correio_store::open_maildrop(&loc).unwrap();
+    assert!(md.wire_file(0).unwrap().is_none());
+}
+
 #[test]
 fn maildir_malformed_names() {
     let d = tempfile::tempdir().unwrap();

@@ -63,7 +63,7 @@ pub(crate) fn check_name(name: &[u8]) -> Vec<&'static str> {
     if name.iter().any(|&b| b < 0x20 || b == 0x7f) {
         out.push("control characters in the name");
     }
-    let (mut s, mut w) = (0, 0);
+    let (mut s, mut w, mut d) = (0, 0, 0);
     for f in &p.fields {
         if f.is_empty() {
             out.push("an empty `,` field");
@@ -77,6 +77,11 @@ pub(crate) fn check_name(name: &[u8]) -> Vec<&'static str> {
             if size_value(v).is_none() {
                 out.push("`,W=` is not a number");
             }
+        } else if let Some(v) = f.strip_prefix(b"D=") {
+            d += 1;
+            if size_value(v).is_none() {
+                out.push("`,D=` is not a number");
+            }
         }
     }
     if s > 1 {
@@ -84,6 +89,9 @@ pub(crate) fn check_name(name: &[u8]) -> Vec<&'static str> {
     }
     if w > 1 {
         out.push("`,W=` given more than once");
+    }
+    if d > 1 {
+        out.push("`,D=` given more than once");
     }
     if let Some(info) = p.info {
         match info.strip_prefix(b"2,") {
@@ -98,18 +106,22 @@ pub(crate) fn check_name(name: &[u8]) -> Vec<&'static str> {
     out
 }
 
-/// `name` with `base` as its unique part, its `,S=`/`,W=` set to `s`/`w` (other
-/// fields and the `:2,` part kept).
-fn compose_name(name: &[u8], base: &[u8], s: u64, w: u64) -> Vec<u8> {
+/// `name` with `base` as its unique part, its `,S=`/`,W=` set to `s`/`w` and, when
+/// given, its `,D=` to `d` (other fields and the `:2,` part kept).
+fn compose_name(name: &[u8], base: &[u8], s: u64, w: u64, d: Option<u64>) -> Vec<u8> {
     let p = split_name(name);
     let mut out = base.to_vec();
     for f in &p.fields {
-        if !f.is_empty() && !f.starts_with(b"S=") && !f.starts_with(b"W=") {
+        if !f.is_empty() && !f.starts_with(b"S=") && !f.starts_with(b"W=") && !f.starts_with(b"D=")
+        {
             out.push(b',');
             out.extend_from_slice(f);
         }
     }
     out.extend_from_slice(format!(",S={s},W={w}").as_bytes());
+    if let Some(d) = d {
+        out.extend_from_slice(format!(",D={d}").as_bytes());
+    }
     if let Some(info) = p.info {
         out.push(b':');
         out.extend_from_slice(info);
@@ -212,6 +224,8 @@ struct Msg {
     problems: Vec<&'static str>,
     /// (S, W) when the name's sizes are wrong or malformed.
     fix_sizes: bool,
+    /// The file's count of dot lines, when its name has a `,D=` (written back).
+    dots: Option<u64>,
     /// Index in `msgs` of the file readers show instead; whether identical.
     duplicate_of: Option<(usize, bool)>,
 }
@@ -228,17 +242,24 @@ struct State {
     index_wrong: Vec<Vec<u8>>,
 }
 
-fn wire_and_len(path: &Path) -> io::Result<(u64, u64)> {
+/// A file's wire size, length and number of lines starting with `.`.
+fn wire_and_len(path: &Path) -> io::Result<(u64, u64, u64)> {
     let mut f = File::open(path)?;
     let mut c = WireCounter::new();
     let mut buf = vec![0u8; 64 * 1024];
     let mut len = 0u64;
+    let mut dots = 0u64;
+    let mut last = b'\n';
     loop {
         match f.read(&mut buf) {
-            Ok(0) => return Ok((c.finish(), len)),
+            Ok(0) => return Ok((c.finish(), len, dots)),
             Ok(n) => {
-                c.feed(&buf[..n]);
+                let chunk = &buf[..n];
+                c.feed(chunk);
                 len += n as u64;
+                dots += u64::from(last == b'\n' && chunk[0] == b'.')
+                    + memchr::memmem::find_iter(chunk, b"\n.").count() as u64;
+                last = chunk[n - 1];
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
@@ -337,7 +358,7 @@ fn examine(root: &Path) -> Result<(Report, State), FsckError> {
                 findings.push(Finding::new(&path, Problem::NotAFile));
                 continue;
             }
-            let (wire, len) = match wire_and_len(&path) {
+            let (wire, len, dots) = match wire_and_len(&path) {
                 Ok(v) => v,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(FsckError::io("cannot read", &path, e)),
@@ -348,9 +369,14 @@ fn examine(root: &Path) -> Result<(Report, State), FsckError> {
             }
             let mut fix_sizes = problems
                 .iter()
-                .any(|w| w.contains(",S=") || w.contains(",W="));
+                .any(|w| w.contains(",S=") || w.contains(",W=") || w.contains(",D="));
             let (s, w) = names::sizes_of(bytes);
-            for (field, named, actual) in [(SizeField::S, s, len), (SizeField::W, w, wire)] {
+            let d = names::dots_of(bytes);
+            for (field, named, actual) in [
+                (SizeField::S, s, len),
+                (SizeField::W, w, wire),
+                (SizeField::D, d, dots),
+            ] {
                 if let Some(named) = named
                     && named != actual
                 {
@@ -394,6 +420,7 @@ fn examine(root: &Path) -> Result<(Report, State), FsckError> {
                 base,
                 len,
                 wire,
+                dots: d.map(|_| dots),
                 mtime_ns: mtime_ns(&meta),
                 problems,
                 fix_sizes,
@@ -648,6 +675,7 @@ pub(super) fn repair(root: &Path) -> Result<RepairReport, FsckError> {
                 &base,
                 m.len,
                 m.wire,
+                m.dots,
             )));
             match super::rename_noreplace(&m.path, &to) {
                 Ok(()) => {
@@ -671,7 +699,11 @@ pub(super) fn repair(root: &Path) -> Result<RepairReport, FsckError> {
             to,
         });
         for why in &m.problems {
-            if !(why.contains(",S=") || why.contains(",W=") || why.starts_with("no unique")) {
+            if !(why.contains(",S=")
+                || why.contains(",W=")
+                || why.contains(",D=")
+                || why.starts_with("no unique"))
+            {
                 not_repaired.push((
                     Finding::new(&m.path, Problem::MalformedName { why }),
                     "readers still serve it: left as it is",
@@ -765,15 +797,20 @@ pub(crate) fn fuzz_name(data: &[u8]) {
     // A renamed name keeps the unique part and the flags and reads the new sizes.
     let base = names::base_of(data);
     if !base.is_empty() {
-        let n = compose_name(data, base, 12, 34);
+        let n = compose_name(data, base, 12, 34, Some(5));
         assert_eq!(names::base_of(&n), base);
         assert_eq!(names::sizes_of(&n), (Some(12), Some(34)));
+        assert_eq!(names::dots_of(&n), Some(5));
+        assert_eq!(names::wire_form_size(&n), None);
+        let wire = compose_name(data, base, 34, 34, Some(0));
+        assert_eq!(names::wire_form_size(&wire), Some(34));
         assert_eq!(split_name(&n).info, split_name(data).info);
         let after = check_name(&n);
         assert!(
-            after
-                .iter()
-                .all(|p| problems.contains(p) && !p.contains(",S=") && !p.contains(",W=")),
+            after.iter().all(|p| problems.contains(p)
+                && !p.contains(",S=")
+                && !p.contains(",W=")
+                && !p.contains(",D=")),
             "{after:?}"
         );
     }
@@ -808,10 +845,13 @@ mod tests {
         assert_eq!(check_name(b"1.2.h:2,S:2,S"), ["more than one `:`"]);
         assert_eq!(check_name(b"1.2.h,,S=1"), ["an empty `,` field"]);
         assert_eq!(
-            compose_name(b"1.2.h,S=1,X=y,W=2:2,RS", b"1.2.h", 5, 7),
+            compose_name(b"1.2.h,S=1,X=y,W=2:2,RS", b"1.2.h", 5, 7, None),
             b"1.2.h,X=y,S=5,W=7:2,RS"
         );
-        assert_eq!(compose_name(b":2,S", b"new", 5, 7), b"new,S=5,W=7:2,S");
+        assert_eq!(
+            compose_name(b":2,S", b"new", 5, 7, None),
+            b"new,S=5,W=7:2,S"
+        );
     }
 
     #[test]

@@ -90,6 +90,9 @@ pub enum SizeField {
     S,
     /// `,W=`: POP3 wire size (CRLF line ends).
     W,
+    /// `,D=`: lines that start with `.` (CRLF storage; `D=0` with `S` equal to `W`
+    /// lets the server send the file unread, so a wrong `D` would corrupt RETR).
+    D,
 }
 
 /// What is wrong. Message numbers are 1-based, as a POP3 session numbers them.
@@ -344,6 +347,7 @@ impl fmt::Display for Problem {
                 let (k, what) = match field {
                     SizeField::S => ("S", "octets on disk"),
                     SizeField::W => ("W", "wire size"),
+                    SizeField::D => ("D", "number of lines starting with a dot"),
                 };
                 write!(f, "wrong ,{k}={named} in the name: the {what} is {actual}")
             }

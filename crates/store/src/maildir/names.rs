@@ -54,6 +54,18 @@ pub(crate) fn final_name(
     }
 }
 
+/// The `,D=` value of a file name (lines starting with `.`), if present and well-formed.
+pub(crate) fn dots_of(name: &[u8]) -> Option<u64> {
+    let end = memchr::memchr(b':', name).unwrap_or(name.len());
+    name[..end]
+        .split(|&b| b == b',')
+        .skip(1)
+        .filter_map(|f| f.strip_prefix(b"D="))
+        .map(parse_decimal)
+        .last()
+        .flatten()
+}
+
 /// Whether a name says its file is in wire form: `,S=` and `,W=` present and equal,
 /// and `,D=0`. Returns the size then.
 pub(crate) fn wire_form_size(name: &[u8]) -> Option<u64> {
