@@ -2,6 +2,9 @@
 //! file under `cmd/` with its `Args` and a `run()` that calls library code; `main`
 //! only parses the command line and maps errors to exit codes.
 #![forbid(unsafe_code)]
+// The subcommands' doc comments are their --help text (clap), where `HOST[:PORT]` is
+// meant literally, not as a link.
+#![allow(rustdoc::broken_intra_doc_links)]
 
 use std::process::ExitCode;
 

@@ -218,7 +218,7 @@ fn refused(why: String, end_entity: &CertificateDer<'_>) -> rustls::Error {
 }
 
 /// A TLS handshake failure as the user should read it: a refused certificate with its
-/// fingerprint and the option that pins it (see [`Refused`]), else rustls' own words.
+/// fingerprint and the option that pins it (see `Refused`), else rustls' own words.
 pub fn describe_handshake_error(e: &std::io::Error) -> String {
     let refused = e
         .get_ref()

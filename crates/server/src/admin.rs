@@ -12,7 +12,7 @@
 //! | `mailbox USER` | `{"user","messages","octets","oldest","uidls":[...]}` |
 //! | `expunge USER BEFORE` | `{"deleted":N,"kept_undated":M}`: messages whose `Date:` is before BEFORE (Unix seconds) |
 //! | `reload` | `{"reloaded":true,"changed":[...]}` or `{"error":...}` |
-//! | `status` | `{"pid","listeners":{...},"config":{key: value}}` |
+//! | `status` | `{"pid","listeners":{kind: [bound address]},"config":{key: value}}` |
 //!
 //! Errors are `{"error":"..."}`. A mailbox in use by a session answers an error instead
 //! of waiting. `expunge` never deletes a message whose date it cannot read.
@@ -249,14 +249,38 @@ fn status(server: &Server) -> Value {
             "cache_misses": cache.misses,
         },
         "tls": server.has_tls(),
-        "listeners": {
-            "pop3": c.pop3.iter().map(ToString::to_string).collect::<Vec<_>>(),
-            "pop3s": c.pop3s.iter().map(ToString::to_string).collect::<Vec<_>>(),
-            "pop3_proxy": c.pop3_proxy.iter().map(ToString::to_string).collect::<Vec<_>>(),
-            "pop3s_proxy": c.pop3s_proxy.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        },
+        "listeners": listeners(server, &c),
         "config": config,
     })
+}
+
+/// The POP3 listeners by kind: the addresses bound once the server runs (a port 0 of
+/// the configuration resolved), else the configured ones.
+fn listeners(server: &Server, c: &crate::config::Config) -> Value {
+    let bound = server
+        .shared
+        .bound
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let mut out = serde_json::Map::new();
+    for (name, configured) in [
+        ("pop3", &c.pop3),
+        ("pop3s", &c.pop3s),
+        ("pop3_proxy", &c.pop3_proxy),
+        ("pop3s_proxy", &c.pop3s_proxy),
+    ] {
+        let addrs: Vec<String> = match &bound {
+            Some(b) => b
+                .iter()
+                .filter(|(n, _)| *n == name)
+                .map(|(_, a)| a.to_string())
+                .collect(),
+            None => configured.iter().map(ToString::to_string).collect(),
+        };
+        out.insert(name.to_owned(), json!(addrs));
+    }
+    Value::Object(out)
 }
 
 /// Opens `user`'s maildrop (taking its session lock; a session holding it is an

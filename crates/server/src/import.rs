@@ -5,7 +5,7 @@
 //!
 //! The configuration is read through `doveconf -n -P -c FILE` when `doveconf` is
 //! there (Dovecot's own reading: includes, `$variables`, defaults left out), and
-//! otherwise parsed here ([`doveconf`] has the syntax); when both work, warnings name
+//! otherwise parsed here (`doveconf` has the syntax); when both work, warnings name
 //! the file and line each setting was written on. Dovecot's defaults apply to what is
 //! not set, as in Dovecot.
 //!

@@ -225,6 +225,9 @@ pub(crate) struct Shared {
     /// The mail stores: the file backends, and whatever store the embedding program
     /// registered ([`Server::set_stores`]).
     stores: RwLock<correio_store::Stores>,
+    /// The addresses the POP3 listeners really bound (port 0 resolved), by kind
+    /// (`pop3`, `pop3s`, `pop3_proxy`, `pop3s_proxy`), once [`Server::run`] started.
+    pub(crate) bound: Mutex<Option<Vec<(&'static str, SocketAddr)>>>,
 }
 
 /// Reads the certificate and key on the server's behalf once it no longer may (a
@@ -523,6 +526,7 @@ impl Server {
                 metrics: Arc::new(metrics::Metrics::new()),
                 registry: Arc::new(admin::Registry::default()),
                 stores: RwLock::new(correio_store::Stores::new()),
+                bound: Mutex::new(None),
             }),
         })
     }
@@ -738,19 +742,30 @@ impl Server {
         // Every connection task holds a clone; recv() returns None once all are gone.
         let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
         let mut all = Vec::new();
-        for (list, kind) in [
-            (listeners.pop3, ListenerKind::PLAIN),
-            (listeners.pop3s, ListenerKind::TLS),
-            (listeners.pop3_proxy, ListenerKind::PLAIN_PROXY),
-            (listeners.pop3s_proxy, ListenerKind::TLS_PROXY),
+        let mut bound = Vec::new();
+        for (list, kind, name) in [
+            (listeners.pop3, ListenerKind::PLAIN, "pop3"),
+            (listeners.pop3s, ListenerKind::TLS, "pop3s"),
+            (
+                listeners.pop3_proxy,
+                ListenerKind::PLAIN_PROXY,
+                "pop3_proxy",
+            ),
+            (
+                listeners.pop3s_proxy,
+                ListenerKind::TLS_PROXY,
+                "pop3s_proxy",
+            ),
         ] {
             for listener in list {
                 if let Ok(a) = listener.local_addr() {
                     info!(addr = %a, tls = kind.implicit_tls, proxy = kind.proxy, "listening");
+                    bound.push((name, a));
                 }
                 all.push((listener, kind));
             }
         }
+        *self.shared.bound.lock().unwrap_or_else(|p| p.into_inner()) = Some(bound);
         let accept_task = tokio::spawn(accept_loop(
             Arc::clone(&self.shared),
             all,

@@ -1,6 +1,6 @@
 //! The one place that chooses a backend.
 //!
-//! The abstract modules ([`crate::maildrop`], [`crate::deliver`]) name no backend; the
+//! The abstract modules ([`crate::maildrop`], [`mod@crate::deliver`]) name no backend; the
 //! file backends ([`crate::maildir`], [`crate::mbox`]) and any other store (a database,
 //! in its own crate) sit above them. A user's mailbox is a [`MailboxRef`]: a file
 //! location (`maildir:PATH`, `mbox:PATH`) served by this crate, or `STORE:MAILBOX` served
@@ -224,7 +224,7 @@ pub fn open_maildrop(location: &MailLocation) -> Result<Box<dyn Maildrop>, Store
 }
 
 /// Delivers one message from `reader` into the file mailbox at `location`, durably
-/// (see [`crate::deliver`]).
+/// (see [`mod@crate::deliver`]).
 pub fn deliver(
     location: &MailLocation,
     reader: impl Read,

@@ -58,7 +58,7 @@ impl CommitReport {
 /// One POP3 session's maildrop: locked while this value lives.
 ///
 /// Driving contract:
-/// 1. [`open_maildrop`] takes the exclusive session lock (across processes) or fails
+/// 1. [`crate::open_maildrop`] takes the exclusive session lock (across processes) or fails
 ///    fast with [`StoreError::InUse`], and takes the snapshot.
 /// 2. [`Maildrop::messages`] is that snapshot; message `n` of POP3 is
 ///    `messages()[n - 1]`. It never changes during the session: messages delivered
@@ -108,8 +108,12 @@ pub trait Maildrop: Send + fmt::Debug {
     ) -> Result<Option<(Vec<u8>, u64)>, StoreError> {
         let (r, size) = self.open_message_checked(index)?;
         let mut v = Vec::new();
-        std::io::Read::read_to_end(&mut std::io::Read::take(r, limit + 1), &mut v)
-            .map_err(|e| StoreError::io("cannot read message", std::path::Path::new(""), e))?;
+        std::io::Read::read_to_end(&mut std::io::Read::take(r, limit + 1), &mut v).map_err(
+            |source| StoreError::Io {
+                context: format!("cannot read message {}", index + 1),
+                source,
+            },
+        )?;
         Ok((v.len() as u64 <= limit).then_some((v, size)))
     }
 

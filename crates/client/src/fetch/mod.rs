@@ -2,7 +2,7 @@
 //! state, with the storage guarantee: nothing is deleted on the server before it is stored and recorded.
 //!
 //! For each batch of messages (bounded by count and bytes): download them (pipelined
-//! when allowed) into the target, [`Target::sync`] (fsync),
+//! when allowed) into the target, [`target::Target::sync`] (fsync),
 //! record their keys in the state file (atomic, fsynced), publish, and only then DELE
 //! the batch. QUIT is sent only after every DELE was answered. A run that dies at any
 //! point leaves each message either on the server, or stored and recorded, or both —

@@ -6,9 +6,9 @@
 //! present (trusted as Dovecot does), else from the index `correio-index`, else by
 //! reading the file once (then cached in the index with the file's size and mtime).
 //! The UIDL of a message is, in order: the one recorded in the index; the one Dovecot
-//! showed (`dovecot-uidlist`, see [`dovecot`]); the one Courier showed
-//! (`courierpop3dsizelist`, see [`courier`]); one derived from the base name (see
-//! [`names`]). It is recorded in the index on first sight, keyed by base name, so a
+//! showed (`dovecot-uidlist`, see the `dovecot` module); the one Courier showed
+//! (`courierpop3dsizelist`, see the `courier` module); one derived from the base name (see
+//! the `names` module). It is recorded in the index on first sight, keyed by base name, so a
 //! flag rename by another tool keeps it.
 //!
 //! Deleting is `unlink` (a message renamed since the snapshot is found again by its
