@@ -523,25 +523,38 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     /// LIST: every message's size.
     pub async fn list(&mut self) -> Result<Vec<(MsgNum, u64)>, Error> {
         self.send(Command::List(None))?;
-        match self.next_event().await? {
-            Event::List(v) => Ok(v),
-            Event::Status { line, .. } => Err(Error::Refused {
-                command: "LIST",
-                line,
-            }),
-            other => Err(unexpected("LIST", other)),
-        }
+        self.read_list().await?
     }
 
     /// UIDL: every message's unique id. `-ERR` means the server has no UIDL.
     pub async fn uidl(&mut self) -> Result<Vec<(MsgNum, String)>, Error> {
         self.send(Command::Uidl(None))?;
+        self.read_uidl().await?
+    }
+
+    /// Reads the response to a LIST already sent. The outer error ends the session
+    /// (the connection, a response that does not fit); the inner one is a refusal.
+    async fn read_list(&mut self) -> Result<Result<Vec<(MsgNum, u64)>, Error>, Error> {
+        self.answering = "LIST";
         match self.next_event().await? {
-            Event::Uidl(v) => Ok(v),
-            Event::Status { line, .. } => Err(Error::Refused {
+            Event::List(v) => Ok(Ok(v)),
+            Event::Status { line, .. } => Ok(Err(Error::Refused {
+                command: "LIST",
+                line,
+            })),
+            other => Err(unexpected("LIST", other)),
+        }
+    }
+
+    /// Reads the response to a UIDL already sent (errors as [`Client::read_list`]).
+    async fn read_uidl(&mut self) -> Result<Result<Vec<(MsgNum, String)>, Error>, Error> {
+        self.answering = "UIDL";
+        match self.next_event().await? {
+            Event::Uidl(v) => Ok(Ok(v)),
+            Event::Status { line, .. } => Ok(Err(Error::Refused {
                 command: "UIDL",
                 line,
-            }),
+            })),
             other => Err(unexpected("UIDL", other)),
         }
     }
@@ -570,24 +583,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             other => return Err(unexpected("CAPA", other)),
         };
         self.caps = Some(caps);
-        self.answering = "LIST";
-        let list = match self.next_event().await? {
-            Event::List(v) => Ok(v),
-            Event::Status { line, .. } => Err(Error::Refused {
-                command: "LIST",
-                line,
-            }),
-            other => return Err(unexpected("LIST", other)),
-        };
-        self.answering = "UIDL";
-        let uidl = match self.next_event().await? {
-            Event::Uidl(v) => Ok(v),
-            Event::Status { line, .. } => Err(Error::Refused {
-                command: "UIDL",
-                line,
-            }),
-            other => return Err(unexpected("UIDL", other)),
-        };
+        let list = self.read_list().await?;
+        let uidl = self.read_uidl().await?;
         Ok((list, uidl))
     }
 

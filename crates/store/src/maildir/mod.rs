@@ -130,7 +130,9 @@ pub struct MaildirDrop {
     root: PathBuf,
     entries: Vec<Entry>,
     messages: Vec<MessageInfo>,
-    /// The index records, one per entry.
+    /// The index records, one per entry, without their UIDLs: a message's UIDL is
+    /// kept once, in `messages` (one allocation per message less), and put back when
+    /// the index is written.
     records: Vec<index::IndexEntry>,
     _lock: SessionLock,
 }
@@ -381,6 +383,9 @@ impl MaildirDrop {
             // The index is a cache of derivable facts; serving without it is safe.
             tracing::warn!(path = %root.display(), error = %err, "cannot write Maildir index");
         }
+        for r in &mut records {
+            r.uidl = String::new();
+        }
         Ok(MaildirDrop {
             root: root.to_path_buf(),
             entries: kept,
@@ -413,12 +418,14 @@ impl MaildirDrop {
             Vec::with_capacity(n),
         );
         for (r, wire) in l.records.into_iter().zip(wires) {
-            messages.push(MessageInfo::new(wire, r.entry.uidl.clone()));
+            // The UIDL moves to the message; the record keeps none (see `records`).
+            let mut entry = r.entry;
+            messages.push(MessageInfo::new(wire, std::mem::take(&mut entry.uidl)));
             entries.push(Entry {
                 sub: if r.new { Sub::New } else { Sub::Cur },
                 name: r.name,
             });
-            records.push(r.entry);
+            records.push(entry);
         }
         tracing::debug!(path = %root.display(), messages = n, "Maildir listed from its index");
         Ok((entries, messages, records))
@@ -512,7 +519,7 @@ impl MaildirDrop {
                 "Maildir file changed in place since it was indexed; announcing the measured size"
             );
         }
-        let mut listing = self.listing_without(&[]);
+        let mut listing = self.listing_without(&[], &self.messages);
         if let Some(r) = listing.records.get_mut(index) {
             r.entry.wire = Some(measured);
             r.entry.file_size = Some(meta.len());
@@ -525,17 +532,26 @@ impl MaildirDrop {
 
     /// The index after the messages at `gone` (ascending) were removed. The
     /// directories just changed: the next open lists them again.
-    fn listing_without(&self, gone: &[usize]) -> index::Listing {
+    fn listing_without(&self, gone: &[usize], messages: &[MessageInfo]) -> index::Listing {
         let mut gone = gone.iter().peekable();
         let mut records = Vec::with_capacity(self.entries.len());
-        for (i, (e, r)) in self.entries.iter().zip(&self.records).enumerate() {
+        for (i, ((e, r), m)) in self
+            .entries
+            .iter()
+            .zip(&self.records)
+            .zip(messages)
+            .enumerate()
+        {
             if gone.next_if_eq(&&i).is_some() {
                 continue;
             }
             records.push(index::Record {
                 new: e.sub == Sub::New,
                 name: e.name.clone(),
-                entry: r.clone(),
+                entry: index::IndexEntry {
+                    uidl: m.uidl.clone(),
+                    ..r.clone()
+                },
             });
         }
         index::Listing {
@@ -652,7 +668,8 @@ impl Maildrop for MaildirDrop {
     fn update(mut self: Box<Self>, update: &Update) -> Result<CommitReport, StoreError> {
         let path = self.root.join(crate::expiry::RETRIEVED_FILE);
         let messages = std::mem::take(&mut self.messages);
-        let result = crate::expiry::update_with(&path, &messages, update, |d| self.remove(d));
+        let result =
+            crate::expiry::update_with(&path, &messages, update, |d| self.remove(d, &messages));
         // The lock goes now; freeing a large listing (three allocations per message,
         // ~3.5 ms for 50,000) is left to a thread of its own, so the client's `+OK`
         // to QUIT does not wait for it.
@@ -677,7 +694,11 @@ const DROP_ASIDE: usize = 10_000;
 
 impl MaildirDrop {
     /// Removes the messages at `deletions` (the UPDATE's unlinks, see the module docs).
-    fn remove(&mut self, deletions: &[usize]) -> Result<CommitReport, StoreError> {
+    fn remove(
+        &mut self,
+        deletions: &[usize],
+        messages: &[MessageInfo],
+    ) -> Result<CommitReport, StoreError> {
         let deletions = checked_deletions(deletions, self.entries.len())?;
         let mut report = CommitReport::default();
         let mut first_error = None;
@@ -716,7 +737,8 @@ impl MaildirDrop {
             }
         }
         if !gone.is_empty()
-            && let Err(err) = index::store_listing(&self.root, &self.listing_without(&gone))
+            && let Err(err) =
+                index::store_listing(&self.root, &self.listing_without(&gone, messages))
         {
             tracing::warn!(path = %self.root.display(), error = %err, "cannot write Maildir index");
         }
