@@ -28,7 +28,9 @@
 //!   place ([`delivery_failure`]).
 //! - Every input is bounded: command line length, message size (the data is still read
 //!   to its end to stay in step, then refused with `552 5.3.4` per recipient),
-//!   recipients per transaction, errors per connection, idle time, connections.
+//!   recipients per transaction, errors per connection, idle time (from the last
+//!   complete command line, or the last data read: bytes that never end a line do not
+//!   count), connections.
 //! - End of data is only CRLF `.` CRLF; a bare LF never ends or stuffs a line (no SMTP
 //!   smuggling through a lenient terminator). The data is spooled to an unlinked
 //!   temporary file (`tempfile`), never held in memory, and a `Return-Path:` header with
@@ -773,6 +775,10 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Driver<R, W> {
     ) -> io::Result<()> {
         let mut buf = vec![0u8; 16 * 1024];
         let mut stop_seen = false;
+        // The idle limit runs from the last complete command line (or, during DATA,
+        // the last bytes of the message): bytes that never finish a line do not keep
+        // a connection open (a peer sending one byte at a time, slower than a line).
+        let mut deadline = tokio::time::Instant::now() + s.idle_timeout();
         loop {
             // Everything already buffered first: pipelined lines, or data.
             while !s.is_closed() {
@@ -791,6 +797,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Driver<R, W> {
                 let action = s.handle_line(line);
                 let action = self.checked(action);
                 self.run(s, action).await?;
+                deadline = tokio::time::Instant::now() + s.idle_timeout();
             }
             self.flush(s).await?;
             if s.is_closed() {
@@ -805,11 +812,14 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Driver<R, W> {
                     }
                     continue;
                 }
-                r = tokio::time::timeout(s.idle_timeout(), self.r.read(&mut buf)) => r,
+                r = tokio::time::timeout_at(deadline, self.r.read(&mut buf)) => r,
             };
             match read {
                 Err(_) => {
                     s.handle_timeout();
+                    // The machine says goodbye (421) and closes; should it not, the
+                    // next wait is a full limit again rather than none.
+                    deadline = tokio::time::Instant::now() + s.idle_timeout();
                 }
                 Ok(Ok(0)) => {
                     if s.is_receiving_data() {
@@ -823,6 +833,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Driver<R, W> {
                 Ok(Ok(n)) => {
                     if s.is_receiving_data() {
                         self.feed(s, &buf[..n]).await?;
+                        deadline = tokio::time::Instant::now() + s.idle_timeout();
                     } else {
                         self.framer.push(&buf[..n]);
                     }
