@@ -612,13 +612,31 @@ impl Maildrop for MaildirDrop {
             .ok_or(StoreError::NoSuchMessage(index))?
             .size;
         let (path, f) = self.open_file(index)?;
-        let mut bytes = Vec::with_capacity(listed.min(limit) as usize + 1);
-        io::Read::read_to_end(&mut io::Read::take(&f, limit + 1), &mut bytes)
+        let cap = listed.min(limit) as usize + 1;
+        let mut bytes = Vec::with_capacity(cap);
+        let first = loop {
+            match rustix::io::read(&f, rustix::buffer::spare_capacity(&mut bytes)) {
+                Err(rustix::io::Errno::INTR) => continue,
+                r => break r.map_err(|err| StoreError::io("cannot read", &path, err.into()))?,
+            }
+        };
+        let mut measured = correio_proto::wire_size(&bytes);
+        // A read of a regular file that stops short of the buffer has reached the end:
+        // when what it read also measures exactly the listed size, the file is that
+        // message, read with one call (no second read to see the end). Anything else
+        // (a full buffer, a size that differs: a file that changed, or a file system
+        // that returns short reads) reads on to the end and measures again.
+        if first == 0 || first >= cap || measured != listed {
+            io::Read::read_to_end(
+                &mut io::Read::take(&f, (limit + 1).saturating_sub(bytes.len() as u64)),
+                &mut bytes,
+            )
             .map_err(|err| StoreError::io("cannot read", &path, err))?;
-        if bytes.len() as u64 > limit {
-            return Ok(None);
+            if bytes.len() as u64 > limit {
+                return Ok(None);
+            }
+            measured = correio_proto::wire_size(&bytes);
         }
-        let measured = correio_proto::wire_size(&bytes);
         if measured != listed {
             let name = path
                 .file_name()
@@ -703,17 +721,26 @@ impl MaildirDrop {
         let mut report = CommitReport::default();
         let mut first_error = None;
         let mut gone = Vec::with_capacity(deletions.len());
+        // Which of new/ and cur/ lost a file, so must be synced.
+        let mut changed = [false; 2];
         for &i in &deletions {
             let e = &self.entries[i];
             let path = self.path_of(e);
             let result = match fs::remove_file(&path) {
                 Err(err) if err.kind() == io::ErrorKind::NotFound => {
                     match self.find_by_base(e.base()) {
-                        Some(moved) => fs::remove_file(&moved).map(|()| true),
+                        Some(moved) => fs::remove_file(&moved).map(|()| {
+                            // Moved by another program: it may be in either directory.
+                            changed = [true; 2];
+                            true
+                        }),
                         None => Ok(false),
                     }
                 }
-                other => other.map(|()| true),
+                other => other.map(|()| {
+                    changed[usize::from(e.sub == Sub::Cur)] = true;
+                    true
+                }),
             };
             match result {
                 Ok(true) => report.removed += 1,
@@ -730,7 +757,12 @@ impl MaildirDrop {
             gone.push(i);
             crate::failpoint::hit_nth("maildir-update-mid-unlink");
         }
-        for sub in [Sub::New, Sub::Cur] {
+        // The removals are durable once their directories are synced; a session that
+        // removed nothing (most QUITs of a download that keeps mail) syncs nothing.
+        for (sub, changed) in [Sub::New, Sub::Cur].into_iter().zip(changed) {
+            if !changed {
+                continue;
+            }
             let dir = self.root.join(sub.name());
             if let Err(err) = fsync_dir(&dir) {
                 first_error.get_or_insert(StoreError::io("cannot sync", &dir, err));
