@@ -134,6 +134,10 @@ pub struct MaildirDrop {
     /// kept once, in `messages` (one allocation per message less), and put back when
     /// the index is written.
     records: Vec<index::IndexEntry>,
+    /// `new/` and `cur/`, opened on the first read of a message in each, so every
+    /// message is then opened by its name alone (`openat`) rather than by walking its
+    /// whole path. `None` inside: the directory could not be opened; paths are used.
+    dirs: [std::sync::OnceLock<Option<std::os::fd::OwnedFd>>; 2],
     _lock: SessionLock,
 }
 
@@ -261,6 +265,7 @@ impl MaildirDrop {
                             entries,
                             messages,
                             records,
+                            dirs: Default::default(),
                             _lock: lock,
                         });
                     }
@@ -391,6 +396,7 @@ impl MaildirDrop {
             entries: kept,
             messages,
             records,
+            dirs: Default::default(),
             _lock: lock,
         })
     }
@@ -455,7 +461,26 @@ impl MaildirDrop {
             .get(index)
             .ok_or(StoreError::NoSuchMessage(index))?;
         let path = self.path_of(e);
-        match File::open(&path) {
+        let dir = self.dirs[usize::from(e.sub == Sub::Cur)].get_or_init(|| {
+            use rustix::fs::{Mode, OFlags};
+            let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+            rustix::fs::open(self.root.join(e.sub.name()), flags, Mode::empty()).ok()
+        });
+        let opened = match dir {
+            Some(dir) => {
+                use rustix::fs::{Mode, OFlags};
+                rustix::fs::openat(
+                    dir,
+                    e.name.as_os_str(),
+                    OFlags::RDONLY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map(File::from)
+                .map_err(io::Error::from)
+            }
+            None => File::open(&path),
+        };
+        match opened {
             Ok(f) => Ok((path, f)),
             Err(err) if err.kind() == io::ErrorKind::NotFound => {
                 let moved = self
