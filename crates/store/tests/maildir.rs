@@ -107,6 +107,16 @@ fn crlf_storage_keeps_wire_form_and_names_the_dot_lines() {
     assert_eq!(read(&*md, i_clean), fs::read(&clean.path).unwrap());
     drop(md);
 
+    // Written long after the time in its name (rewritten in place, same length): not
+    // trusted to be in wire form any more.
+    let f = fs::File::options().append(true).open(&clean.path).unwrap();
+    f.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(7200))
+        .unwrap();
+    drop(f);
+    let md = open_maildrop(&loc).unwrap();
+    assert!(md.wire_file(i_clean).unwrap().is_none(), "rewritten later");
+    drop(md);
+
     // A file that changed behind the name is not trusted: measured the usual way.
     fs::write(&clean.path, b"Subject: a\r\n\r\nbody changed!!!!!\r\n").unwrap();
     let md = open_maildrop(&loc).unwrap();

@@ -701,10 +701,17 @@ impl Maildrop for MaildirDrop {
         {
             return Ok(None);
         }
-        let len = f
+        let meta = f
             .metadata()
-            .map_err(|err| StoreError::io("cannot stat", &path, err))?
-            .len();
+            .map_err(|err| StoreError::io("cannot stat", &path, err))?;
+        // Written when it was delivered (its name holds that time), not since: a file
+        // rewritten in place later is read and stuffed the ordinary way.
+        let (delivered, _) = names::time_of(e.base());
+        let written_after = u64::try_from(meta.mtime()).unwrap_or(0);
+        if written_after > delivered.saturating_add(WIRE_FORM_WRITE_WINDOW) {
+            return Ok(None);
+        }
+        let len = meta.len();
         Ok((len == listed).then_some((f, len)))
     }
 
@@ -731,6 +738,10 @@ impl Maildrop for MaildirDrop {
         result
     }
 }
+
+/// How long after the time in its name a wire-form file may last have been written
+/// (the delivery's own writes) and still be sent unread.
+const WIRE_FORM_WRITE_WINDOW: u64 = 3600;
 
 /// Listings at least this long are freed off the session's path (see `update`).
 const DROP_ASIDE: usize = 10_000;
