@@ -11,11 +11,11 @@
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use correio_testkit::daemon::Daemon;
-use correio_testkit::peers::require;
+use correio_testkit::peers::{require, run_bounded_input};
 
 const BIN: &str = env!("CARGO_BIN_EXE_correio");
 
@@ -26,22 +26,12 @@ fn is_root() -> bool {
         .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
 }
 
+/// Runs `correio ARGS` in `dir` with `stdin`, bounded in time; it must succeed.
 fn correio(dir: &Path, args: &[&str], stdin: &[u8]) {
-    let mut c = Command::new(BIN)
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    c.stdin.take().unwrap().write_all(stdin).unwrap();
-    let out = c.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "correio {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut c = Command::new(BIN);
+    c.args(args).current_dir(dir);
+    let run = run_bounded_input(c, Some(stdin), Duration::from_secs(60), dir);
+    assert!(run.ok(), "correio {args:?}: {}", run.log());
 }
 
 /// A message of about `size` octets in lines of `line` bytes; `dot` puts a line
