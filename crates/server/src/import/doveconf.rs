@@ -131,6 +131,11 @@ const MAX_INCLUDE_DEPTH: usize = 16;
 const MAX_SECTION_DEPTH: usize = 32;
 /// Most files read in one parse.
 const MAX_FILES: usize = 1000;
+/// Longest value after `$variable` expansion (a value may name another twice, and
+/// that one another twice: without a bound, 30 lines take gigabytes; a found fuzz case).
+const MAX_VALUE_BYTES: usize = 64 * 1024;
+/// Most octets all settings together may take (a file included many times over).
+const MAX_SETTINGS_BYTES: usize = 16 * 1024 * 1024;
 
 /// The file system.
 #[derive(Debug, Default)]
@@ -206,6 +211,9 @@ struct Parser<'a> {
     stack: Vec<Section>,
     vars: HashMap<String, String>,
     files: usize,
+    /// Octets of every setting's name and value so far (bounded by
+    /// [`MAX_SETTINGS_BYTES`]).
+    settings_bytes: usize,
 }
 
 /// Parses the file at `path` and everything it includes.
@@ -239,6 +247,7 @@ pub fn parse_str(
         }],
         vars: HashMap::new(),
         files: 1,
+        settings_bytes: 0,
     };
     p.parse_text(text, path, 0)?;
     if p.stack.len() > 1 {
@@ -320,28 +329,32 @@ impl Parser<'_> {
         }
     }
 
-    /// `$name` → the value of the top-level setting `name` so far.
-    fn expand(&self, value: &str) -> String {
+    /// `$name` → the value of the top-level setting `name` so far. `None`: the result
+    /// would be longer than [`MAX_VALUE_BYTES`].
+    fn expand(&self, value: &str) -> Option<String> {
         if !value.contains('$') {
-            return value.to_owned();
+            return Some(value.to_owned());
         }
         let mut out = String::with_capacity(value.len());
         let mut rest = value;
+        let push = |out: &mut String, s: &str| {
+            (out.len() + s.len() <= MAX_VALUE_BYTES).then(|| out.push_str(s))
+        };
         while let Some(pos) = rest.find('$') {
-            out.push_str(&rest[..pos]);
+            push(&mut out, &rest[..pos])?;
             let after = &rest[pos + 1..];
             let len = after
                 .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
                 .unwrap_or(after.len());
             if len == 0 {
-                out.push('$');
+                push(&mut out, "$")?;
             } else if let Some(v) = self.vars.get(&after[..len]) {
-                out.push_str(v);
+                push(&mut out, v)?;
             }
             rest = &after[len..];
         }
-        out.push_str(rest);
-        out
+        push(&mut out, rest)?;
+        Some(out)
     }
 
     fn push(&mut self, item: Item) {
@@ -437,8 +450,24 @@ impl Parser<'_> {
             let value = if value.starts_with('"') || value.starts_with('\'') {
                 unquote(value)
             } else {
-                self.expand(value)
+                self.expand(value).ok_or_else(|| {
+                    Self::err(
+                        file,
+                        line_no,
+                        format!(
+                            "the value of {key} is longer than {MAX_VALUE_BYTES} bytes once its $variables are expanded"
+                        ),
+                    )
+                })?
             };
+            self.settings_bytes += key.len() + value.len();
+            if self.settings_bytes > MAX_SETTINGS_BYTES {
+                return Err(Self::err(
+                    file,
+                    line_no,
+                    format!("the settings take more than {MAX_SETTINGS_BYTES} bytes"),
+                ));
+            }
             if self.stack.len() == 1 {
                 self.vars.insert(key.to_owned(), value.clone());
             }
@@ -580,6 +609,30 @@ mod tests {
             Item::Setting(s) if s.key == key => Some(s.clone()),
             _ => None,
         })
+    }
+
+    /// Found by the `server_import_dovecot` fuzz target: a variable that names itself
+    /// twice doubles with every line, and 30 lines took gigabytes. Now every expanded
+    /// value is bounded, and the parse says where it stopped.
+    #[test]
+    fn variables_that_double_stop_at_the_value_bound() {
+        let mut text = String::from("protocols = pop3\n");
+        for _ in 0..40 {
+            text.push_str("protocols = $protocols $protocols\n");
+        }
+        let e = parse(&[("/etc/dovecot/dovecot.conf", &text)]).unwrap_err();
+        assert!(
+            e.reason.contains("once its $variables are expanded"),
+            "{e:?}"
+        );
+        assert!(e.at.line > 10 && e.at.line < 20, "{e:?}");
+        // Short of the bound, expansion works as before.
+        let ok = parse(&[(
+            "/etc/dovecot/dovecot.conf",
+            "protocols = imap\nprotocols = $protocols pop3\n",
+        )])
+        .unwrap();
+        assert_eq!(setting(&ok, "protocols").unwrap().value, "imap pop3");
     }
 
     #[test]

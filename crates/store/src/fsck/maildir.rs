@@ -46,11 +46,10 @@ fn split_name(name: &[u8]) -> NameParts<'_> {
     }
 }
 
+/// A size field's value, read by the same rule the store reads names with (a found
+/// fuzz case: a 26-digit value with leading zeros was a number here and not there).
 fn size_value(v: &[u8]) -> Option<u64> {
-    if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(v).ok()?.parse().ok()
+    names::parse_decimal(v)
 }
 
 /// What is wrong with a Maildir file name (empty: nothing).

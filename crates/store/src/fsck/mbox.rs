@@ -320,8 +320,14 @@ pub(crate) fn plan<S: Source>(
                 let k = s.len.min(2) as usize;
                 let got = src.read_at(&mut tail[2 - k..], s.len - k as u64)?;
                 let lone_cr = got == k && tail[1] == b'\r' && (k == 1 || tail[0] == b'\n');
+                // A cut From_ line that ends in CR is completed with LF alone: with a
+                // whole CRLF after its CR it would end in CR, no date would parse, and
+                // its message would join the one before (a found fuzz case).
+                let cut_from_line = s.messages.last().is_some_and(|m| m.content_start >= s.len);
                 let add = if lone_cr && eol == b"\n" {
                     b"\n\n".to_vec()
+                } else if cut_from_line && got == k && k > 0 && tail[1] == b'\r' {
+                    b"\n".to_vec()
                 } else {
                     eol.to_vec()
                 };

@@ -164,7 +164,10 @@ fn unescape_name(s: &str) -> Option<OsString> {
         return None;
     }
     if !b.contains(&b'%') {
-        return Some(OsString::from_vec(b.to_vec()));
+        // Only what `escape_name` writes unescaped (a found fuzz case: a raw NUL was
+        // taken here, written back as `%00`, and that refused on the next read).
+        let plain = b.iter().all(|&c| (0x21..=0x7e).contains(&c) && c != b'/');
+        return plain.then(|| OsString::from_vec(b.to_vec()));
     }
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

@@ -85,8 +85,8 @@ pub(crate) fn wire_form_size(name: &[u8]) -> Option<u64> {
     }
 }
 
-/// A non-empty run of ASCII digits that fits a u64.
-fn parse_decimal(v: &[u8]) -> Option<u64> {
+/// A non-empty run of ASCII digits that fits a u64 (at most 20 digits).
+pub(crate) fn parse_decimal(v: &[u8]) -> Option<u64> {
     if v.is_empty() || v.len() > 20 {
         return None;
     }
