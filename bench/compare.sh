@@ -451,7 +451,7 @@ CORREIO_PID= ; DOVECOT_PID= ; CORREIO2_PID=
 FETCH_LAN=; FETCH_WAN=; FETCH_WAN_TLS=
 if [ "$SKIP_FETCH" = 0 ]; then
   echo "== correio fetch vs mpop vs fetchmail, 500 messages, loopback" >&2
-  FETCH_LAN=$("$ROOT/bench/fetch_compare.sh" 500 "$FETCH_ROUNDS" | tee /dev/stderr | awk '$1=="mean"{print $2, $3, $4}') || true
+  FETCH_LAN=$("$ROOT/bench/fetch_compare.sh" 500 "$FETCH_ROUNDS" | tee -a /dev/stderr | awk '$1=="mean"{print $2, $3, $4}') || true
   echo "== the same with 50 ms more round-trip time" >&2
   # Preferred: a network namespace of our own whose loopback delays every packet by
   # 25 ms (netem; each direction crosses lo once, so +50 ms round trip), with the
@@ -464,22 +464,22 @@ if [ "$SKIP_FETCH" = 0 ]; then
     if ip netns exec "$NS" tc qdisc add dev lo root netem delay 25ms 2>/dev/null; then
       echo "   (netem in network namespace $NS)" >&2
       FETCH_WAN=$(ip netns exec "$NS" env DELAY_MS=50 DELAY_BY_NETEM=1 "$ROOT/bench/fetch_compare.sh" 500 1 |
-        tee /dev/stderr | awk '$1=="mean"{print $2, $3, $4}') || true
+        tee -a /dev/stderr | awk '$1=="mean"{print $2, $3, $4}') || true
     else
       echo "   (this kernel has no netem: userspace proxy adding 25 ms each way)" >&2
-      FETCH_WAN=$(DELAY_MS=50 "$ROOT/bench/fetch_compare.sh" 500 1 | tee /dev/stderr | awk '$1=="mean"{print $2, $3, $4}') || true
+      FETCH_WAN=$(DELAY_MS=50 "$ROOT/bench/fetch_compare.sh" 500 1 | tee -a /dev/stderr | awk '$1=="mean"{print $2, $3, $4}') || true
     fi
     ip netns del "$NS" 2>/dev/null || true
     NETNS=
   else
     echo "   (cannot create a network namespace: userspace proxy adding 25 ms each way)" >&2
-    FETCH_WAN=$(DELAY_MS=50 "$ROOT/bench/fetch_compare.sh" 500 1 | tee /dev/stderr | awk '$1=="mean"{print $2, $3, $4}') || true
+    FETCH_WAN=$(DELAY_MS=50 "$ROOT/bench/fetch_compare.sh" 500 1 | tee -a /dev/stderr | awk '$1=="mean"{print $2, $3, $4}') || true
   fi
   # Over implicit TLS (POP3S), correio fetch and mpop only (fetchmail needs a minute
   # per run at 50 ms), through the userspace proxy: 3 rounds.
   echo "== correio fetch vs mpop, 500 messages, implicit TLS, 50 ms more round-trip time" >&2
   FETCH_WAN_TLS=$(TLS=1 TOOLS="correio mpop" DELAY_MS=50 "$ROOT/bench/fetch_compare.sh" 500 "$FETCH_ROUNDS" |
-    tee /dev/stderr | awk '$1=="mean"{print $2, $3, "-"}') || true
+    tee -a /dev/stderr | awk '$1=="mean"{print $2, $3, "-"}') || true
 fi
 
 C_SCHEME=$C_SCHEME D_SCHEME=$D_SCHEME \
