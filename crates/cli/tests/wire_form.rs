@@ -15,7 +15,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use correio_testkit::daemon::Daemon;
-use correio_testkit::peers::{require, run_bounded_input};
+use correio_testkit::peers::{lf_to_crlf, require, run_bounded_input};
 
 const BIN: &str = env!("CARGO_BIN_EXE_correio");
 
@@ -52,18 +52,6 @@ fn message(subject: &str, size: usize, dot: bool, crlf: bool) -> Vec<u8> {
         i += 1;
     }
     m
-}
-
-/// The message as POP3 delivers it (CRLF line ends, unstuffed).
-fn wire(m: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(m.len() + m.len() / 40);
-    for (i, &b) in m.iter().enumerate() {
-        if b == b'\n' && (i == 0 || m[i - 1] != b'\r') {
-            out.push(b'\r');
-        }
-        out.push(b);
-    }
-    out
 }
 
 fn read_line(r: &mut BufReader<std::net::TcpStream>) -> String {
@@ -261,11 +249,12 @@ fn crlf_storage_sends_wire_form_messages_with_sendfile_byte_exact() {
         .iter()
         .map(|n| std::fs::read(new.join(n)).unwrap())
         .collect();
-    for (file, sent) in
-        stored
-            .iter()
-            .zip([wire(&big), wire(&dotted), wire(&small), lmtp_big.clone()])
-    {
+    for (file, sent) in stored.iter().zip([
+        lf_to_crlf(&big),
+        lf_to_crlf(&dotted),
+        lf_to_crlf(&small),
+        lmtp_big.clone(),
+    ]) {
         assert!(file.ends_with(&sent), "stored message is not the one sent");
         assert!(file.len() < sent.len() + 200, "more than a header added");
     }

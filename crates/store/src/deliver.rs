@@ -307,7 +307,7 @@ pub struct Normalizer {
     received: u64,
     stored: u64,
     /// Stored lines that start with `.` (the dot-stuffer doubles those dots).
-    dot_lines: u64,
+    dot_lines: crate::transform::DotLines,
     last: Option<u8>,
     out: Vec<u8>,
 }
@@ -351,7 +351,7 @@ impl Normalizer {
             wire: crate::wire::WireCounter::new(),
             received: 0,
             stored: 0,
-            dot_lines: 0,
+            dot_lines: Default::default(),
             last: None,
             out: Vec::new(),
         }
@@ -392,9 +392,7 @@ impl Normalizer {
             ));
         }
         self.wire.feed(&self.out);
-        let at_line_start = self.last.is_none_or(|b| b == b'\n');
-        self.dot_lines += u64::from(at_line_start && self.out[0] == b'.')
-            + memchr::memmem::find_iter(&self.out, b"\n.").count() as u64;
+        self.dot_lines.feed(&self.out);
         self.last = self.out.last().copied();
         sink(&self.out)?;
         self.out.clear();
@@ -444,7 +442,7 @@ impl Normalizer {
         Ok(Normalized {
             stored: self.stored,
             wire: self.wire.finish(),
-            dot_lines: self.dot_lines,
+            dot_lines: self.dot_lines.count(),
         })
     }
 }

@@ -67,6 +67,30 @@ impl LfToCrlf {
     }
 }
 
+/// Counts the lines that start with `.` (those POP3 stuffs) in bytes given in chunks of
+/// any size.
+#[derive(Debug, Default)]
+pub(crate) struct DotLines {
+    count: u64,
+    /// The last byte seen ended no line (the next one does not start a line).
+    mid_line: bool,
+}
+
+impl DotLines {
+    pub(crate) fn feed(&mut self, bytes: &[u8]) {
+        let Some(&last) = bytes.last() else {
+            return;
+        };
+        self.count += u64::from(!self.mid_line && bytes[0] == b'.')
+            + memchr::memmem::find_iter(bytes, b"\n.").count() as u64;
+        self.mid_line = last != b'\n';
+    }
+
+    pub(crate) fn count(&self) -> u64 {
+        self.count
+    }
+}
+
 /// Which way [`FromQuoting`] works.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum QuoteDir {

@@ -247,18 +247,15 @@ fn wire_and_len(path: &Path) -> io::Result<(u64, u64, u64)> {
     let mut c = WireCounter::new();
     let mut buf = vec![0u8; 64 * 1024];
     let mut len = 0u64;
-    let mut dots = 0u64;
-    let mut last = b'\n';
+    let mut dots = crate::transform::DotLines::default();
     loop {
         match f.read(&mut buf) {
-            Ok(0) => return Ok((c.finish(), len, dots)),
+            Ok(0) => return Ok((c.finish(), len, dots.count())),
             Ok(n) => {
                 let chunk = &buf[..n];
                 c.feed(chunk);
                 len += n as u64;
-                dots += u64::from(last == b'\n' && chunk[0] == b'.')
-                    + memchr::memmem::find_iter(chunk, b"\n.").count() as u64;
-                last = chunk[n - 1];
+                dots.feed(chunk);
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
@@ -369,8 +366,7 @@ fn examine(root: &Path) -> Result<(Report, State), FsckError> {
             let mut fix_sizes = problems
                 .iter()
                 .any(|w| w.contains(",S=") || w.contains(",W=") || w.contains(",D="));
-            let (s, w) = names::sizes_of(bytes);
-            let d = names::dots_of(bytes);
+            let names::Fields { s, w, d } = names::fields_of(bytes);
             for (field, named, actual) in [
                 (SizeField::S, s, len),
                 (SizeField::W, w, wire),
@@ -799,7 +795,7 @@ pub(crate) fn fuzz_name(data: &[u8]) {
         let n = compose_name(data, base, 12, 34, Some(5));
         assert_eq!(names::base_of(&n), base);
         assert_eq!(names::sizes_of(&n), (Some(12), Some(34)));
-        assert_eq!(names::dots_of(&n), Some(5));
+        assert_eq!(names::fields_of(&n).d, Some(5));
         assert_eq!(names::wire_form_size(&n), None);
         let wire = compose_name(data, base, 34, 34, Some(0));
         assert_eq!(names::wire_form_size(&wire), Some(34));

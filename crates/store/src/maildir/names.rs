@@ -23,20 +23,35 @@ pub(crate) fn base_of(name: &[u8]) -> &[u8] {
     &name[..end]
 }
 
-/// The `,S=` and `,W=` values of a file name, if present and well-formed.
-pub(crate) fn sizes_of(name: &[u8]) -> (Option<u64>, Option<u64>) {
+/// The `,S=`, `,W=` and `,D=` values of a file name, each if present and well-formed
+/// (the last of a field given twice counts).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Fields {
+    pub(crate) s: Option<u64>,
+    pub(crate) w: Option<u64>,
+    pub(crate) d: Option<u64>,
+}
+
+/// The size fields of a file name: the one parser of them.
+pub(crate) fn fields_of(name: &[u8]) -> Fields {
     // Called for every message of every open: bytes, no UTF-8 or str parsing.
     let end = memchr::memchr(b':', name).unwrap_or(name.len());
-    let mut s = None;
-    let mut w = None;
+    let mut f = Fields::default();
     for field in name[..end].split(|&b| b == b',').skip(1) {
         match field {
-            [b'S', b'=', v @ ..] => s = parse_decimal(v),
-            [b'W', b'=', v @ ..] => w = parse_decimal(v),
+            [b'S', b'=', v @ ..] => f.s = parse_decimal(v),
+            [b'W', b'=', v @ ..] => f.w = parse_decimal(v),
+            [b'D', b'=', v @ ..] => f.d = parse_decimal(v),
             _ => {}
         }
     }
-    (s, w)
+    f
+}
+
+/// The `,S=` and `,W=` values of a file name, if present and well-formed.
+pub(crate) fn sizes_of(name: &[u8]) -> (Option<u64>, Option<u64>) {
+    let f = fields_of(name);
+    (f.s, f.w)
 }
 
 /// The name a delivered message gets in `new/`: its base and sizes, and for CRLF
@@ -54,33 +69,15 @@ pub(crate) fn final_name(
     }
 }
 
-/// The `,D=` value of a file name (lines starting with `.`), if present and well-formed.
-pub(crate) fn dots_of(name: &[u8]) -> Option<u64> {
-    let end = memchr::memchr(b':', name).unwrap_or(name.len());
-    name[..end]
-        .split(|&b| b == b',')
-        .skip(1)
-        .filter_map(|f| f.strip_prefix(b"D="))
-        .map(parse_decimal)
-        .last()
-        .flatten()
-}
-
 /// Whether a name says its file is in wire form: `,S=` and `,W=` present and equal,
 /// and `,D=0`. Returns the size then.
 pub(crate) fn wire_form_size(name: &[u8]) -> Option<u64> {
-    let end = memchr::memchr(b':', name).unwrap_or(name.len());
-    let (mut s, mut w, mut d) = (None, None, None);
-    for field in name[..end].split(|&b| b == b',').skip(1) {
-        match field {
-            [b'S', b'=', v @ ..] => s = parse_decimal(v),
-            [b'W', b'=', v @ ..] => w = parse_decimal(v),
-            [b'D', b'=', v @ ..] => d = parse_decimal(v),
-            _ => {}
-        }
-    }
-    match (s, w, d) {
-        (Some(s), Some(w), Some(0)) if s == w => Some(w),
+    match fields_of(name) {
+        Fields {
+            s: Some(s),
+            w: Some(w),
+            d: Some(0),
+        } if s == w => Some(w),
         _ => None,
     }
 }
